@@ -1,0 +1,256 @@
+"""One decoder for Qwen3, Qwen2 and Llama, as pure functions over a param pytree.
+
+Parameters are a plain dict; per-layer tensors are stacked on a leading layer
+axis so the layer loop is one `lax.scan` (compile time independent of depth):
+
+  embed [V, D]; final_norm [D]; lm_head [D, V] (untied only)
+  layers/attn_norm [L, D], q [L, D, H*hd], k, v [L, D, K*hd], o [L, H*hd, D],
+         q_bias [L, H*hd], k_bias, v_bias [L, K*hd] (Qwen2),
+         q_norm, k_norm [L, hd] (Qwen3),
+         mlp_norm [L, D], gate, up [L, D, F], down [L, F, D]
+
+Projections run on flattened [B*S, D] activations (XLA:CPU's backward of a
+batched [B, S, D] @ W is several times slower than the flat matmul).
+
+Adapters (LoRA, any number of slots) ride along: `adapters['layers'][name]`
+holds `a` [L, D_in, S*r] and `b` [L, S*r, D_out] for S slots of rank r, and
+`adapter_weights` [B, S] says how much of each slot's low-rank update every
+batch row receives (alpha/r for the row's slots, 0 elsewhere). Rows of
+different roles thus share one matmul: x @ A_all, mask to the row's slots,
+@ B_all -- no gather, no Python loop over roles.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from marl_jax.models.config import ModelConfig, as_dtype
+
+Params = dict[str, Any]
+LINEAR_NAMES = ("q", "k", "v", "o", "gate", "up", "down")
+_NEG_INF = -1e30
+
+
+def linear_shapes(config: ModelConfig) -> dict[str, tuple[int, int]]:
+  """(in, out) features of every linear layer, by name."""
+  d, f = config.hidden_size, config.intermediate_size
+  hq, hk = config.num_heads * config.head_dim, config.num_kv_heads * config.head_dim
+  return {"q": (d, hq), "k": (d, hk), "v": (d, hk), "o": (hq, d),
+          "gate": (d, f), "up": (d, f), "down": (f, d)}
+
+
+def init_params(config: ModelConfig, rng: jax.Array) -> Params:
+  """Random parameters (normal, std 0.02; norms at one), in config.param_dtype."""
+  dtype = as_dtype(config.param_dtype)
+  n_layers, d = config.num_layers, config.hidden_size
+  shapes = {name: (n_layers, *io) for name, io in linear_shapes(config).items()}
+  shapes["embed"] = (config.vocab_size, d)
+  if not config.tie_embeddings:
+    shapes["lm_head"] = (d, config.vocab_size)
+  keys = dict(zip(sorted(shapes), jax.random.split(rng, len(shapes))))
+
+  def normal(name):
+    return (0.02 * jax.random.normal(keys[name], shapes[name], jnp.float32)).astype(dtype)
+
+  layers = {name: normal(name) for name in LINEAR_NAMES}
+  layers["attn_norm"] = jnp.ones((n_layers, d), dtype)
+  layers["mlp_norm"] = jnp.ones((n_layers, d), dtype)
+  if config.qk_norm:
+    layers["q_norm"] = jnp.ones((n_layers, config.head_dim), dtype)
+    layers["k_norm"] = jnp.ones((n_layers, config.head_dim), dtype)
+  if config.attention_bias:
+    for name in ("q", "k", "v"):
+      layers[f"{name}_bias"] = jnp.zeros((n_layers, shapes[name][-1]), dtype)
+  params = {"embed": normal("embed"), "layers": layers,
+            "final_norm": jnp.ones((d,), dtype)}
+  if not config.tie_embeddings:
+    params["lm_head"] = normal("lm_head")
+  return params
+
+
+def param_shapes(config: ModelConfig) -> Params:
+  """ShapeDtypeStructs of the parameters, computed without allocating them."""
+  return jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+
+
+def count_params(config: ModelConfig) -> int:
+  """Number of parameters, from `jax.eval_shape` (no allocation)."""
+  return sum(math.prod(x.shape) for x in jax.tree_util.tree_leaves(param_shapes(config)))
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+  x32 = x.astype(jnp.float32)
+  x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+  return (x32 * weight.astype(jnp.float32)).astype(x.dtype)
+
+
+def rope_inv_freq(config: ModelConfig) -> jax.Array:
+  """Inverse RoPE frequencies [hd/2], with the config's rope_theta and scaling."""
+  hd = config.head_dim
+  inv = 1.0 / (config.rope_theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
+  scaling = config.rope_scaling_dict
+  kind = scaling.get("rope_type", scaling.get("type"))
+  if kind == "linear":
+    inv = inv / scaling["factor"]
+  elif kind == "llama3":
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_len = scaling["original_max_position_embeddings"]
+    wavelen = 2 * math.pi / inv
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * inv / factor + smooth * inv
+    inv = jnp.where(wavelen > old_len / low, inv / factor, inv)
+    is_medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    inv = jnp.where(is_medium, smoothed, inv)
+  return inv
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
+  """Rotates x [B, S, heads, hd] by positions [B, S] (rotate-half convention, as HF)."""
+  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, S, hd/2]
+  cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+  x32 = x.astype(jnp.float32)
+  x1, x2 = jnp.split(x32, 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+def _dense(x, w, adapter, route, dtype):
+  """x [B, S, D_in] @ w, plus the routed low-rank update of every adapter slot."""
+  b, s, d_in = x.shape
+  flat = x.reshape(b * s, d_in)
+  y = flat @ w.astype(dtype)
+  if adapter is not None:
+    xa = (flat @ adapter["a"].astype(dtype)).reshape(b, s, -1) * route[:, None, :]
+    y = y + xa.reshape(b * s, -1) @ adapter["b"].astype(dtype)
+  return y.reshape(b, s, -1)
+
+
+def _attend(q, k, v, mask, config: ModelConfig):
+  """Grouped-query attention: q [B,S,H,hd], k/v [B,T,K,hd], mask [B,S,T]."""
+  b, s, _, hd = q.shape
+  n_kv, group = config.num_kv_heads, config.group_size
+  q = q.reshape(b, s, n_kv, group, hd)
+  logits = jnp.einsum("bskgd,btkd->bkgst", q, k, preferred_element_type=jnp.float32)
+  logits = logits * (1.0 / math.sqrt(hd))
+  logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgst,btkd->bskgd", probs, v)
+  return out.reshape(b, s, n_kv * group * hd)
+
+
+def _layer(config, h, layer, adapters, route, positions, mask, inv_freq, cache, cache_index):
+  dtype = as_dtype(config.compute_dtype)
+  b, s, _ = h.shape
+  eps = config.rms_norm_eps
+  lora = adapters or {}
+
+  def dense(x, name):
+    return _dense(x, layer[name], lora.get(name), route, dtype)
+
+  x = rms_norm(h, layer["attn_norm"], eps)
+  q, k, v = dense(x, "q"), dense(x, "k"), dense(x, "v")
+  if config.attention_bias:
+    q = q + layer["q_bias"].astype(dtype)
+    k = k + layer["k_bias"].astype(dtype)
+    v = v + layer["v_bias"].astype(dtype)
+  q = q.reshape(b, s, config.num_heads, config.head_dim)
+  k = k.reshape(b, s, config.num_kv_heads, config.head_dim)
+  v = v.reshape(b, s, config.num_kv_heads, config.head_dim)
+  if config.qk_norm:
+    q = rms_norm(q, layer["q_norm"], eps)
+    k = rms_norm(k, layer["k_norm"], eps)
+  q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+  if cache is not None:
+    k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, cache_index, 0, 0))
+    v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, cache_index, 0, 0))
+    new_cache = (k, v)
+    k, v = k.astype(dtype), v.astype(dtype)
+  else:
+    new_cache = None
+  h = h + dense(_attend(q, k, v, mask, config), "o")
+  x = rms_norm(h, layer["mlp_norm"], eps)
+  h = h + dense(jax.nn.silu(dense(x, "gate")) * dense(x, "up"), "down")
+  return h, new_cache
+
+
+def embed_tokens(config: ModelConfig, params: Params, tokens: jax.Array) -> jax.Array:
+  dtype = as_dtype(config.compute_dtype)
+  if config.one_hot_embed:
+    return jax.nn.one_hot(tokens, config.vocab_size, dtype=dtype) @ params["embed"].astype(dtype)
+  return params["embed"][tokens].astype(dtype)
+
+
+def forward_hidden(
+    config: ModelConfig,
+    params: Params,
+    tokens: jax.Array,
+    positions: jax.Array,
+    key_valid: jax.Array,
+    *,
+    cache: tuple[jax.Array, jax.Array] | None = None,
+    cache_index: jax.Array | int = 0,
+    adapters: Params | None = None,
+    adapter_weights: jax.Array | None = None,
+    remat: bool = False,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+  """Runs the decoder; returns (final-normed hidden [B, S, D], updated cache).
+
+  Args:
+    tokens, positions: [B, S] token ids and RoPE positions.
+    key_valid: [B, T] which key slots hold real tokens (T = S without a cache,
+      the cache length with one). A query at slot cache_index + i attends to
+      valid keys at slots <= cache_index + i.
+    cache: (k, v), each [L, B, T, K, hd]; the new keys go to slot cache_index.
+    adapters, adapter_weights: LoRA slots and per-row routing (module doc).
+    remat: recompute each layer's activations in the backward pass.
+  """
+  s = tokens.shape[1]
+  t = key_valid.shape[1]
+  query_slot = cache_index + jnp.arange(s)
+  mask = (jnp.arange(t)[None, :] <= query_slot[:, None])[None] & key_valid[:, None, :]
+  inv_freq = rope_inv_freq(config)
+  h = embed_tokens(config, params, tokens)
+  lora_layers = None if adapters is None else adapters["layers"]
+  route = None
+  if lora_layers is not None:
+    rank = next(iter(lora_layers.values()))["a"].shape[-1] // adapter_weights.shape[-1]
+    route = jnp.repeat(adapter_weights.astype(h.dtype), rank, axis=-1)
+
+  def body(h, xs):
+    layer, lora, layer_cache = xs
+    return _layer(config, h, layer, lora, route, positions, mask, inv_freq,
+                  layer_cache, cache_index)
+
+  if remat:
+    body = jax.checkpoint(body, prevent_cse=False)
+  h, new_cache = jax.lax.scan(body, h, (params["layers"], lora_layers, cache))
+  return rms_norm(h, params["final_norm"], config.rms_norm_eps), new_cache
+
+
+def lm_head(config: ModelConfig, params: Params) -> jax.Array:
+  """The [D, V] output projection (the transposed embedding when tied)."""
+  return params["embed"].T if config.tie_embeddings else params["lm_head"]
+
+
+def logits_from_hidden(config: ModelConfig, params: Params, hidden: jax.Array) -> jax.Array:
+  dtype = as_dtype(config.compute_dtype)
+  head = lm_head(config, params).astype(dtype)
+  shape = hidden.shape
+  flat = hidden.reshape(-1, shape[-1]).astype(dtype)
+  return jnp.dot(flat, head, preferred_element_type=jnp.float32).reshape(*shape[:-1], -1)
+
+
+def forward_logits(config: ModelConfig, params: Params, tokens: jax.Array) -> jax.Array:
+  """float32 logits [B, S, V] of a full forward over unpadded tokens [B, S]."""
+  b, s = tokens.shape
+  positions = jnp.broadcast_to(jnp.arange(s), (b, s))
+  hidden, _ = forward_hidden(config, params, tokens, positions, jnp.ones((b, s), bool))
+  return logits_from_hidden(config, params, hidden)
+
+
+def left_pad_positions(valid: jax.Array) -> jax.Array:
+  """RoPE positions for a left-padded batch: 0 at each row's first real token."""
+  return jnp.maximum(jnp.cumsum(valid.astype(jnp.int32), axis=-1) - 1, 0)
