@@ -128,20 +128,35 @@ def _dense(x, w, adapter, route, dtype):
   return y.reshape(b, s, -1)
 
 
-def _attend(q, k, v, mask, config: ModelConfig):
-  """Grouped-query attention: q [B,S,H,hd], k/v [B,T,K,hd], mask [B,S,T]."""
+def _attend(q, k, v, mask, config: ModelConfig, cache=None, cache_mask=None):
+  """Grouped-query attention of q [B,S,H,hd] over k/v [B,K,S,hd] (mask [B,S,S]).
+
+  With a cache (k, v each [B,K,T,hd]; cache_mask [B,S,T]) the queries also
+  attend to the cached keys; the softmax spans both, so the cache is only
+  read, never concatenated. Keys and values are kept head-major ([B,K,T,hd])
+  so that no per-step transpose of the cache is needed.
+  """
   b, s, _, hd = q.shape
   n_kv, group = config.num_kv_heads, config.group_size
-  q = q.reshape(b, s, n_kv, group, hd)
-  logits = jnp.einsum("bskgd,btkd->bkgst", q, k, preferred_element_type=jnp.float32)
-  logits = logits * (1.0 / math.sqrt(hd))
+  q = q.reshape(b, s, n_kv, group, hd).transpose(0, 2, 3, 1, 4) * (1.0 / math.sqrt(hd))
+  logits = jnp.einsum("bkgsd,bktd->bkgst", q, k, preferred_element_type=jnp.float32)
   logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
+  if cache is not None:
+    cached = jnp.einsum("bkgsd,bktd->bkgst", q, cache[0].astype(q.dtype),
+                        preferred_element_type=jnp.float32)
+    cached = jnp.where(cache_mask[:, None, None, :, :], cached, _NEG_INF)
+    logits = jnp.concatenate([cached, logits], axis=-1)
   probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgst,btkd->bskgd", probs, v)
-  return out.reshape(b, s, n_kv * group * hd)
+  if cache is not None:
+    t = cache[1].shape[2]
+    out = (jnp.einsum("bkgst,bktd->bkgsd", probs[..., :t], cache[1].astype(v.dtype))
+           + jnp.einsum("bkgst,bktd->bkgsd", probs[..., t:], v))
+  else:
+    out = jnp.einsum("bkgst,bktd->bkgsd", probs, v)
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, s, n_kv * group * hd)
 
 
-def _layer(config, h, layer, adapters, route, positions, mask, inv_freq, cache, cache_index):
+def _layer(config, h, layer, adapters, route, positions, mask, inv_freq, cache, cache_mask):
   dtype = as_dtype(config.compute_dtype)
   b, s, _ = h.shape
   eps = config.rms_norm_eps
@@ -163,17 +178,11 @@ def _layer(config, h, layer, adapters, route, positions, mask, inv_freq, cache, 
     q = rms_norm(q, layer["q_norm"], eps)
     k = rms_norm(k, layer["k_norm"], eps)
   q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-  if cache is not None:
-    k = jax.lax.dynamic_update_slice(cache[0], k.astype(cache[0].dtype), (0, cache_index, 0, 0))
-    v = jax.lax.dynamic_update_slice(cache[1], v.astype(cache[1].dtype), (0, cache_index, 0, 0))
-    new_cache = (k, v)
-    k, v = k.astype(dtype), v.astype(dtype)
-  else:
-    new_cache = None
-  h = h + dense(_attend(q, k, v, mask, config), "o")
+  k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # head-major [B, K, S, hd]
+  h = h + dense(_attend(q, k, v, mask, config, cache, cache_mask), "o")
   x = rms_norm(h, layer["mlp_norm"], eps)
   h = h + dense(jax.nn.silu(dense(x, "gate")) * dense(x, "up"), "down")
-  return h, new_cache
+  return h, (k, v)
 
 
 def embed_tokens(config: ModelConfig, params: Params, tokens: jax.Array) -> jax.Array:
@@ -188,29 +197,36 @@ def forward_hidden(
     params: Params,
     tokens: jax.Array,
     positions: jax.Array,
-    key_valid: jax.Array,
+    valid: jax.Array,
     *,
     cache: tuple[jax.Array, jax.Array] | None = None,
+    cache_valid: jax.Array | None = None,
     cache_index: jax.Array | int = 0,
     adapters: Params | None = None,
     adapter_weights: jax.Array | None = None,
     remat: bool = False,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
-  """Runs the decoder; returns (final-normed hidden [B, S, D], updated cache).
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+  """Runs the decoder; returns (final-normed hidden [B, S, D], keys and values).
 
   Args:
     tokens, positions: [B, S] token ids and RoPE positions.
-    key_valid: [B, T] which key slots hold real tokens (T = S without a cache,
-      the cache length with one). A query at slot cache_index + i attends to
-      valid keys at slots <= cache_index + i.
-    cache: (k, v), each [L, B, T, K, hd]; the new keys go to slot cache_index.
+    valid: [B, S] which of the tokens are real (False on left padding).
+    cache: optional (k, v), each [L, B, K, T, hd], of earlier tokens; the
+      queries attend to its slots < cache_index where cache_valid [B, T].
+      Without a cache the second result is the new tokens' (k, v), each
+      [L, B, K, S, hd] (prefill); with one, it is the cache with them written
+      at slot cache_index (in place under jit when the cache is donated or
+      carried by a loop).
     adapters, adapter_weights: LoRA slots and per-row routing (module doc).
     remat: recompute each layer's activations in the backward pass.
   """
   s = tokens.shape[1]
-  t = key_valid.shape[1]
-  query_slot = cache_index + jnp.arange(s)
-  mask = (jnp.arange(t)[None, :] <= query_slot[:, None])[None] & key_valid[:, None, :]
+  mask = jnp.tril(jnp.ones((s, s), bool))[None] & valid[:, None, :]
+  cache_mask = None
+  if cache is not None:
+    t = cache[0].shape[3]
+    cache_mask = ((jnp.arange(t) < cache_index)[None, :] & cache_valid)[:, None, :]
+    cache_mask = jnp.broadcast_to(cache_mask, (tokens.shape[0], s, t))
   inv_freq = rope_inv_freq(config)
   h = embed_tokens(config, params, tokens)
   lora_layers = None if adapters is None else adapters["layers"]
@@ -222,12 +238,15 @@ def forward_hidden(
   def body(h, xs):
     layer, lora, layer_cache = xs
     return _layer(config, h, layer, lora, route, positions, mask, inv_freq,
-                  layer_cache, cache_index)
+                  layer_cache, cache_mask)
 
   if remat:
     body = jax.checkpoint(body, prevent_cse=False)
-  h, new_cache = jax.lax.scan(body, h, (params["layers"], lora_layers, cache))
-  return rms_norm(h, params["final_norm"], config.rms_norm_eps), new_cache
+  h, new_kv = jax.lax.scan(body, h, (params["layers"], lora_layers, cache))
+  if cache is not None:
+    new_kv = tuple(jax.lax.dynamic_update_slice(c, new.astype(c.dtype), (0, 0, 0, cache_index, 0))
+                   for c, new in zip(cache, new_kv))
+  return rms_norm(h, params["final_norm"], config.rms_norm_eps), new_kv
 
 
 def lm_head(config: ModelConfig, params: Params) -> jax.Array:

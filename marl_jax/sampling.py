@@ -1,0 +1,304 @@
+"""Jitted generation: prefill and KV-cache decode, sampling, per-token logprobs.
+
+Shapes are bucketed (batch, prompt length) so a run compiles a bounded number
+of programs; every new compiled shape is logged and counted
+(`compiled_shapes()`). Completions include their stop token (the policy must
+be trained on it) and the logprob of every sampled token under the sampling
+distribution softmax(logits / temperature) (temperature 1 when greedy),
+before top-k / top-p truncation: the same quantity the RL loss recomputes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Sequence
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from marl_jax.models import decoder
+from marl_jax.models.config import ModelConfig, as_dtype
+
+_COMPILED: set[tuple] = set()
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+  """How to sample. temperature 0 means greedy; top_k 0 and top_p 1 disable them."""
+
+  temperature: float = 1.0
+  top_p: float = 1.0
+  top_k: int = 0
+  max_new_tokens: int = 64
+  stop_ids: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    if self.temperature < 0:
+      raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature}.")
+    if not 0 < self.top_p <= 1:
+      raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}.")
+    if self.top_k < 0 or self.max_new_tokens <= 0:
+      raise ValueError("SamplingParams.top_k must be >= 0 and max_new_tokens > 0, got "
+                       f"top_k={self.top_k}, max_new_tokens={self.max_new_tokens}.")
+
+
+@dataclasses.dataclass
+class Generation:
+  """A batch of completions (numpy, one row per prompt).
+
+  tokens: [B, N] sampled ids including the stop token, pad_id after it.
+  logprobs: [B, N] logprob of each sampled token (0 after the stop token).
+  lengths: [B] tokens generated, the stop token included.
+  truncated: [B] True where no stop token came within max_new_tokens.
+  """
+
+  tokens: np.ndarray
+  logprobs: np.ndarray
+  lengths: np.ndarray
+  truncated: np.ndarray
+
+  def completion(self, i: int) -> list[int]:
+    return self.tokens[i, : self.lengths[i]].tolist()
+
+
+def bucket(n: int, minimum: int = 8) -> int:
+  """Smallest power of two >= max(n, minimum): the padded size of a dimension."""
+  size = minimum
+  while size < n:
+    size *= 2
+  return size
+
+
+def compiled_shapes() -> int:
+  """Number of distinct generation programs compiled in this process."""
+  return len(_COMPILED)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], length: int, batch: int, pad_id: int):
+  """Left-pads token lists into [batch, length] ids and a validity mask."""
+  tokens = np.full((batch, length), pad_id, np.int32)
+  valid = np.zeros((batch, length), bool)
+  for i, prompt in enumerate(prompts):
+    if not len(prompt):
+      raise ValueError(f"prompt {i} is empty; every prompt needs at least one token.")
+    if len(prompt) > length:
+      raise ValueError(f"prompt {i} has {len(prompt)} tokens, more than the {length} allowed.")
+    tokens[i, length - len(prompt):] = prompt
+    valid[i, length - len(prompt):] = True
+  return tokens, valid
+
+
+def _sample(rng, logits, sampling: SamplingParams):
+  """Draws one token per row from logits [B, V]; returns (ids, logprobs)."""
+  if sampling.temperature == 0:
+    ids = jnp.argmax(logits, axis=-1)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    return ids, jnp.take_along_axis(logp, ids[:, None], -1)[:, 0]
+  logits = logits / sampling.temperature
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  masked = logits
+  if sampling.top_k:
+    kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]
+    masked = jnp.where(logits < kth, -jnp.inf, masked)
+  if sampling.top_p < 1:
+    sorted_logits = jnp.sort(masked, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # Keep the smallest prefix whose mass reaches top_p (the first token always).
+    keep = (jnp.cumsum(probs, axis=-1) - probs) < sampling.top_p
+    cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    masked = jnp.where(masked < cutoff, -jnp.inf, masked)
+  # Inverse-CDF sampling: one uniform per row instead of a Gumbel per vocab
+  # entry (random bits dominate the cost of a decode step on CPU otherwise).
+  cdf = jnp.cumsum(jax.nn.softmax(masked, axis=-1), axis=-1)
+  u = jax.random.uniform(rng, (logits.shape[0], 1), minval=1e-7) * cdf[:, -1:]
+  ids = jnp.minimum(jnp.sum(cdf < u, axis=-1), logits.shape[-1] - 1)
+  return ids, jnp.take_along_axis(logp, ids[:, None], -1)[:, 0]
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sampling"))
+def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, valid, rng,
+              adapters, adapter_weights):
+  batch, prompt_len = tokens.shape
+  n_new = sampling.max_new_tokens
+  total = prompt_len + n_new
+  dtype = as_dtype(config.compute_dtype)
+  cache_valid = jnp.concatenate([valid, jnp.ones((batch, n_new), bool)], axis=1)
+  positions = decoder.left_pad_positions(valid)
+  model = functools.partial(decoder.forward_hidden, config, params,
+                            adapters=adapters, adapter_weights=adapter_weights)
+  hidden, (k, v) = model(tokens, positions, valid)
+  pad = ((0, 0), (0, 0), (0, 0), (0, n_new), (0, 0))
+  cache = (jnp.pad(k.astype(dtype), pad), jnp.pad(v.astype(dtype), pad))
+  logits = decoder.logits_from_hidden(config, params, hidden[:, -1:])[:, 0]
+  stop_ids = jnp.asarray(tuple(config.eos_ids) + tuple(sampling.stop_ids), jnp.int32)
+  first, first_logp = _sample(jax.random.fold_in(rng, 0), logits, sampling)
+  out_tokens = jnp.full((batch, n_new), config.pad_id, jnp.int32).at[:, 0].set(first)
+  out_logp = jnp.zeros((batch, n_new), jnp.float32).at[:, 0].set(first_logp)
+  done = jnp.isin(first, stop_ids)
+  lengths = jnp.ones((batch,), jnp.int32)
+  next_pos = positions[:, -1] + 1
+
+  def cond(state):
+    step, _, _, done, *_ = state
+    return (step < n_new) & ~jnp.all(done)
+
+  def body(state):
+    step, cache, last, done, out_tokens, out_logp, lengths = state
+    slot = prompt_len + step - 1
+    hidden, cache = model(last[:, None], (next_pos + step - 1)[:, None],
+                          jnp.ones((batch, 1), bool), cache=cache, cache_valid=cache_valid,
+                          cache_index=slot)
+    logits = decoder.logits_from_hidden(config, params, hidden)[:, 0]
+    ids, logp = _sample(jax.random.fold_in(rng, step), logits, sampling)
+    ids = jnp.where(done, config.pad_id, ids)
+    out_tokens = out_tokens.at[:, step].set(ids)
+    out_logp = out_logp.at[:, step].set(jnp.where(done, 0.0, logp))
+    lengths = lengths + (~done).astype(jnp.int32)
+    done = done | jnp.isin(ids, stop_ids)
+    return step + 1, cache, ids, done, out_tokens, out_logp, lengths
+
+  state = (jnp.int32(1), cache, first, done, out_tokens, out_logp, lengths)
+  _, _, _, done, out_tokens, out_logp, lengths = jax.lax.while_loop(cond, body, state)
+  return out_tokens, out_logp, lengths, ~done
+
+
+def generate(
+    config: ModelConfig,
+    params: Any,
+    prompts: Sequence[Sequence[int]],
+    rng: jax.Array,
+    sampling: SamplingParams = SamplingParams(),
+    *,
+    adapters: Any = None,
+    adapter_weights: np.ndarray | None = None,
+    min_batch: int = 8,
+    min_prompt_len: int = 16,
+) -> Generation:
+  """Samples one completion per prompt (token lists of any lengths).
+
+  The batch and the prompt length are padded up to power-of-two buckets;
+  padded rows are dropped from the result. `adapter_weights` [B, S] routes
+  each row to its LoRA slots (see marl_jax.models.decoder).
+  """
+  n = len(prompts)
+  if n == 0:
+    raise ValueError("generate() got no prompts.")
+  batch = bucket(n, min_batch)
+  prompt_len = bucket(max(len(p) for p in prompts), min_prompt_len)
+  if prompt_len + sampling.max_new_tokens > config.max_position_embeddings:
+    raise ValueError(
+        f"prompt bucket {prompt_len} + max_new_tokens {sampling.max_new_tokens} exceeds "
+        f"the model's max_position_embeddings={config.max_position_embeddings}; "
+        "shorten the prompts or lower max_new_tokens.")
+  tokens, valid = left_pad(prompts, prompt_len, batch, config.pad_id)
+  if adapters is not None:
+    if adapter_weights is None or len(adapter_weights) != n:
+      raise ValueError("generate(adapters=...) needs adapter_weights with one row per prompt.")
+    weights = np.zeros((batch, np.shape(adapter_weights)[1]), np.float32)
+    weights[:n] = adapter_weights
+    adapter_weights = jnp.asarray(weights)
+  signature = (config, sampling, batch, prompt_len, adapters is not None,
+               None if adapter_weights is None else adapter_weights.shape[1])
+  if signature not in _COMPILED:
+    _COMPILED.add(signature)
+    logging.info("sampler: compiling shape #%d (batch %d, prompt %d, new %d)",
+                 len(_COMPILED), batch, prompt_len, sampling.max_new_tokens)
+  out = _generate(config, sampling, params, jnp.asarray(tokens), jnp.asarray(valid), rng,
+                  adapters, adapter_weights)
+  out_tokens, out_logp, lengths, truncated = (np.asarray(x)[:n] for x in out)
+  return Generation(out_tokens, out_logp, lengths, truncated)
+
+
+def slot_layout(slots: Sequence[int], num_slots: int,
+                min_batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+  """Groups batch rows by slot for per-slot sub-batches.
+
+  Returns (index, position): index [num_slots, sub] holds the row ids of each
+  slot's sub-batch, padded with len(slots) (a dummy row), sub a power-of-two
+  bucket of the largest slot's row count; position [n] is each row's place in
+  the flattened [num_slots * sub] layout, to scatter results back.
+  """
+  slots = np.asarray(slots, np.int64)
+  n = len(slots)
+  if n and (slots.min() < 0 or slots.max() >= num_slots):
+    raise ValueError(f"slot ids must lie in [0, {num_slots}), got {sorted(set(slots.tolist()))}.")
+  counts = np.bincount(slots, minlength=num_slots)
+  sub = bucket(int(counts.max(initial=1)), min_batch)
+  order = np.argsort(slots, kind="stable")
+  starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+  within = np.arange(n) - starts[slots[order]]
+  index = np.full((num_slots, sub), n, np.int32)
+  index[slots[order], within] = order
+  position = np.empty(n, np.int32)
+  position[order] = slots[order] * sub + within
+  return index, position
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sampling"))
+def _generate_slots(config: ModelConfig, sampling: SamplingParams, params, tokens, valid, rngs,
+                    adapters, adapter_weights):
+  def one_slot(slot_params, slot_tokens, slot_valid, rng, weights):
+    return _generate(config, sampling, slot_params, slot_tokens, slot_valid, rng, adapters,
+                     weights)
+  weights_axis = None if adapter_weights is None else 0
+  return jax.vmap(one_slot, in_axes=(0, 0, 0, 0, weights_axis))(
+      params, tokens, valid, rngs, adapter_weights)
+
+
+def generate_slots(
+    config: ModelConfig,
+    params: Any,
+    prompts: Sequence[Sequence[int]],
+    slots: Sequence[int],
+    rng: jax.Array,
+    sampling: SamplingParams = SamplingParams(),
+    *,
+    adapters: Any = None,
+    adapter_weights: np.ndarray | None = None,
+    min_batch: int = 8,
+    min_prompt_len: int = 16,
+) -> Generation:
+  """Like generate(), with params stacked on a leading slot axis and one slot per row.
+
+  Rows are grouped into per-slot sub-batches (`slot_layout`) and one jitted,
+  vmapped call runs every slot's sub-batch with that slot's parameters. Each
+  slot draws from its own fold of `rng`, so sampled (non-greedy) tokens
+  differ from a single-slot generate() call with the same key; greedy ones
+  are identical.
+  """
+  n = len(prompts)
+  if n == 0:
+    raise ValueError("generate_slots() got no prompts.")
+  if len(slots) != n:
+    raise ValueError(f"generate_slots() got {len(slots)} slot ids for {n} prompts.")
+  num_slots = jax.tree_util.tree_leaves(params)[0].shape[0]
+  index, position = slot_layout(slots, num_slots, min_batch)
+  prompt_len = bucket(max(len(p) for p in prompts), min_prompt_len)
+  if prompt_len + sampling.max_new_tokens > config.max_position_embeddings:
+    raise ValueError(
+        f"prompt bucket {prompt_len} + max_new_tokens {sampling.max_new_tokens} exceeds "
+        f"the model's max_position_embeddings={config.max_position_embeddings}; "
+        "shorten the prompts or lower max_new_tokens.")
+  tokens, valid = left_pad(prompts, prompt_len, n + 1, config.pad_id)  # row n: padding
+  weights = None
+  if adapters is not None:
+    if adapter_weights is None or len(adapter_weights) != n:
+      raise ValueError("generate_slots(adapters=...) needs adapter_weights with one row per prompt.")
+    weights = np.zeros((n + 1, np.shape(adapter_weights)[1]), np.float32)
+    weights[:n] = adapter_weights
+    weights = jnp.asarray(weights[index])
+  signature = ("slots", config, sampling, num_slots, index.shape[1], prompt_len,
+               adapters is not None, None if weights is None else weights.shape[-1])
+  if signature not in _COMPILED:
+    _COMPILED.add(signature)
+    logging.info("sampler: compiling shape #%d (%d slots x batch %d, prompt %d, new %d)",
+                 len(_COMPILED), num_slots, index.shape[1], prompt_len, sampling.max_new_tokens)
+  out = _generate_slots(config, sampling, params, jnp.asarray(tokens[index]),
+                        jnp.asarray(valid[index]), jax.random.split(rng, num_slots),
+                        adapters, weights)
+  flat = (np.asarray(x).reshape(-1, *x.shape[2:])[position] for x in out)
+  out_tokens, out_logp, lengths, truncated = flat
+  return Generation(out_tokens, out_logp, lengths, truncated)

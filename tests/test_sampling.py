@@ -1,0 +1,118 @@
+"""The sampler agrees with full-forward recomputation and honours its options."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from marl_jax import sampling
+from marl_jax.models import decoder, get_preset, init_params
+from marl_jax.models.scoring import token_logprobs
+
+CONFIG = get_preset("tiny_s", eos_ids=(2,), max_position_embeddings=256)
+
+
+@pytest.fixture(scope="module")
+def params():
+  # Larger-than-default init so greedy decoding is not a constant string.
+  p = init_params(CONFIG, jax.random.PRNGKey(0))
+  return jax.tree.map(lambda x: x * 4 if x.ndim >= 2 else x, p)
+
+
+def _prompts(lengths, seed=0):
+  rng = np.random.RandomState(seed)
+  return [rng.randint(3, 128, size=n).tolist() for n in lengths]
+
+
+def test_cached_greedy_equals_full_forward_on_left_padded_batch(params):
+  """Each greedy token is the argmax of a cache-free, unpadded forward over its prefix."""
+  prompts = _prompts([5, 17, 9])
+  n_new = 12
+  out = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(1),
+                          sampling.SamplingParams(temperature=0.0, max_new_tokens=n_new))
+  for i, prompt in enumerate(prompts):
+    got = out.completion(i)
+    assert len(got) == n_new or got[-1] in CONFIG.eos_ids
+    seq = jnp.asarray([prompt + got])
+    logits = decoder.forward_logits(CONFIG, params, seq)[0, len(prompt) - 1:-1]
+    np.testing.assert_array_equal(np.argmax(logits, -1), got)
+    ref_logps = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)),
+                                   np.array(got)[:, None], -1)[:, 0]
+    np.testing.assert_allclose(out.logprobs[i, : len(got)], ref_logps, atol=1e-5)
+
+
+def test_stop_token_included_and_rows_padded_after_it(params):
+  prompts = _prompts([6, 6, 6, 6], seed=3)
+  first = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(0),
+                            sampling.SamplingParams(temperature=0.0, max_new_tokens=8))
+  stop = int(first.tokens[0, 2])  # make the third greedy token of row 0 a stop id
+  out = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(0),
+                          sampling.SamplingParams(temperature=0.0, max_new_tokens=8,
+                                                  stop_ids=(stop,)))
+  row = out.completion(0)
+  assert row[-1] == stop and len(row) <= 3
+  assert not out.truncated[0]
+  assert np.all(out.tokens[0, len(row):] == CONFIG.pad_id)
+  assert np.all(out.logprobs[0, len(row):] == 0)
+  no_stop = ~np.isin(first.tokens, CONFIG.eos_ids).any(axis=1)
+  np.testing.assert_array_equal(first.truncated, no_stop)
+
+
+def test_sampling_is_deterministic_per_key_and_varies_across_keys(params):
+  prompts = _prompts([4] * 8, seed=5)
+  sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=10)
+  a = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(7), sp)
+  b = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(7), sp)
+  c = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(8), sp)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  assert not np.array_equal(a.tokens, c.tokens)
+
+
+def test_sampled_logprobs_match_rescoring_at_temperature(params):
+  prompts = _prompts([3, 9, 6, 4], seed=11)
+  sp = sampling.SamplingParams(temperature=0.7, max_new_tokens=10)
+  out = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(2), sp)
+  seqs = [p + out.completion(i) for i, p in enumerate(prompts)]
+  tokens, valid = sampling.left_pad(seqs, 32, len(seqs), CONFIG.pad_id)
+  logp, entropy = token_logprobs(CONFIG, params, jnp.asarray(tokens), jnp.asarray(valid),
+                                 temperature=0.7, chunk_size=8)
+  for i in range(len(prompts)):
+    n = out.lengths[i]
+    np.testing.assert_allclose(np.asarray(logp)[i, -n:], out.logprobs[i, :n], atol=5e-5)
+  assert np.all(np.asarray(entropy)[valid[:, 1:]] > 0)
+
+
+def test_top_k_one_is_greedy(params):
+  prompts = _prompts([5, 7], seed=2)
+  greedy = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(0),
+                             sampling.SamplingParams(temperature=0.0, max_new_tokens=6))
+  topk = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(9),
+                           sampling.SamplingParams(temperature=1.0, top_k=1, max_new_tokens=6))
+  np.testing.assert_array_equal(greedy.tokens, topk.tokens)
+
+
+def test_tiny_top_p_is_greedy(params):
+  prompts = _prompts([5, 7], seed=4)
+  greedy = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(0),
+                             sampling.SamplingParams(temperature=0.0, max_new_tokens=6))
+  topp = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(9),
+                           sampling.SamplingParams(temperature=1.0, top_p=1e-6, max_new_tokens=6))
+  np.testing.assert_array_equal(greedy.tokens, topp.tokens)
+
+
+def test_buckets_bound_compiled_shapes(params):
+  sp = sampling.SamplingParams(temperature=0.0, max_new_tokens=4)
+  before = sampling.compiled_shapes()
+  for n, length in [(3, 5), (5, 9), (8, 12), (2, 16)]:  # all in batch 8, prompt 16
+    sampling.generate(CONFIG, params, _prompts([length] * n), jax.random.PRNGKey(0), sp)
+  assert sampling.compiled_shapes() - before <= 1
+
+
+def test_bad_inputs_raise_clear_errors(params):
+  with pytest.raises(ValueError, match="prompt 1 is empty"):
+    sampling.generate(CONFIG, params, [[5], []], jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="max_position_embeddings"):
+    sampling.generate(CONFIG, params, [[5] * 200], jax.random.PRNGKey(0),
+                      sampling.SamplingParams(max_new_tokens=64))
+  with pytest.raises(ValueError, match="temperature"):
+    sampling.SamplingParams(temperature=-1)
