@@ -1,0 +1,105 @@
+"""Metric writers: JSON lines and TensorBoard events, silent on non-zero processes.
+
+`<workdir>/metrics.jsonl` holds one JSON object per record with a "step";
+a resumed run first drops records past the step it resumes from, so the file
+reads as if the run had never been interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+
+def _scalar(value: Any) -> float | int | str | None:
+  if isinstance(value, (str, bool)) or value is None:
+    return value
+  value = np.asarray(value)
+  if value.size != 1:
+    return None
+  value = value.item()
+  return value if isinstance(value, int) or math.isfinite(value) else str(value)
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """Records of a metrics file; a torn last line (killed mid-write) is skipped."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        break
+  return records
+
+
+class MetricWriter:
+  """Writes scalar metrics to `<workdir>/metrics.jsonl` and TensorBoard."""
+
+  def __init__(self, workdir: str, *, resume_step: int | None = None, tensorboard: bool = True):
+    self.active = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if not self.active:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    kept = [r for r in read_jsonl(self.path)
+            if resume_step is not None and r.get("step", 0) <= resume_step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, self.path)  # atomic: an old file is never half-rewritten
+    self._file = open(self.path, "a")
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+    if not self.active:
+      return
+    record = {"step": int(step)}
+    for key, value in metrics.items():
+      scalar = _scalar(value)
+      if scalar is not None:
+        record[key] = scalar
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for key, value in record.items():
+        if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+          self._tb.add_scalar(key, value, step)
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    if self.active and self._tb is not None:
+      flat = {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+              for k, v in hparams.items()}
+      self._tb.add_text("config", json.dumps(flat, indent=1, default=str), 0)
+
+  def close(self) -> None:
+    if self.active:
+      self._file.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+class Progress:
+  """One live line: step, steps/s, tokens/s, ETA and the current accuracy."""
+
+  def __init__(self, total_steps: int, start_step: int = 0):
+    self.total, self.start, self.t0 = total_steps, start_step, time.time()
+
+  def line(self, step: int, tokens_per_s: float, accuracy: float | None) -> str:
+    done = step - self.start
+    rate = done / max(time.time() - self.t0, 1e-9)
+    eta = (self.total - step) / rate if rate > 0 else float("inf")
+    acc = "-" if accuracy is None else f"{accuracy:.3f}"
+    return (f"step {step}/{self.total} | {rate:.2f} steps/s | {tokens_per_s:,.0f} tok/s | "
+            f"ETA {eta / 60:.1f} min | accuracy {acc}")
