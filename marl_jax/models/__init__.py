@@ -8,9 +8,12 @@ from marl_jax.models.decoder import (
     init_params,
     param_shapes,
 )
+from marl_jax.models.hf_checkpoint import load_pretrained, save_pretrained
 from marl_jax.models.presets import PRESETS, get_preset
+from marl_jax.models.weights import CheckpointError
 
 __all__ = [
     "ModelConfig", "PRESETS", "count_params", "forward_hidden", "forward_logits",
     "get_preset", "init_params", "param_shapes",
+    "CheckpointError", "load_pretrained", "save_pretrained",
 ]

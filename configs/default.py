@@ -1,0 +1,125 @@
+r"""The one base config; every variant is an override of it.
+
+Tiny world on CPU (the default: Voting, math, shared policy):
+
+  python launch/train.py --config=configs/default.py --workdir=runs/voting_sp
+  python launch/train.py \
+    --config=configs/default.py:workflow=eval_opt,task=code,model=tiny_l,policy=isolated,seed=1 \
+    --workdir=runs/evalopt_code_ip --config.rl.lr=5e-5
+
+The reference study on accelerators (Qwen3 checkpoints, DAPO-Math / DeepCoder
+JSONL, hyper-parameters of shared/DESIGN.md):
+
+  python launch/train.py \
+    --config=configs/default.py:study=1,model=qwen3_1_7b,workflow=voting,policy=isolated \
+    --config.model.checkpoint=/ckpt/Qwen3-1.7B --config.task.options.path=/data/dapo.jsonl \
+    --workdir=gs://bucket/runs/voting_ip_1.7b
+
+Arguments (comma-separated key=value): workflow, task (math | code), model
+(a preset), policy (shared | isolated | hybrid), kind (lora | full), grouping,
+seed, study (0 | 1).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+WORKFLOWS = ("single", "voting", "majority_vote", "eval_opt", "orch_workers")
+POLICIES = ("shared", "isolated", "hybrid")
+TASKS = ("math", "code")
+_ARG_DEFAULTS = dict(workflow="voting", task="math", model="tiny_m", policy="shared",
+                     kind="lora", grouping="episode", seed="0", study="0")
+
+# Task registry names per family: tiny world, reference study.
+_TASKS = {("math", False): "arithmetic", ("code", False): "tiny_code",
+          ("math", True): "dapo_jsonl", ("code", True): "deepcoder_jsonl"}
+
+
+def _parse(arg: str | None) -> dict[str, str]:
+  values = dict(_ARG_DEFAULTS)
+  for item in filter(None, (arg or "").split(",")):
+    if "=" not in item:
+      raise ValueError(f"Config argument {item!r} is not key=value; keys: {sorted(values)}.")
+    key, value = item.split("=", 1)
+    if key not in values:
+      raise ValueError(f"Unknown config argument {key!r}; valid: {sorted(values)}.")
+    values[key] = value
+  for key, valid in (("workflow", WORKFLOWS), ("policy", POLICIES), ("task", TASKS)):
+    if values[key] not in valid:
+      raise ValueError(f"Config argument {key}={values[key]!r} is unknown; valid: {valid}.")
+  return values
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = _parse(arg)
+  study = args["study"] == "1"
+  c = ml_collections.ConfigDict()
+  c.seed = int(args["seed"])
+
+  c.model = ml_collections.ConfigDict()
+  c.model.preset = args["model"]
+  c.model.checkpoint = ""        # HF directory or .gguf; '' = the preset (tiny: the cached base)
+  c.model.tokenizer = "char" if args["model"].startswith("tiny") else ""  # '' = from checkpoint
+  c.model.param_dtype = "float32"
+  c.model.compute_dtype = "bfloat16" if study else "float32"
+
+  c.task = ml_collections.ConfigDict()
+  c.task.family = args["task"]
+  c.task.name = _TASKS[(args["task"], study)]
+  c.task.options = ml_collections.ConfigDict()
+
+  c.workflow = ml_collections.ConfigDict()
+  c.workflow.name = args["workflow"]
+  c.workflow.options = ml_collections.ConfigDict()
+  c.workflow.prompts = ml_collections.ConfigDict()  # overrides of workflows.prompts
+
+  c.policy = ml_collections.ConfigDict()
+  c.policy.mode = args["policy"]
+  c.policy.kind = args["kind"]
+  c.policy.lora_rank = 64 if study else 8
+  c.policy.lora_alpha = 32.0 if study else 16.0
+  c.policy.lora_targets = ("q", "k", "v", "o", "gate", "up", "down")
+  c.policy.role_rank = 0          # hybrid's per-role adapter rank; 0 = lora_rank // 4
+
+  c.rollout = ml_collections.ConfigDict()
+  c.rollout.batch_size = 64 if study else 16     # problems per step
+  c.rollout.group_size = 8                       # GRPO samples per problem
+  c.rollout.temperature = 0.7 if study else 1.0
+  c.rollout.top_p = 1.0
+  c.rollout.top_k = 0
+  c.rollout.max_new_tokens = 1024 if study else 24
+  c.rollout.max_prompt_len = 4096 if study else 192
+
+  c.rl = ml_collections.ConfigDict()
+  c.rl.lr = 2e-5 if study else 1e-4
+  c.rl.warmup_steps = 10 if study else 5
+  c.rl.schedule = "cosine"
+  c.rl.weight_decay = 0.0
+  c.rl.grad_clip = 1.0
+  c.rl.clip_low = 0.2
+  c.rl.clip_high = 0.28
+  c.rl.epochs = 1
+  c.rl.minibatches = 1
+  c.rl.aggregation = "seq_mean_token_mean"
+  c.rl.grouping = args["grouping"]
+  c.rl.estimator = "grpo"
+  c.rl.normalize_std = True
+  c.rl.reward_mode = "final"     # 'final' broadcast to every call, or 'role'
+  c.rl.kl_coef = 0.0
+  c.rl.kl_estimator = "k3"
+  c.rl.kl_role_coefs = ml_collections.ConfigDict()  # role -> coefficient (per-role KL anchor)
+  c.rl.kl_reference = "base"     # 'base' (adapters off) or 'init'
+  c.rl.role_grad_every = 1       # per-role gradient diagnostics every k steps (0: off)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 500 if study else 60
+  c.train.checkpoint_every = 5 if study else 10
+  c.train.eval_every = 10
+  c.train.keep_checkpoints = 3
+  c.train.save_rollouts_every = 10
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_problems = 512 if study else 128
+  c.eval.temperature = c.rollout.temperature
+  c.eval.greedy = True
+  return c

@@ -1,0 +1,158 @@
+"""Tokenizers with one interface: Hugging Face (checkpoint dir or GGUF) and a character one.
+
+Both expose `encode`, `decode`, `apply_chat_template` (token ids of a chat
+prompt), and the special ids `eos_ids`, `pad_id`, `bos_id`, `vocab_size`.
+`load_tokenizer('char' | directory | file.gguf)` picks one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Protocol, Sequence
+
+Message = dict[str, str]  # {'role': 'system' | 'user' | 'assistant', 'content': str}
+
+
+class Tokenizer(Protocol):
+  eos_ids: tuple[int, ...]
+  pad_id: int
+  bos_id: int | None
+  vocab_size: int
+
+  def encode(self, text: str) -> list[int]: ...
+
+  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str: ...
+
+  def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool = True,
+                          enable_thinking: bool = False) -> list[int]: ...
+
+
+class CharTokenizer:
+  """Character tokenizer of the tiny models: 128 ids, one per ASCII code point.
+
+  Text ids: '\\t' (9), '\\n' (10) and printable ASCII 32..126 map to their code
+  points. Every other character maps to UNK (3) and decodes as U+FFFD, so any
+  task text encodes (lossily) instead of failing mid-run. Special ids: PAD 0,
+  BOS 1, EOS 2, UNK 3, role markers 4 (system), 5 (user), 6 (assistant); the
+  remaining control ids are never produced by `encode`.
+
+  Chat template, kept short for 512-position models:
+    BOS, then per message: role marker, content, EOS; then the assistant marker
+    when add_generation_prompt. A reply thus ends with EOS, as generation does.
+  """
+
+  PAD, BOS, EOS, UNK = 0, 1, 2, 3
+  ROLES = {"system": 4, "user": 5, "assistant": 6}
+  UNK_TEXT = "\ufffd"
+  _NAMES = {0: "<pad>", 1: "<bos>", 2: "<eos>", 4: "<|system|>", 5: "<|user|>",
+            6: "<|assistant|>"}
+  _TEXT_IDS = frozenset([9, 10, *range(32, 127)])
+
+  eos_ids = (EOS,)
+  pad_id = PAD
+  bos_id = BOS
+  vocab_size = 128
+
+  def encode(self, text: str) -> list[int]:
+    text_ids = self._TEXT_IDS
+    return [code if code in text_ids else self.UNK for code in map(ord, text)]
+
+  def _piece(self, token: int, skip_special: bool) -> str:
+    if token in self._TEXT_IDS:
+      return chr(token)
+    if token == self.UNK:
+      return self.UNK_TEXT
+    if not 0 <= token < self.vocab_size:
+      raise ValueError(f"CharTokenizer.decode: id {token} is outside the vocabulary [0, 128).")
+    return "" if skip_special else self._NAMES.get(token, f"<{token}>")
+
+  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+    return "".join(self._piece(int(token), skip_special) for token in ids)
+
+  def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool = True,
+                          enable_thinking: bool = False) -> list[int]:
+    """Token ids of a chat; enable_thinking is accepted for the shared interface and ignored."""
+    del enable_thinking
+    ids = [self.BOS]
+    for message in messages:
+      role = message.get("role")
+      if role not in self.ROLES:
+        raise ValueError(f"CharTokenizer chat message role {role!r} is unknown; use one of "
+                         f"{sorted(self.ROLES)}.")
+      ids += [self.ROLES[role], *self.encode(message["content"]), self.EOS]
+    if add_generation_prompt:
+      ids.append(self.ROLES["assistant"])
+    return ids
+
+
+class HFTokenizer:
+  """A transformers tokenizer behind the shared interface.
+
+  eos_ids: the tokenizer's eos token, then any further ids from the
+  checkpoint's generation_config.json (Qwen3 stops on <|im_end|> and
+  <|endoftext|>). pad_id falls back to the first eos id. vocab_size is
+  len(tokenizer), which can be smaller than the model's embedding rows.
+  """
+
+  def __init__(self, tokenizer: Any, extra_eos_ids: Sequence[int] = ()):
+    self.tokenizer = tokenizer
+    eos = [tokenizer.eos_token_id, *extra_eos_ids]
+    self.eos_ids: tuple[int, ...] = tuple(dict.fromkeys(int(t) for t in eos if t is not None))
+    pad = tokenizer.pad_token_id
+    self.pad_id: int = int(pad if pad is not None else (self.eos_ids or (0,))[0])
+    self.bos_id: int | None = tokenizer.bos_token_id
+    self.vocab_size: int = len(tokenizer)
+
+  @classmethod
+  def from_pretrained(cls, path: str) -> "HFTokenizer":
+    """From a checkpoint directory or a .gguf file (transformers' GGUF tokenizer import)."""
+    from transformers import AutoTokenizer  # heavy import, only when an HF tokenizer is used
+    path = os.fspath(path)
+    if path.endswith(".gguf"):
+      if not os.path.isfile(path):
+        raise FileNotFoundError(f"GGUF file {path} does not exist.")
+      directory, name = os.path.split(os.path.abspath(path))
+      return cls(AutoTokenizer.from_pretrained(directory, gguf_file=name))
+    if not os.path.isdir(path):
+      raise FileNotFoundError(f"Tokenizer directory {path} does not exist.")
+    return cls(AutoTokenizer.from_pretrained(path, local_files_only=True),
+               _generation_eos_ids(path))
+
+  def encode(self, text: str) -> list[int]:
+    """Ids of text alone: no BOS/EOS added (chat templates place their own)."""
+    return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+    return self.tokenizer.decode([int(t) for t in ids], skip_special_tokens=skip_special)
+
+  def apply_chat_template(self, messages: Sequence[Message], add_generation_prompt: bool = True,
+                          enable_thinking: bool = False) -> list[int]:
+    """Ids of the rendered chat; enable_thinking reaches the template (Qwen3's switch)."""
+    if not getattr(self.tokenizer, "chat_template", None):
+      raise ValueError(f"The tokenizer of {self.tokenizer.name_or_path!r} has no chat template; "
+                       "use a checkpoint that ships one (tokenizer_config.json 'chat_template').")
+    text = self.tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt,
+        enable_thinking=enable_thinking)
+    return self.encode(text)
+
+
+def _generation_eos_ids(directory: str) -> list[int]:
+  path = os.path.join(directory, "generation_config.json")
+  if not os.path.isfile(path):
+    return []
+  with open(path) as f:
+    eos = json.load(f).get("eos_token_id")
+  return [t for t in (eos if isinstance(eos, list) else [eos]) if t is not None]
+
+
+def load_tokenizer(path_or_name: str) -> CharTokenizer | HFTokenizer:
+  """'char' -> CharTokenizer; a checkpoint directory or a .gguf file -> HFTokenizer."""
+  if path_or_name == "char":
+    return CharTokenizer()
+  path = os.fspath(path_or_name)
+  if path.endswith(".gguf") or os.path.isdir(path):
+    return HFTokenizer.from_pretrained(path)
+  raise FileNotFoundError(f"Tokenizer {path_or_name!r} is neither 'char', an existing "
+                          "checkpoint directory, nor a .gguf file.")

@@ -1,0 +1,117 @@
+"""Tokenizers: the character tokenizer, HF tokenizers from GGUF and from a local directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from marl_jax.tokenizers import CharTokenizer, HFTokenizer, load_tokenizer
+
+CHAT = [{"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2+3?"},
+        {"role": "assistant", "content": "5"},
+        {"role": "user", "content": "And 2*3?"}]
+
+
+def test_char_round_trip_and_ids():
+  tok = load_tokenizer("char")
+  assert isinstance(tok, CharTokenizer)
+  text = "def f(x):\n\treturn x + 1  # ~ok!"
+  ids = tok.encode(text)
+  assert ids == [ord(c) for c in text]
+  assert tok.decode(ids) == text
+  assert (tok.pad_id, tok.bos_id, tok.eos_ids, tok.vocab_size) == (0, 1, (2,), 128)
+  assert max(ids) < tok.vocab_size and min(ids) > 6
+
+
+def test_char_unknown_characters_map_to_unk():
+  tok = CharTokenizer()
+  assert tok.encode("a\u00e9\x05b") == [97, CharTokenizer.UNK, CharTokenizer.UNK, 98]
+  assert tok.decode(tok.encode("a\u00e9b")) == "a\ufffdb"
+
+
+def test_char_chat_template():
+  tok = CharTokenizer()
+  ids = tok.apply_chat_template(CHAT[:2])
+  assert ids == [1, 4, *map(ord, "Be brief."), 2, 5, *map(ord, "What is 2+3?"), 2, 6]
+  assert tok.apply_chat_template(CHAT[:2], add_generation_prompt=False) == ids[:-1]
+  assert tok.decode(ids) == "Be brief.What is 2+3?"
+  assert tok.decode(ids, skip_special=False) == (
+      "<bos><|system|>Be brief.<eos><|user|>What is 2+3?<eos><|assistant|>")
+  # Overhead is 2 ids per message plus BOS and the generation prompt.
+  full = tok.apply_chat_template(CHAT)
+  assert len(full) == 2 + sum(2 + len(m["content"]) for m in CHAT)
+  with pytest.raises(ValueError, match="role 'tool' is unknown"):
+    tok.apply_chat_template([{"role": "tool", "content": "x"}])
+  with pytest.raises(ValueError, match="id 300 is outside"):
+    tok.decode([300])
+
+
+def test_load_tokenizer_rejects_unknown_names():
+  with pytest.raises(FileNotFoundError, match="'no_such_tokenizer' is neither 'char'"):
+    load_tokenizer("no_such_tokenizer")
+
+
+def test_gguf_tokenizer_matches_transformers(smollm2):
+  _, _, tok, _ = smollm2
+  assert isinstance(tok, HFTokenizer)
+  assert (tok.eos_ids, tok.bos_id, tok.pad_id, tok.vocab_size) == ((2,), 1, 2, 49152)
+  ids = tok.apply_chat_template(CHAT)
+  reference = tok.tokenizer.apply_chat_template(CHAT, tokenize=True, add_generation_prompt=True,
+                                                return_dict=True)["input_ids"]
+  assert ids == list(reference)
+  # <|im_start|> is 1 and <|im_end|> 2 in SmolLM2; the prompt ends "<|im_start|>assistant\n".
+  assert ids[0] == 1 and ids.count(2) == len(CHAT)
+  assert ids[-4:] == [1] + tok.encode("assistant\n")
+  assert tok.decode(ids, skip_special=False).startswith("<|im_start|>system\nBe brief.<|im_end|>")
+  assert "<|im_start|>" not in tok.decode(ids)
+  text = "Résumé: 3 × 4 = 12\n"
+  assert tok.decode(tok.encode(text)) == text
+  # SmolLM2's template has no thinking switch; the flag reaches it and changes nothing.
+  assert tok.apply_chat_template(CHAT, enable_thinking=True) == ids
+
+
+QWEN3_STYLE_TEMPLATE = (
+    "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content"
+    " + '<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    # Verbatim from Qwen3's chat template:
+    "{%- if enable_thinking is defined and enable_thinking is false %}"
+    "{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}")
+
+
+@pytest.fixture(scope="module")
+def qwen3_style_dir(tmp_path_factory):
+  """A byte-level tokenizer built offline, with Qwen3's special tokens and thinking switch."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+  from transformers import PreTrainedTokenizerFast
+  alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+  backend = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+  backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  backend.decoder = decoders.ByteLevel()
+  tok = PreTrainedTokenizerFast(
+      tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+      additional_special_tokens=["<|im_start|>", "<think>", "</think>"])
+  tok.chat_template = QWEN3_STYLE_TEMPLATE
+  directory = tmp_path_factory.mktemp("qwen3_style")
+  tok.save_pretrained(directory)
+  ids = tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+  with open(directory / "generation_config.json", "w") as f:
+    json.dump({"eos_token_id": ids}, f)
+  return directory, ids
+
+
+def test_qwen3_style_thinking_off_by_default(qwen3_style_dir):
+  directory, (im_end, endoftext) = qwen3_style_dir
+  tok = load_tokenizer(str(directory))
+  assert tok.eos_ids == (im_end, endoftext) and tok.pad_id == endoftext
+  messages = CHAT[1:2]
+  default = tok.apply_chat_template(messages)
+  thinking = tok.apply_chat_template(messages, enable_thinking=True)
+  assert tok.decode(thinking, skip_special=False) == (
+      "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n")
+  assert tok.decode(default, skip_special=False) == (
+      tok.decode(thinking, skip_special=False) + "<think>\n\n</think>\n\n")
+  assert default == tok.apply_chat_template(messages, enable_thinking=False)
+  assert tok.decode(tok.encode("héllo wörld")) == "héllo wörld"
