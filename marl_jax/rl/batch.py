@@ -1,0 +1,121 @@
+"""Turns a rollout's episodes into the padded arrays of one training step.
+
+Every call becomes one row: prompt + completion, left-padded to a bucketed
+length S. Scores from `scoring.token_logprobs` are [B, S - 1] (entry t scores
+token t + 1), so a completion of n tokens occupies the last n entries of that
+grid; `mask`, `old_logp` and `ref_logp` live on the same grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from marl_jax import sampling
+from marl_jax.episodes import Episode
+from marl_jax.rl import advantages as adv_lib
+
+REWARD_MODES = ("final", "role")
+
+
+@dataclasses.dataclass
+class TrainBatch:
+  """Arrays of one update (numpy; rows past `num_calls` are padding).
+
+  tokens, valid: [B, S] left-padded prompt + completion.
+  mask: [B, S-1] completion tokens (the stop token included).
+  old_logp: [B, S-1] the rollout's sampled logprobs on the mask.
+  advantages: [B]; role: [B] index into `roles`; kl_coef: [B] per-row KL weight.
+  rewards_final / rewards_role: [num_calls] both reward modes, always logged.
+  """
+
+  tokens: np.ndarray
+  valid: np.ndarray
+  mask: np.ndarray
+  old_logp: np.ndarray
+  advantages: np.ndarray
+  role: np.ndarray
+  kl_coef: np.ndarray
+  roles: tuple[str, ...]
+  row_roles: list[str]
+  num_calls: int
+  rewards_final: np.ndarray
+  rewards_role: np.ndarray
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    return {k: getattr(self, k) for k in
+            ("tokens", "valid", "mask", "old_logp", "advantages", "role", "kl_coef")}
+
+
+def call_rewards(episodes: Sequence[Episode]) -> tuple[np.ndarray, np.ndarray]:
+  """(final, role) reward of every call: the broadcast outcome, and the call's
+  own correctness where its role defines one (else the outcome)."""
+  final, role = [], []
+  for episode in episodes:
+    for call in episode.calls:
+      final.append(episode.reward)
+      role.append(episode.reward if call.correct is None else float(call.correct))
+  return np.asarray(final, np.float32), np.asarray(role, np.float32)
+
+
+def build(episodes: Sequence[Episode], roles: Sequence[str], *, grouping: str = "episode",
+          reward_mode: str = "final", estimator: str = "grpo", normalize_std: bool = True,
+          kl_coefs: dict[str, float] | None = None, default_kl: float = 0.0,
+          min_rows: int = 8, min_len: int = 16) -> TrainBatch:
+  """Packs every call of `episodes` into a TrainBatch (module docstring)."""
+  if reward_mode not in REWARD_MODES:
+    raise ValueError(f"Unknown reward mode {reward_mode!r}; valid: {REWARD_MODES}.")
+  calls = [(e, c) for e in episodes for c in e.calls]
+  if not calls:
+    raise ValueError("The rollout produced no calls to train on.")
+  unknown = sorted({c.role for _, c in calls} - set(roles))
+  if unknown or set(kl_coefs or {}) - set(roles):
+    raise ValueError(f"Roles {unknown or sorted(set(kl_coefs) - set(roles))} are not among "
+                     f"the workflow's roles {tuple(roles)}.")
+  final, role_reward = call_rewards(episodes)
+  rewards = final if reward_mode == "final" else role_reward
+  cols = dict(problem=[e.group for e, _ in calls], episode=[e.id for e, _ in calls],
+              role=[c.role for _, c in calls], turn=[c.turn for _, c in calls],
+              agent=[c.agent for _, c in calls])
+  groups = adv_lib.group_keys(grouping, **cols)
+  weights = adv_lib.call_weights(grouping, cols["episode"])
+  advantages = adv_lib.group_advantages(rewards, groups, weights, estimator=estimator,
+                                        normalize_std=normalize_std)
+  n = len(calls)
+  rows = sampling.bucket(n, min_rows)
+  length = sampling.bucket(max(len(c.prompt_tokens) + len(c.completion_tokens)
+                               for _, c in calls), min_len)
+  seqs = [list(c.prompt_tokens) + list(c.completion_tokens) for _, c in calls]
+  tokens, valid = sampling.left_pad(seqs, length, rows, pad_id=0)
+  mask = np.zeros((rows, length - 1), bool)
+  old_logp = np.zeros((rows, length - 1), np.float32)
+  for i, (_, call) in enumerate(calls):
+    k = len(call.completion_tokens)
+    if k:
+      mask[i, -k:] = True
+      old_logp[i, -k:] = call.logprobs
+  role_index = {r: i for i, r in enumerate(roles)}
+  kl = {r: (kl_coefs or {}).get(r, default_kl) for r in roles}
+  pad = rows - n
+  return TrainBatch(
+      tokens=tokens, valid=valid, mask=mask, old_logp=old_logp,
+      advantages=np.pad(advantages, (0, pad)),
+      role=np.pad(np.array([role_index[c.role] for _, c in calls], np.int32), (0, pad)),
+      kl_coef=np.pad(np.array([kl[c.role] for _, c in calls], np.float32), (0, pad)),
+      roles=tuple(roles), row_roles=[c.role for _, c in calls] + [roles[0]] * pad,
+      num_calls=n, rewards_final=final, rewards_role=role_reward)
+
+
+def minibatches(batch: TrainBatch, count: int, rng: np.random.Generator) -> list[np.ndarray]:
+  """Row indices of `count` equal minibatches of a shuffled batch (padding rows spread)."""
+  rows = len(batch.tokens)
+  if count < 1 or rows % count:
+    raise ValueError(f"rl.minibatches={count} must divide the padded batch of {rows} rows.")
+  order = rng.permutation(rows)
+  return list(order.reshape(count, rows // count))
+
+
+def select(arrays: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
+  return {k: v[index] for k, v in arrays.items()}
