@@ -59,6 +59,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.preset = args["model"]
   c.model.checkpoint = ""        # HF directory or .gguf; '' = the preset (tiny: the cached base)
+  c.model.init = "base"          # tiny presets: 'base' (warm-started, cached) or 'random'
   c.model.tokenizer = "char" if args["model"].startswith("tiny") else ""  # '' = from checkpoint
   c.model.param_dtype = "float32"
   c.model.compute_dtype = "bfloat16" if study else "float32"

@@ -1,0 +1,25 @@
+r"""Trains a workflow with multi-agent GRPO.
+
+  python launch/train.py --config=configs/default.py:workflow=voting,task=math \
+      --workdir=runs/voting_math_sp
+  # any field: --config.rl.lr=5e-5 --config.train.steps=100
+Re-running the same command with the same --workdir resumes the run.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from marl_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config, metrics, checkpoints).")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  del argv
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,59 @@
+"""Held-out evaluation of a workflow and of each of its roles.
+
+The same eval problems and the same sampling key are used at every
+evaluation of a run, so accuracy curves compare policies, not draws.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+
+from marl_jax import episodes as episodes_lib
+from marl_jax import rollout
+from marl_jax import sampling
+
+_EVAL_KEY = 7919
+
+
+def sampling_params(config: ml_collections.ConfigDict, temperature: float) -> sampling.SamplingParams:
+  rc = config.rollout
+  return sampling.SamplingParams(temperature=temperature, top_p=rc.top_p if temperature else 1.0,
+                                 top_k=rc.top_k if temperature else 0,
+                                 max_new_tokens=rc.max_new_tokens)
+
+
+def rollout_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return {"max_prompt_len": config.rollout.max_prompt_len}
+
+
+def evaluate(run: Any, trainable: Any, *, num_problems: int | None = None,
+             split: str = "eval") -> dict[str, float]:
+  """Accuracy of the workflow and of each role on held-out problems.
+
+  Keys: eval/accuracy (sampled at the training temperature, the headline
+  figure), eval/sampled/..., eval/greedy/... (when config.eval.greedy), each
+  with accuracy, accuracy/<role>, parse failures and response lengths.
+  """
+  config = run.config
+  n = num_problems or config.eval.num_problems
+  problems = run.task.sample(split, n, seed=config.seed, step=0)
+  store = run.store.replace(trainable=trainable)
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_KEY)
+  modes = [("sampled", config.eval.temperature)]
+  if config.eval.greedy:
+    modes.append(("greedy", 0.0))
+  out: dict[str, float] = {}
+  for name, temperature in modes:
+    episodes = rollout.run(run.workflow, store, run.task, problems, 1, key,
+                           sampling_params(config, temperature), run.tokenizer,
+                           **rollout_options(config))
+    metrics = episodes_lib.role_metrics(episodes)
+    out[f"eval/{name}/accuracy"] = metrics.pop("reward/mean")
+    for k, v in metrics.items():
+      if k.startswith(("accuracy/", "parse/", "response_length/")):
+        out[f"eval/{name}/{k}"] = v
+  out["eval/accuracy"] = out["eval/sampled/accuracy"]
+  return out

@@ -1,0 +1,54 @@
+"""Names the raw outputs of rl.update.train_step as per-role metrics.
+
+  entropy/<role>, clip_frac/<role>, kl/<role>, ratio/<role>   token means
+  grad_norm/slot<k>            pre-clip gradient L2 norm of policy slot k
+  grad_norm/<role>             the role's gradient norm: its slot's under IP,
+                               from the per-role split when it ran (SP)
+  grad_mass_share/<role>       |g_role|^2 / sum_r |g_r|^2 (per-role split)
+  grad_cos/<role>~<role>       cosine between two roles' gradients (split)
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+_SUMMED = ("tokens", "entropy", "clip_frac", "kl", "ratio", "pg_loss")
+
+
+def combine(parts: Sequence[dict]) -> dict:
+  """Merges the raw metrics of several minibatch steps (sums stay sums)."""
+  out = {}
+  for key in parts[0]:
+    values = np.stack([np.asarray(p[key], np.float64) for p in parts])
+    out[key] = values.sum(0) if key in _SUMMED else values.mean(0)
+  return out
+
+
+def name(raw: dict, roles: Sequence[str], routing) -> dict[str, float]:
+  out = {"loss": float(raw["loss"])}
+  tokens = np.maximum(raw["tokens"], 1.0)
+  for key in ("entropy", "clip_frac", "kl", "ratio"):
+    for i, role in enumerate(roles):
+      if raw["tokens"][i] > 0:
+        out[f"{key}/{role}"] = float(raw[key][i] / tokens[i])
+  norms = np.asarray(raw["slot_grad_norms"])
+  for slot, value in enumerate(norms):
+    out[f"grad_norm/slot{slot}"] = float(value)
+  if routing.mode == "isolated":
+    for role in roles:
+      out[f"grad_norm/{role}"] = float(norms[routing.slot_of(role)])
+  if "role_gram" in raw:
+    gram = np.asarray(raw["role_gram"], np.float64)
+    diag = np.maximum(np.diag(gram), 0.0)
+    total = max(diag.sum(), 1e-30)
+    for i, role in enumerate(roles):
+      out[f"grad_norm/{role}"] = float(np.sqrt(diag[i]))
+      out[f"grad_mass_share/{role}"] = float(diag[i] / total)
+    for i in range(len(roles)):
+      for j in range(i + 1, len(roles)):
+        denom = np.sqrt(diag[i] * diag[j])
+        if denom > 0:
+          out[f"grad_cos/{roles[i]}~{roles[j]}"] = float(gram[i, j] / denom)
+  return out

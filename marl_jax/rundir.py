@@ -1,0 +1,57 @@
+"""The run directory: the saved config, and the check that a resumed run is the same run.
+
+<workdir>/config.json     the full config (written once)
+<workdir>/metrics.jsonl   one record per step (marl_jax.metrics)
+<workdir>/tensorboard/    event files
+<workdir>/checkpoints/    orbax steps (marl_jax.checkpointing)
+<workdir>/rollouts/       sampled rollouts, step_<N>.jsonl
+<workdir>/report.md       written by the demo and launch/report.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import ml_collections
+
+# Fields a resumed run may change without becoming a different experiment.
+RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.checkpoint_every",
+                     "train.save_rollouts_every", "train.keep_checkpoints",
+                     "eval.num_problems")
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def config_dict(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def check_or_save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Saves config.json in a new workdir; in an existing one, refuses a different config."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  current = config_dict(config)
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    old, new = _flatten(saved), _flatten(current)
+    differ = sorted(k for k in set(old) | set(new)
+                    if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if differ:
+      details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:12])
+      raise ValueError(
+          f"--workdir={workdir} holds a run with a different config ({details}). "
+          "Use a new --workdir, or the saved config (config.json) to resume.")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(current, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)

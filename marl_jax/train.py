@@ -1,0 +1,181 @@
+"""The training loop: multi-agent GRPO over a workflow, as a function of (config, workdir).
+
+Each step: sample problems (a pure function of seed and step) -> rollout of
+every role in batched stages -> verify -> advantages -> jitted updates ->
+metrics, periodic evaluation, checkpoint. The RNG of a step is
+fold_in(seed, step) and the data of a step is a function of the step, so a
+run killed at any moment resumes from its last checkpoint and logs exactly
+the metrics an uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from marl_jax import build as build_lib
+from marl_jax import checkpointing
+from marl_jax import episodes as episodes_lib
+from marl_jax import evaluate as evaluate_lib
+from marl_jax import metrics as metrics_lib
+from marl_jax import rollout
+from marl_jax import rundir
+from marl_jax.rl import batch as batch_lib
+from marl_jax.rl import step_metrics
+from marl_jax.rl import update
+
+
+class NonFiniteError(FloatingPointError):
+  """A loss or gradient became NaN or Inf; the last good checkpoint is untouched."""
+
+
+def loss_config(config: ml_collections.ConfigDict) -> update.LossConfig:
+  rl = config.rl
+  use_kl = bool(rl.kl_coef) or any(v for v in rl.kl_role_coefs.to_dict().values())
+  return update.LossConfig(
+      clip_low=rl.clip_low, clip_high=rl.clip_high, aggregation=rl.aggregation,
+      constant=float(config.rollout.max_new_tokens), use_kl=use_kl,
+      kl_estimator=rl.kl_estimator, temperature=config.rollout.temperature or 1.0,
+      grad_clip=rl.grad_clip)
+
+
+def _reference_logp(run, arrays, route, init_trainable, cfg: update.LossConfig):
+  """Logprobs under the KL reference: the base (adapters off) or the initial policy."""
+  reference = run.config.rl.kl_reference
+  if reference not in ("base", "init"):
+    raise ValueError(f"rl.kl_reference={reference!r} is unknown; valid: ('base', 'init').")
+  fn = jax.jit(lambda store, t, v, r, tr: store.token_logprobs(
+      t, v, r, trainable=tr, reference=reference == "base", temperature=cfg.temperature)[0])
+  return fn(run.store.replace(trainable={}), arrays["tokens"], arrays["valid"], route,
+            init_trainable)
+
+
+def _save_rollouts(workdir: str, step: int, episodes: list, keep: int = 64) -> None:
+  os.makedirs(os.path.join(workdir, "rollouts"), exist_ok=True)
+  path = os.path.join(workdir, "rollouts", f"step_{step}.jsonl")
+  with open(path + ".tmp", "w") as f:
+    for episode in episodes[:keep]:
+      f.write(json.dumps({
+          "episode": episode.id, "group": episode.group, "reward": episode.reward,
+          "final_answer": episode.final_answer,
+          "calls": [{"role": c.role, "agent": c.agent, "turn": c.turn, "text": c.text,
+                     "answer": c.answer, "parse": c.parse_status, "correct": c.correct,
+                     "tokens": len(c.completion_tokens), "truncated": bool(c.truncated)}
+                    for c in episode.calls]}, default=str) + "\n")
+  os.replace(path + ".tmp", path)
+
+
+def _check_finite(raw: dict, step: int, store) -> None:
+  if bool(raw["finite"]):
+    return
+  norms = np.asarray(raw["slot_grad_norms"])
+  bad = [s for s in range(len(norms)) if not np.isfinite(norms[s])]
+  roles = [r for r in store.roles if any(s in store.routing.slots_of(r) for s in bad)]
+  raise NonFiniteError(
+      f"Non-finite loss or gradient at step {step} (loss={float(raw['loss'])}, "
+      f"slots {bad or 'all'}, roles {roles or list(store.roles)}). The update was not "
+      "applied; the last checkpoint is intact. Lower rl.lr or check the rewards.")
+
+
+def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_trainable):
+  """One RL step; returns (state, metrics, episodes)."""
+  config = run.config
+  rc, rl = config.rollout, config.rl
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
+  problems = run.task.sample("train", rc.batch_size, seed=config.seed, step=step)
+  t0 = time.perf_counter()
+  store = run.store.replace(trainable=state["trainable"])
+  episodes = rollout.run(run.workflow, store, run.task, problems, rc.group_size,
+                         jax.random.fold_in(key, 0),
+                         evaluate_lib.sampling_params(config, rc.temperature), run.tokenizer,
+                         **evaluate_lib.rollout_options(config))
+  t1 = time.perf_counter()
+  batch = batch_lib.build(
+      episodes, run.store.roles, grouping=rl.grouping, reward_mode=rl.reward_mode,
+      estimator=rl.estimator, normalize_std=rl.normalize_std,
+      kl_coefs=rl.kl_role_coefs.to_dict(), default_kl=rl.kl_coef)
+  arrays = jax.tree.map(jnp.asarray, batch.arrays())
+  route = jax.tree.map(jnp.asarray, run.store.route(batch.row_roles))
+  if cfg.use_kl:
+    arrays["ref_logp"] = _reference_logp(run, arrays, route, init_trainable, cfg)
+  role_grads = bool(rl.role_grad_every) and step % rl.role_grad_every == 0
+  rng = np.random.default_rng([config.seed, step])
+  parts = []
+  frozen = run.store.replace(trainable={})
+  for _ in range(rl.epochs):
+    for index in batch_lib.minibatches(batch, rl.minibatches, rng):
+      mb = batch_lib.select(arrays, index)
+      mb_route = run.store.route([batch.row_roles[i] for i in index])
+      state, raw = update.train_step(state, frozen, mb, jax.tree.map(jnp.asarray, mb_route),
+                                     cfg=cfg, optimizer=optimizer,
+                                     num_roles=len(run.store.roles), role_grads=role_grads)
+      raw = jax.device_get(raw)
+      _check_finite(raw, step, run.store)
+      parts.append(raw)
+  t2 = time.perf_counter()
+  metrics = episodes_lib.role_metrics(episodes)
+  metrics["accuracy"] = metrics.pop("reward/mean")
+  metrics.update(step_metrics.name(step_metrics.combine(parts), run.store.roles,
+                                   run.store.routing))
+  gen_tokens = sum(len(c.completion_tokens) for e in episodes for c in e.calls)
+  metrics.update({
+      "reward_final/mean": float(batch.rewards_final.mean()),
+      "reward_role/mean": float(batch.rewards_role.mean()),
+      "time/rollout_s": t1 - t0, "time/update_s": t2 - t1,
+      "rollout_tokens_per_s": gen_tokens / max(t1 - t0, 1e-9),
+      "update_tokens_per_s": float(batch.mask.sum()) * rl.epochs / max(t2 - t1, 1e-9)})
+  return state, metrics, episodes
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains config's workflow end to end in workdir (resuming if it holds a run).
+
+  Returns the last evaluation's metrics.
+  """
+  rundir.check_or_save_config(config, workdir)
+  run = build_lib.build(config)
+  tc = config.train
+  optimizer = update.make_optimizer(config.rl.lr, tc.steps, config.rl.warmup_steps,
+                                    config.rl.weight_decay, config.rl.schedule)
+  init_trainable = run.store.trainable
+  state = update.init_state(jax.tree.map(jnp.copy, init_trainable), optimizer)
+  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=tc.keep_checkpoints)
+  start = 0
+  restored = ckpt.restore(state)
+  if restored is not None:
+    start, state, record = restored
+    logging.info("Resuming %s from step %d (data position %s).", workdir, start,
+                 record.get("data_position"))
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
+  if start == 0:
+    writer.write_hparams(rundir.config_dict(config))
+  cfg = loss_config(config)
+  last_eval: dict[str, float] = {}
+  if start == 0:
+    last_eval = evaluate_lib.evaluate(run, state["trainable"])
+    writer.write(0, last_eval)
+  progress = metrics_lib.Progress(tc.steps, start)
+  for step in range(start, tc.steps):
+    state, metrics, episodes = train_step(run, state, step, optimizer, cfg, init_trainable)
+    done = step + 1
+    if tc.save_rollouts_every and done % tc.save_rollouts_every == 0:
+      _save_rollouts(workdir, done, episodes)
+    if done % tc.eval_every == 0 or done == tc.steps:
+      last_eval = evaluate_lib.evaluate(run, state["trainable"])
+      metrics.update(last_eval)
+    writer.write(done, metrics)
+    print(progress.line(done, metrics["rollout_tokens_per_s"],
+                        last_eval.get("eval/accuracy")), flush=True)
+    if done % tc.checkpoint_every == 0 or done == tc.steps:
+      ckpt.save(done, state, {"step": done, "data_position": done * config.rollout.batch_size})
+  ckpt.close()
+  writer.close()
+  return last_eval
