@@ -1,0 +1,196 @@
+"""Runs a workflow over B problems x G samples in lockstep stages, one sampler call per stage.
+
+    episodes = rollout.run(workflows.get("voting"), store, task, problems,
+                           group_size=8, rng=key, sampling=SamplingParams(0.7),
+                           tokenizer=tokenizer)
+    metrics = rollout.role_metrics(episodes)
+
+Every call of a stage, across the whole batch and every role in it, goes to
+the policy as ONE `generate` call (rows carry their roles, the policy routes
+them to their slots). Stage i samples with `fold_in(rng, i)`, so a rollout is
+a deterministic function of its key. Afterwards every distinct answer that
+matters (finals, each generator's / worker's answer, the answers evaluators
+judged and aggregators chose among) is verified in one `task.verify_batch`
+call, through the text of a call that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Protocol, Sequence
+
+import jax
+
+from marl_jax.episodes import Call, Episode, role_metrics
+from marl_jax.sampling import Generation, SamplingParams
+from marl_jax.tasks import Problem, Task
+from marl_jax.workflows.base import Workflow
+
+__all__ = ["Policy", "role_metrics", "run"]
+
+DEFAULT_MAX_PROMPT_LEN = 256
+_SCORED_FAILURES = ("empty", "no_verdict")
+
+
+class Policy(Protocol):
+  """A generator backend: PolicyStore, or a scripted stand-in for tests."""
+
+  def generate(self, prompts: Sequence[Sequence[int]], roles: Sequence[str], rng: jax.Array,
+               sampling: SamplingParams) -> Generation: ...
+
+  def slot_of(self, role: str) -> int: ...
+
+
+class Tokenizer(Protocol):
+  def apply_chat_template(self, messages, add_generation_prompt: bool = True,
+                          enable_thinking: bool = False) -> list[int]: ...
+
+  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str: ...
+
+
+def _per_role(value: int | Mapping[str, int], default: int, roles: Sequence[str],
+              name: str) -> dict[str, int]:
+  """An int for every role, or a {role: int} map (roles left out get `default`)."""
+  if not isinstance(value, Mapping):
+    value = {role: value for role in roles}
+  unknown = sorted(set(value) - set(roles))
+  if unknown:
+    raise ValueError(f"{name} names unknown roles {unknown}; the workflow's roles are {roles}.")
+  limits = {role: int(value.get(role, default)) for role in roles}
+  if min(limits.values()) < 1:
+    raise ValueError(f"{name} must be >= 1 for every role, got {limits}.")
+  return limits
+
+
+def run(
+    workflow: Workflow,
+    policy: Policy,
+    task: Task,
+    problems: Sequence[Problem],
+    group_size: int,
+    rng: jax.Array,
+    sampling: SamplingParams,
+    tokenizer: Tokenizer,
+    *,
+    max_prompt_len: int | Mapping[str, int] = DEFAULT_MAX_PROMPT_LEN,
+    max_new_tokens: int | Mapping[str, int] | None = None,
+    enable_thinking: bool = False,
+) -> list[Episode]:
+  """Runs `group_size` episodes of `workflow` per problem; returns them, problem-major.
+
+  Args:
+    policy: the generator backend (a PolicyStore, or anything with its
+      `generate(prompts, roles, rng, sampling)` and `slot_of(role)`).
+    max_prompt_len: longest prompt in tokens (per role if a map); longer
+      prompts keep their last tokens and are counted (prompt_truncated).
+    max_new_tokens: per-role completion limit (int or map; default
+      sampling.max_new_tokens). A stage samples up to its roles' largest
+      limit and cuts each row to its own (equivalent to sampling with it).
+    enable_thinking: passed to the chat template (Qwen3's thinking mode).
+  Per-call correctness after verification: answer calls (generator, worker)
+  are correct when their answer is; a choice (aggregator, synthesizer) is
+  scored only when a shown candidate, or its own answer, is correct; a
+  verdict is correct when it matches the truth of the judged answer (an
+  empty or unparseable verdict is wrong). A reward of 1 counts as correct.
+  """
+  if group_size < 1:
+    raise ValueError(f"group_size must be >= 1, got {group_size}.")
+  if not problems:
+    raise ValueError("rollout.run() got no problems.")
+  prompt_limit = _per_role(max_prompt_len, DEFAULT_MAX_PROMPT_LEN, workflow.roles,
+                           "max_prompt_len")
+  new_limit = _per_role(sampling.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                        sampling.max_new_tokens, workflow.roles, "max_new_tokens")
+  episodes = [
+      Episode(id=g * group_size + s, group=g, sample=s, problem=problem,
+              question=problem.prompt, family=task.kind)
+      for g, problem in enumerate(problems) for s in range(group_size)]
+  for index, stages in enumerate(workflow.groups):
+    rows = [(episode, stage, agent)
+            for episode in episodes if not episode.done
+            for stage in stages if stage.when is None or stage.when(episode)
+            for agent in range(stage.agents)]
+    if not rows:
+      continue
+    calls = _run_stage(index, rows, workflow, policy, task, rng, sampling, tokenizer,
+                       prompt_limit, new_limit, enable_thinking)
+    for (episode, stage, _), call in zip(rows, calls):
+      episode.calls.append(call)
+    for episode, stage, _ in rows:
+      if stage.stop is not None and not episode.done and stage.stop(episode):
+        episode.done = True
+  _verify(episodes, workflow, task, problems)
+  return episodes
+
+
+def _run_stage(index, rows, workflow, policy, task, rng, sampling, tokenizer, prompt_limit,
+               new_limit, enable_thinking) -> list[Call]:
+  """One sampler call for every row of a stage; returns the rows' Calls."""
+  prompts, cut = [], []
+  for episode, stage, agent in rows:
+    message = {"role": "user", "content": workflow.prompt(stage, episode, agent)}
+    ids = list(tokenizer.apply_chat_template([message], add_generation_prompt=True,
+                                             enable_thinking=enable_thinking))
+    limit = prompt_limit[stage.role]
+    cut.append(len(ids) > limit)
+    prompts.append(ids[-limit:])
+  roles = [stage.role for _, stage, _ in rows]
+  limits = [new_limit[role] for role in roles]
+  stage_sampling = dataclasses.replace(sampling, max_new_tokens=max(limits))
+  out = policy.generate(prompts, roles, jax.random.fold_in(rng, index), stage_sampling)
+  calls = []
+  for row, (episode, stage, agent) in enumerate(rows):
+    length = min(int(out.lengths[row]), limits[row])
+    truncated = bool(out.truncated[row]) or int(out.lengths[row]) > limits[row]
+    tokens = out.tokens[row, :length].tolist()
+    text = tokenizer.decode(tokens if truncated else tokens[:-1])
+    parsed = stage.parse(text, episode, agent, task)
+    failures = ("truncated",) * truncated + (("empty",) if not text.strip() else parsed.failures)
+    calls.append(Call(
+        episode=episode.id, group=episode.group, role=stage.role, agent=agent, turn=stage.turn,
+        stage=index, slot=policy.slot_of(stage.role), prompt_tokens=prompts[row],
+        completion_tokens=tokens, logprobs=out.logprobs[row, :length].copy(),
+        truncated=truncated, prompt_truncated=cut[row], text=text,
+        parsed=dataclasses.replace(parsed, failures=failures)))
+  return calls
+
+
+def _verify(episodes: list[Episode], workflow: Workflow, task: Task,
+            problems: Sequence[Problem]) -> None:
+  """Final answers, rewards and per-call correctness, from one batched verify call.
+
+  A task scores raw text by extracting its answer, so each distinct (problem,
+  answer) is verified once, through the text of the first call whose own
+  text gave that answer (the answer string itself if none did).
+  """
+  texts: dict[tuple[int, str], str] = {}
+  for episode in episodes:
+    episode.final_answer = workflow.final(episode, task)
+    for call in episode.calls:
+      if call.answer is not None and call.parsed.kind in ("answer", "choice") and (
+          call.parsed.kind == "answer" or call.value is None):
+        texts.setdefault((episode.group, call.answer), call.text)
+  for episode in episodes:
+    answers = [episode.final_answer]
+    for call in episode.calls:
+      answers += [call.answer, *call.parsed.shown]
+    for answer in answers:
+      if answer is not None:
+        texts.setdefault((episode.group, answer), answer)
+  keys = list(texts)
+  scores = task.verify_batch([problems[g] for g, _ in keys], list(texts.values())) if keys else []
+  reward = {key: float(score.reward) for key, score in zip(keys, scores)}
+  for episode in episodes:
+    group = episode.group
+    score = lambda answer: 0.0 if answer is None else reward[(group, answer)]
+    ok = lambda answer: score(answer) >= 1.0
+    episode.reward = score(episode.final_answer)
+    for call in episode.calls:
+      parsed = call.parsed
+      if parsed.kind == "answer":
+        call.correct = ok(call.answer)
+      elif parsed.kind == "choice" and (ok(call.answer) or any(map(ok, parsed.shown))):
+        call.correct = ok(call.answer)
+      elif parsed.kind == "verdict":
+        malformed = any(f in parsed.failures for f in _SCORED_FAILURES)
+        call.correct = not malformed and parsed.value.correct == ok(parsed.shown[0])

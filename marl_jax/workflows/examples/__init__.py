@@ -1,0 +1,1 @@
+"""Examples of user-defined workflows (see second_opinion.py)."""
