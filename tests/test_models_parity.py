@@ -13,6 +13,8 @@ import pytest
 import torch
 import transformers
 
+from marl_jax import sampling
+
 from marl_jax.models import forward_logits, get_preset, load_pretrained, save_pretrained
 from marl_jax.models.decoder import init_params
 
@@ -192,6 +194,15 @@ def test_smollm2_gguf_matches_transformers(smollm2):
   ours = np.asarray(jax.jit(forward_logits, static_argnums=0)(config, params, jnp.array([ids])))
   np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-3)
   np.testing.assert_array_equal(ours.argmax(-1), ref.argmax(-1))
+  # 20 greedy tokens through our KV-cache sampler equal transformers' generate.
+  with torch.no_grad():
+    hf_out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                            max_new_tokens=20, do_sample=False, eos_token_id=[999999],
+                            pad_token_id=config.pad_id)
+  hf_tokens = hf_out[0, len(ids):].tolist()
+  gen = sampling.generate(config.replace(eos_ids=(999999,)), params, [ids], jax.random.PRNGKey(0),
+                          sampling.SamplingParams(temperature=0.0, max_new_tokens=20))
+  assert len(hf_tokens) == 20 and gen.completion(0) == hf_tokens
 
 
 def _llama_cpp_permute(w: np.ndarray, n_head: int) -> np.ndarray:

