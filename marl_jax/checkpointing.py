@@ -59,6 +59,13 @@ class Checkpointer:
       return step, restored["state"], dict(restored["record"])
     return None
 
+  def restore_step(self, step: int, abstract_state: Any) -> tuple[int, Any, dict]:
+    """Restores one given step (no fallback)."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
+    return step, restored["state"], dict(restored["record"])
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 

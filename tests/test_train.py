@@ -50,8 +50,9 @@ def test_incompatible_workdir_names_the_fields(tmp_path):
 _SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-from tests.train_helpers import tiny_config
+from tests.train_helpers import parity_rewards, tiny_config
 from marl_jax import train
+parity_rewards()
 train.train_and_evaluate(tiny_config("workflow=voting", steps=4), {workdir!r})
 """
 
@@ -80,3 +81,42 @@ def test_kill_9_then_resume_logs_what_an_uninterrupted_run_logs(tmp_path, monkey
   assert [r["step"] for r in got] == [0, 1, 2, 3, 4]
   assert any(r["grad_norm/slot0"] > 0 for r in want[1:])  # the policy really moved
   assert got == want
+
+
+def test_checkpoint_restore_and_per_role_export_match_the_routed_policy(tmp_path, monkeypatch):
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import torch
+  import transformers
+  from marl_jax import build, checkpoint_io
+  from marl_jax.models import forward_logits, load_pretrained
+  from marl_jax.rl import batch
+  monkeypatch.setattr(batch, "call_rewards", batch.call_rewards)
+  parity_rewards()
+  workdir = str(tmp_path / "run")
+  config = tiny_config("workflow=voting,policy=isolated", steps=2)
+  config.rl.warmup_steps = 0
+  config.rollout.group_size = 4
+  train.train_and_evaluate(config, workdir)
+  assert any(r.get("grad_norm/slot0", 0) > 0 for r in read_jsonl(workdir + "/metrics.jsonl"))
+  config = checkpoint_io.load_config(workdir)
+  run = build.build(config)
+  step, trainable = checkpoint_io.restore_trainable(run, workdir)
+  assert step == 2
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), trainable, run.store.trainable)
+  assert max(jax.tree.leaves(moved)) > 0
+  paths = checkpoint_io.export_roles(run, trainable, str(tmp_path / "export"))
+  tokens = jnp.asarray(np.random.default_rng(0).integers(3, 100, size=(1, 9)))
+  store = run.store.replace(trainable=trainable)
+  for role, path in paths.items():
+    route = jax.tree.map(jnp.asarray, store.route([role]))
+    routed, _ = store.token_logprobs(tokens, jnp.ones_like(tokens, bool), route)
+    cfg, params = load_pretrained(path)
+    logits = forward_logits(cfg, params, tokens)[:, :-1]
+    exported = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[:, 1:, None], -1)[..., 0]
+    np.testing.assert_allclose(exported, routed, atol=1e-4)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+      ref = hf(torch.as_tensor(np.asarray(tokens))).logits.numpy()[:, :-1]
+    np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4)

@@ -21,13 +21,13 @@ def tiny_config(arg: str = "", steps: int = 2):
 
 
 def parity_rewards():
-  """Makes every call's reward the parity of its length, so a random tiny model
+  """Makes every call's reward the parity of its token sum, so a random tiny model
   gets a learning signal (its real accuracy is 0) and training changes it."""
   import numpy as np
   from marl_jax.rl import batch
 
   def rewards(episodes):
-    r = np.array([len(c.completion_tokens) % 2 for e in episodes for c in e.calls], np.float32)
+    r = np.array([sum(c.completion_tokens) % 2 for e in episodes for c in e.calls], np.float32)
     return r, r
 
   batch.call_rewards = rewards

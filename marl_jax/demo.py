@@ -1,0 +1,44 @@
+"""The demo job: train the tiny world, then compare base and trained on held-out problems."""
+
+from __future__ import annotations
+
+import time
+
+import ml_collections
+
+from marl_jax import metrics as metrics_lib
+from marl_jax import report
+from marl_jax import train
+
+
+def summary(workdir: str) -> dict[str, float]:
+  """Base (step 0) and final held-out accuracies of a finished run."""
+  evals = [r for r in metrics_lib.read_jsonl(f"{workdir}/metrics.jsonl") if "eval/accuracy" in r]
+  if len(evals) < 2:
+    raise ValueError(f"{workdir}/metrics.jsonl has {len(evals)} evaluations; a finished run "
+                     "has one at step 0 and one at the end.")
+  base, final = evals[0], evals[-1]
+  out = {"base/sampled": base["eval/sampled/accuracy"],
+         "trained/sampled": final["eval/sampled/accuracy"], "steps": final["step"]}
+  if "eval/greedy/accuracy" in base:
+    out["base/greedy"] = base["eval/greedy/accuracy"]
+    out["trained/greedy"] = final["eval/greedy/accuracy"]
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  start = time.time()
+  train.train_and_evaluate(config, workdir)
+  result = summary(workdir)
+  path = report.write_run_report(workdir)
+  minutes = (time.time() - start) / 60
+  print(f"\n{config.workflow.name} / {config.task.family} / {config.policy.mode} policy / "
+        f"{config.model.preset}: {result['steps']} RL steps, {minutes:.1f} min")
+  print(f"{'held-out accuracy':<22}{'base':>8}{'trained':>9}{'gain':>8}")
+  for mode in ("sampled", "greedy"):
+    if f"base/{mode}" in result:
+      b, t = result[f"base/{mode}"], result[f"trained/{mode}"]
+      label = f"{mode} (T={config.eval.temperature})" if mode == "sampled" else mode
+      print(f"{label:<22}{b:>8.3f}{t:>9.3f}{t - b:>+8.3f}")
+  print(f"report: {path}")
+  return result
