@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from marl_jax import sharding
 from marl_jax.models import decoder
 from marl_jax.models.config import ModelConfig, as_dtype
 
@@ -118,20 +119,36 @@ def _sample(rng, logits, sampling: SamplingParams):
   return ids, jnp.take_along_axis(logp, ids[:, None], -1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling"))
+def unroll_default() -> bool:
+  """Unstacked layers on CPU, where a scan copies each layer's weights every step."""
+  return jax.default_backend() == "cpu"
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "unroll"))
 def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, valid, rng,
-              adapters, adapter_weights):
+              adapters, adapter_weights, unroll: bool = False):
+  # Rows over the mesh's batch axes when one is set (jax.set_mesh); no-ops otherwise.
+  tokens, valid, adapter_weights = sharding.constrain_rows(tokens, valid, adapter_weights)
   batch, prompt_len = tokens.shape
   n_new = sampling.max_new_tokens
   total = prompt_len + n_new
   dtype = as_dtype(config.compute_dtype)
   cache_valid = jnp.concatenate([valid, jnp.ones((batch, n_new), bool)], axis=1)
   positions = decoder.left_pad_positions(valid)
+  if unroll:  # one copy of the weights per call instead of one per decode step
+    params = {**params, "layers": decoder.unstack(params["layers"], config.num_layers,
+                                                  fuse=True)}
+    if adapters is not None:
+      adapters = {"layers": decoder.unstack(adapters["layers"], config.num_layers)}
   model = functools.partial(decoder.forward_hidden, config, params,
                             adapters=adapters, adapter_weights=adapter_weights)
-  hidden, (k, v) = model(tokens, positions, valid)
-  pad = ((0, 0), (0, 0), (0, 0), (0, n_new), (0, 0))
-  cache = (jnp.pad(k.astype(dtype), pad), jnp.pad(v.astype(dtype), pad))
+  hidden, kv = model(tokens, positions, valid)
+  if unroll:
+    pad = ((0, 0), (0, 0), (0, n_new), (0, 0))
+    cache = [tuple(jnp.pad(c.astype(dtype), pad) for c in layer_kv) for layer_kv in kv]
+  else:
+    pad = ((0, 0), (0, 0), (0, 0), (0, n_new), (0, 0))
+    cache = sharding.constrain_kv_cache(tuple(jnp.pad(c.astype(dtype), pad) for c in kv))
   logits = decoder.logits_from_hidden(config, params, hidden[:, -1:])[:, 0]
   stop_ids = jnp.asarray(tuple(config.eos_ids) + tuple(sampling.stop_ids), jnp.int32)
   first, first_logp = _sample(jax.random.fold_in(rng, 0), logits, sampling)
@@ -151,6 +168,8 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
     hidden, cache = model(last[:, None], (next_pos + step - 1)[:, None],
                           jnp.ones((batch, 1), bool), cache=cache, cache_valid=cache_valid,
                           cache_index=slot)
+    if not unroll:
+      cache = sharding.constrain_kv_cache(cache)
     logits = decoder.logits_from_hidden(config, params, hidden)[:, 0]
     ids, logp = _sample(jax.random.fold_in(rng, step), logits, sampling)
     ids = jnp.where(done, config.pad_id, ids)
@@ -207,7 +226,7 @@ def generate(
     logging.info("sampler: compiling shape #%d (batch %d, prompt %d, new %d)",
                  len(_COMPILED), batch, prompt_len, sampling.max_new_tokens)
   out = _generate(config, sampling, params, jnp.asarray(tokens), jnp.asarray(valid), rng,
-                  adapters, adapter_weights)
+                  adapters, adapter_weights, unroll=unroll_default())
   out_tokens, out_logp, lengths, truncated = (np.asarray(x)[:n] for x in out)
   return Generation(out_tokens, out_logp, lengths, truncated)
 
@@ -244,7 +263,8 @@ def _generate_slots(config: ModelConfig, sampling: SamplingParams, params, token
     return _generate(config, sampling, slot_params, slot_tokens, slot_valid, rng, adapters,
                      weights)
   weights_axis = None if adapter_weights is None else 0
-  return jax.vmap(one_slot, in_axes=(0, 0, 0, 0, weights_axis))(
+  return jax.vmap(one_slot, in_axes=(0, 0, 0, 0, weights_axis),
+                  spmd_axis_name=sharding.slot_axis(tokens.shape[0]))(
       params, tokens, valid, rngs, adapter_weights)
 
 

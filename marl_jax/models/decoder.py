@@ -22,11 +22,13 @@ different roles thus share one matmul: x @ A_all, mask to the row's slots,
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from marl_jax.models.config import ModelConfig, as_dtype
 
@@ -121,7 +123,7 @@ def _dense(x, w, adapter, route, dtype):
   """x [B, S, D_in] @ w, plus the routed low-rank update of every adapter slot."""
   b, s, d_in = x.shape
   flat = x.reshape(b * s, d_in)
-  y = flat @ w.astype(dtype)
+  y = 0.0 if w is None else flat @ w.astype(dtype)
   if adapter is not None:
     xa = (flat @ adapter["a"].astype(dtype)).reshape(b, s, -1) * route[:, None, :]
     y = y + xa.reshape(b * s, -1) @ adapter["b"].astype(dtype)
@@ -156,7 +158,7 @@ def _attend(q, k, v, mask, config: ModelConfig, cache=None, cache_mask=None):
   return out.transpose(0, 3, 1, 2, 4).reshape(b, s, n_kv * group * hd)
 
 
-def _layer(config, h, layer, adapters, route, positions, mask, inv_freq, cache, cache_mask):
+def _layer(config, h, layer, adapters, *, route, positions, mask, inv_freq, cache, cache_mask):
   dtype = as_dtype(config.compute_dtype)
   b, s, _ = h.shape
   eps = config.rms_norm_eps
@@ -165,8 +167,19 @@ def _layer(config, h, layer, adapters, route, positions, mask, inv_freq, cache, 
   def dense(x, name):
     return _dense(x, layer[name], lora.get(name), route, dtype)
 
+  def dense_group(x, names):
+    """Projections of one input; a single matmul when the layer holds them fused."""
+    fused = "+".join(names)
+    if fused not in layer:
+      return [dense(x, name) for name in names]
+    outs = jnp.split(_dense(x, layer[fused], None, route, dtype),
+                     np.cumsum([layer_sizes[n] for n in names])[:-1].tolist(), axis=-1)
+    return [y if name not in lora else y + _dense(x, None, lora[name], route, dtype)
+            for y, name in zip(outs, names)]
+
+  layer_sizes = {name: io[1] for name, io in linear_shapes(config).items()}
   x = rms_norm(h, layer["attn_norm"], eps)
-  q, k, v = dense(x, "q"), dense(x, "k"), dense(x, "v")
+  q, k, v = dense_group(x, ("q", "k", "v"))
   if config.attention_bias:
     q = q + layer["q_bias"].astype(dtype)
     k = k + layer["k_bias"].astype(dtype)
@@ -181,7 +194,8 @@ def _layer(config, h, layer, adapters, route, positions, mask, inv_freq, cache, 
   k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # head-major [B, K, S, hd]
   h = h + dense(_attend(q, k, v, mask, config, cache, cache_mask), "o")
   x = rms_norm(h, layer["mlp_norm"], eps)
-  h = h + dense(jax.nn.silu(dense(x, "gate")) * dense(x, "up"), "down")
+  gate, up = dense_group(x, ("gate", "up"))
+  h = h + dense(jax.nn.silu(gate) * up, "down")
   return h, (k, v)
 
 
@@ -211,7 +225,8 @@ def forward_hidden(
   Args:
     tokens, positions: [B, S] token ids and RoPE positions.
     valid: [B, S] which of the tokens are real (False on left padding).
-    cache: optional (k, v), each [L, B, K, T, hd], of earlier tokens; the
+    cache: optional (k, v), each [L, B, K, T, hd], of earlier tokens (a list
+      of per-layer (k, v) [B, K, T, hd] when params["layers"] is unstacked); the
       queries attend to its slots < cache_index where cache_valid [B, T].
       Without a cache the second result is the new tokens' (k, v), each
       [L, B, K, S, hd] (prefill); with one, it is the cache with them written
@@ -224,7 +239,7 @@ def forward_hidden(
   mask = jnp.tril(jnp.ones((s, s), bool))[None] & valid[:, None, :]
   cache_mask = None
   if cache is not None:
-    t = cache[0].shape[3]
+    t = cache_valid.shape[1]
     cache_mask = ((jnp.arange(t) < cache_index)[None, :] & cache_valid)[:, None, :]
     cache_mask = jnp.broadcast_to(cache_mask, (tokens.shape[0], s, t))
   inv_freq = rope_inv_freq(config)
@@ -232,13 +247,29 @@ def forward_hidden(
   lora_layers = None if adapters is None else adapters["layers"]
   route = None
   if lora_layers is not None:
-    rank = next(iter(lora_layers.values()))["a"].shape[-1] // adapter_weights.shape[-1]
+    first = lora_layers[0] if isinstance(lora_layers, list) else lora_layers
+    rank = next(iter(first.values()))["a"].shape[-1] // adapter_weights.shape[-1]
     route = jnp.repeat(adapter_weights.astype(h.dtype), rank, axis=-1)
+  layer_fn = functools.partial(_layer, config, route=route, positions=positions, mask=mask,
+                               inv_freq=inv_freq, cache_mask=cache_mask)
+  if isinstance(params["layers"], list):
+    # Unstacked layers (see `unstack`): a Python loop over separate buffers.
+    # XLA:CPU copies a layer's weights out of stacked arrays on every
+    # iteration of a scan, which triples the memory traffic of a decode step.
+    new_kv = []
+    for i, layer in enumerate(params["layers"]):
+      layer_cache = None if cache is None else cache[i]
+      h, kv = layer_fn(h, layer, None if lora_layers is None else lora_layers[i],
+                       cache=layer_cache)
+      if cache is not None:
+        kv = tuple(jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, 0, cache_index, 0))
+                   for c, n in zip(layer_cache, kv))
+      new_kv.append(kv)
+    return rms_norm(h, params["final_norm"], config.rms_norm_eps), new_kv
 
   def body(h, xs):
     layer, lora, layer_cache = xs
-    return _layer(config, h, layer, lora, route, positions, mask, inv_freq,
-                  layer_cache, cache_mask)
+    return layer_fn(h, layer, lora, cache=layer_cache)
 
   if remat:
     body = jax.checkpoint(body, prevent_cse=False)
@@ -247,6 +278,21 @@ def forward_hidden(
     new_kv = tuple(jax.lax.dynamic_update_slice(c, new.astype(c.dtype), (0, 0, 0, cache_index, 0))
                    for c, new in zip(cache, new_kv))
   return rms_norm(h, params["final_norm"], config.rms_norm_eps), new_kv
+
+
+def unstack(tree: Any, num_layers: int, fuse: bool = False) -> list:
+  """Splits a pytree stacked on a leading layer axis into a list of per-layer pytrees.
+
+  With fuse, each layer's q/k/v and gate/up weights are concatenated into one
+  'q+k+v' and one 'gate+up' matrix: fewer, larger matmuls for decoding.
+  """
+  layers = [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(num_layers)]
+  if not fuse:
+    return layers
+  for layer in layers:
+    for group in (("q", "k", "v"), ("gate", "up")):
+      layer["+".join(group)] = jnp.concatenate([layer.pop(n) for n in group], axis=-1)
+  return layers
 
 
 def lm_head(config: ModelConfig, params: Params) -> jax.Array:
