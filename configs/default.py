@@ -123,4 +123,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.num_problems = 512 if study else 128
   c.eval.temperature = c.rollout.temperature
   c.eval.greedy = True
+
+  # --- interventions (marl_jax.rl.interventions); every one is off by default ---
+  # The per-role KL anchor is rl.kl_role_coefs above.
+  c.interventions = ml_collections.ConfigDict()
+  c.interventions.coherence = 0.0          # lambda of the gradient-coherence regularizer
+  c.interventions.coherence_decay = 0.9    # EMA decay of each role's mean gradient
+  c.interventions.coherence_roles = ()     # roles it scales; () = every role
+  c.interventions.balance = "off"          # mass balancing: off, cap, equalize, per_agent
+  c.interventions.balance_cap = 0.5        # cap: largest share of gradient mass per role
+  c.interventions.balance_max_gain = 4.0   # equalize: largest factor a gradient is raised by
+
+  # --- devices and hosts (marl_jax.sharding, marl_jax.distributed; launch/plan.py) ---
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = 0        # Axis sizes. All 0: the preset's default (tiny: data over every
+  c.mesh.fsdp = 0        # device; Qwen3: fsdp within a host, data across hosts). Else 0
+  c.mesh.tensor = 0      # means 1 and one axis may be -1 (the remaining devices).
+  c.mesh.role = 0        # spreads IP slots (full copies, LoRA columns) over devices
+  c.mesh.rollout_params = "auto"     # rollout copy: 'sharded' (as trained), 'replicated'
+  c.mesh.rollout_rows_per_device = 0  # rows per device per sampler call; 0 = a whole stage
+  c.mesh.distributed = "auto"        # jax.distributed: 'auto' (from the env), 'on', 'off'
   return c

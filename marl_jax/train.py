@@ -23,12 +23,14 @@ import numpy as np
 
 from marl_jax import build as build_lib
 from marl_jax import checkpointing
+from marl_jax import distributed
 from marl_jax import episodes as episodes_lib
 from marl_jax import evaluate as evaluate_lib
 from marl_jax import metrics as metrics_lib
 from marl_jax import rollout
 from marl_jax import rundir
 from marl_jax.rl import batch as batch_lib
+from marl_jax.rl import interventions
 from marl_jax.rl import step_metrics
 from marl_jax.rl import update
 
@@ -85,28 +87,37 @@ def _check_finite(raw: dict, step: int, store) -> None:
       "applied; the last checkpoint is intact. Lower rl.lr or check the rewards.")
 
 
-def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_trainable):
-  """One RL step; returns (state, metrics, episodes)."""
+def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_trainable,
+               par: distributed.Parallel | None = None):
+  """One RL step; returns (state, metrics, episodes).
+
+  `par` spreads it over devices and processes (marl_jax.distributed): this
+  process rolls out its share of the problems, the update sees every
+  process's rows. Without it (one device) nothing changes.
+  """
   config = run.config
   rc, rl = config.rollout, config.rl
+  par = par or distributed.Parallel()
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
-  problems = run.task.sample("train", rc.batch_size, seed=config.seed, step=step)
+  problems = par.share(run.task.sample("train", rc.batch_size, seed=config.seed, step=step))
   t0 = time.perf_counter()
-  store = run.store.replace(trainable=state["trainable"])
-  episodes = rollout.run(run.workflow, store, run.task, problems, rc.group_size,
-                         jax.random.fold_in(key, 0),
-                         evaluate_lib.sampling_params(config, rc.temperature), run.tokenizer,
-                         **evaluate_lib.rollout_options(config))
+  with par.rollouts(run, state["trainable"]) as (rollout_run, trainable):
+    store = rollout_run.store.replace(trainable=trainable)
+    episodes = rollout.run(run.workflow, store, run.task, problems, rc.group_size,
+                           jax.random.fold_in(key, 0),
+                           evaluate_lib.sampling_params(config, rc.temperature), run.tokenizer,
+                           **evaluate_lib.rollout_options(config))
   t1 = time.perf_counter()
-  batch = batch_lib.build(
+  batch = par.gather(batch_lib.build(
       episodes, run.store.roles, grouping=rl.grouping, reward_mode=rl.reward_mode,
       estimator=rl.estimator, normalize_std=rl.normalize_std,
-      kl_coefs=rl.kl_role_coefs.to_dict(), default_kl=rl.kl_coef)
-  arrays = jax.tree.map(jnp.asarray, batch.arrays())
-  route = jax.tree.map(jnp.asarray, run.store.route(batch.row_roles))
+      kl_coefs=rl.kl_role_coefs.to_dict(), default_kl=rl.kl_coef))
+  arrays = par.put_rows(batch.arrays())
+  route = par.put_rows(run.store.route(batch.row_roles))
   if cfg.use_kl:
     arrays["ref_logp"] = _reference_logp(run, arrays, route, init_trainable, cfg)
   role_grads = bool(rl.role_grad_every) and step % rl.role_grad_every == 0
+  icfg = interventions.from_config(config, run.workflow)  # off unless config.interventions
   rng = np.random.default_rng([config.seed, step])
   parts = []
   frozen = run.store.replace(trainable={})
@@ -114,17 +125,19 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
     for index in batch_lib.minibatches(batch, rl.minibatches, rng):
       mb = batch_lib.select(arrays, index)
       mb_route = run.store.route([batch.row_roles[i] for i in index])
-      state, raw = update.train_step(state, frozen, mb, jax.tree.map(jnp.asarray, mb_route),
-                                     cfg=cfg, optimizer=optimizer,
-                                     num_roles=len(run.store.roles), role_grads=role_grads)
+      state, raw = par.train_step(state, frozen, mb, mb_route,
+                                  cfg=cfg, optimizer=optimizer,
+                                  num_roles=len(run.store.roles), role_grads=role_grads,
+                                  interventions=icfg)
       raw = jax.device_get(raw)
       _check_finite(raw, step, run.store)
       parts.append(raw)
   t2 = time.perf_counter()
   metrics = episodes_lib.role_metrics(episodes)
   metrics["accuracy"] = metrics.pop("reward/mean")
-  metrics.update(step_metrics.name(step_metrics.combine(parts), run.store.roles,
-                                   run.store.routing))
+  raw = step_metrics.combine(parts)
+  metrics.update(step_metrics.name(raw, run.store.roles, run.store.routing))
+  metrics.update(interventions.name_metrics(raw, run.store.roles))
   gen_tokens = sum(len(c.completion_tokens) for e in episodes for c in e.calls)
   metrics.update({
       "reward_final/mean": float(batch.rewards_final.mean()),
@@ -132,7 +145,7 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
       "time/rollout_s": t1 - t0, "time/update_s": t2 - t1,
       "rollout_tokens_per_s": gen_tokens / max(t1 - t0, 1e-9),
       "update_tokens_per_s": float(batch.mask.sum()) * rl.epochs / max(t2 - t1, 1e-9)})
-  return state, metrics, episodes
+  return state, par.combine_metrics(metrics), episodes
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -140,13 +153,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   Returns the last evaluation's metrics.
   """
-  rundir.check_or_save_config(config, workdir)
+  distributed.initialize(config.mesh.distributed)
+  if distributed.is_main():  # one writer on a shared run directory
+    rundir.check_or_save_config(config, workdir)
   run = build_lib.build(config)
+  par = distributed.Parallel.create(config, run)
+  run = par.place(run)
   tc = config.train
   optimizer = update.make_optimizer(config.rl.lr, tc.steps, config.rl.warmup_steps,
                                     config.rl.weight_decay, config.rl.schedule)
   init_trainable = run.store.trainable
   state = update.init_state(jax.tree.map(jnp.copy, init_trainable), optimizer)
+  state = interventions.init_state(state, interventions.from_config(config, run.workflow),
+                                   len(run.store.roles))
+  state = par.place_state(state)
   ckpt = checkpointing.Checkpointer(workdir, max_to_keep=tc.keep_checkpoints)
   start = 0
   restored = ckpt.restore(state)
@@ -160,22 +180,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   cfg = loss_config(config)
   last_eval: dict[str, float] = {}
   if start == 0:
-    last_eval = evaluate_lib.evaluate(run, state["trainable"])
+    with par.rollouts(run, state["trainable"]) as (eval_run, trainable):
+      last_eval = evaluate_lib.evaluate(eval_run, trainable)
     writer.write(0, last_eval)
   progress = metrics_lib.Progress(tc.steps, start)
+  preempted = False
   for step in range(start, tc.steps):
-    state, metrics, episodes = train_step(run, state, step, optimizer, cfg, init_trainable)
+    state, metrics, episodes = train_step(run, state, step, optimizer, cfg, init_trainable, par)
     done = step + 1
-    if tc.save_rollouts_every and done % tc.save_rollouts_every == 0:
+    if tc.save_rollouts_every and done % tc.save_rollouts_every == 0 and par.is_main:
       _save_rollouts(workdir, done, episodes)
     if done % tc.eval_every == 0 or done == tc.steps:
-      last_eval = evaluate_lib.evaluate(run, state["trainable"])
+      with par.rollouts(run, state["trainable"]) as (eval_run, trainable):
+        last_eval = evaluate_lib.evaluate(eval_run, trainable)
       metrics.update(last_eval)
     writer.write(done, metrics)
     print(progress.line(done, metrics["rollout_tokens_per_s"],
                         last_eval.get("eval/accuracy")), flush=True)
-    if done % tc.checkpoint_every == 0 or done == tc.steps:
+    preempted = par.preempted(done)  # every process saves at the same step, then stops
+    if done % tc.checkpoint_every == 0 or done == tc.steps or preempted:
       ckpt.save(done, state, {"step": done, "data_position": done * config.rollout.batch_size})
+    if preempted:
+      break
   ckpt.close()
   writer.close()
+  if preempted:
+    raise distributed.Preempted(f"Preempted after step {done}; its checkpoint is saved. "
+                                "Rerun the same command to resume.")
   return last_eval

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from marl_jax.rl import interventions as interventions_lib
 from marl_jax.rl import losses
 from marl_jax.rl import slots
 
@@ -105,24 +106,33 @@ def _gram(grads_r: Any) -> jax.Array:
   return sum(leaf(x) for x in jax.tree.leaves(grads_r))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "optimizer", "num_roles", "role_grads"),
+@functools.partial(jax.jit, static_argnames=("cfg", "optimizer", "num_roles", "role_grads",
+                                             "interventions"),
                    donate_argnames=("state",))
 def train_step(state: dict[str, Any], store: Any, batch: dict[str, jax.Array],
                route: dict[str, jax.Array], *, cfg: LossConfig,
                optimizer: optax.GradientTransformation, num_roles: int,
-               role_grads: bool = False) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+               role_grads: bool = False,
+               interventions: interventions_lib.Interventions | None = None
+               ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
   """One AdamW step on a minibatch; returns the new state and raw metrics.
 
   A non-finite loss or gradient leaves the state unchanged and sets
   metrics['finite'] to False (the trainer raises, naming step and role).
+  `interventions` (rl.interventions) scale the per-role gradients before they
+  are summed (forcing the role_grads path) or weight each role's loss.
   """
   trainable = state["trainable"]
+  # --- interventions (rl.interventions): per-role loss weights, per-role grads ---
+  row_scale = interventions_lib.row_scale(batch["role"], num_roles, interventions)
+  role_grads = role_grads or bool(interventions and interventions.needs_role_grads)
+  istate = state.get("interventions", {})
   loss_fn = functools.partial(_loss, store=store, batch=batch, route=route, cfg=cfg,
                               num_roles=num_roles)
   value_and_grad = jax.value_and_grad(lambda t, w: loss_fn(t, row_weight=w), has_aux=True)
   metrics = {}
   if role_grads:
-    weights = jax.nn.one_hot(batch["role"], num_roles).T  # [R, B]
+    weights = jax.nn.one_hot(batch["role"], num_roles).T * row_scale  # [R, B]
     (loss_r, aux_r), grads_r = jax.vmap(value_and_grad, in_axes=(None, 0))(trainable, weights)
     loss = loss_r.sum()
     aux = jax.tree.map(lambda x: x.sum(0), aux_r)
@@ -130,13 +140,19 @@ def train_step(state: dict[str, Any], store: Any, batch: dict[str, jax.Array],
     metrics["role_gram"] = _gram(grads_r)
     metrics["role_slot_sq_norms"] = jax.vmap(
         lambda g: slots.slot_sq_norms(store.routing, g))(grads_r)
+    if interventions is not None and interventions.needs_role_grads:
+      grads_r, istate, imetrics = interventions_lib.apply(grads_r, istate, interventions)
+      grads = jax.tree.map(lambda g: g.sum(0), grads_r)
+      metrics.update(imetrics)
   else:
-    (loss, aux), grads = value_and_grad(trainable, jnp.ones(batch["tokens"].shape[:1]))
+    (loss, aux), grads = value_and_grad(trainable, row_scale)
   grads, slot_norms = slots.clip_by_slot(store.routing, grads, cfg.grad_clip)
   finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(slot_norms))
   updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)
   new = {"step": state["step"] + 1, "trainable": optax.apply_updates(trainable, updates),
          "opt_state": opt_state}
+  if "interventions" in state:
+    new["interventions"] = istate
   keep = lambda n, o: jnp.where(finite, n, o)
   new = jax.tree.map(keep, new, {**state, "step": state["step"] + 1})
   metrics.update(loss=loss, finite=finite, slot_grad_norms=slot_norms, **aux)

@@ -1,0 +1,61 @@
+r"""Sweep presets for launch/sweep.py: the experiment matrices (marl_jax.sweep).
+
+  python launch/sweep.py --sweep=configs/sweeps.py:tiny --dir=sweeps/tiny --parallel=2
+  python launch/sweep.py --sweep=configs/sweeps.py:study --dir=gs://b/sweeps/study \
+      --print_commands                       # one launch/train.py command per run
+  python launch/sweep.py --sweep=configs/sweeps.py:tiny --dir=sweeps/tiny --status
+  python launch/report.py --dir=sweeps/tiny  # report.md with figures
+
+Presets (the argument):
+  tiny    the tiny world: single, voting, eval_opt, orch_workers x math, code x
+          tiny_s, tiny_m, tiny_l x SP, IP x seeds 0, 1 (96 runs) on the
+          warm-started tiny bases, the embedded defaults (60 steps).
+  study   the reference study: the same workflows and tasks x Qwen3 0.6B, 1.7B,
+          4B x SP, IP x seeds 0, 1 (96 runs), configs/default.py:study=1 (500
+          steps). Checkpoint and data paths go in `overrides`, e.g.
+          --sweep.overrides="('task.options.path=/data/dapo.jsonl',)".
+  smoke   2 runs (voting, math, tiny_s, SP and IP) on random tiny models,
+          4 steps: checks the sweep, train and report pipeline end to end.
+Any field can be overridden: --sweep.axes.seed="(0,1,2)".
+Under the single workflow SP and IP are the same model; the cell stays in
+the matrix as the control and as the N = 1 reference of same-role gradient
+amplification (marl_jax.diagnostics.claims).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+WORKFLOWS = ("single", "voting", "eval_opt", "orch_workers")
+PRESETS = ("tiny", "study", "smoke")
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  preset = arg or "tiny"
+  if preset not in PRESETS:
+    raise ValueError(f"Unknown sweep preset {preset!r}; valid: {PRESETS}.")
+  c = ml_collections.ConfigDict()
+  c.name = preset
+  c.base_config = "configs/default.py"
+  c.axes = ml_collections.ConfigDict()
+  c.axes.workflow = WORKFLOWS
+  c.axes.task = ("math", "code")
+  c.axes.model = ("tiny_s", "tiny_m", "tiny_l")
+  c.axes.policy = ("shared", "isolated")
+  c.axes.seed = (0, 1)
+  c.args = ""            # extra get_config arguments for every run, e.g. 'kind=full'
+  c.overrides = ()       # 'field=value' for every run
+  c.variants = ml_collections.ConfigDict()  # <name>: when, args, overrides (marl_jax.sweep)
+  if preset == "study":
+    c.axes.model = ("qwen3_0_6b", "qwen3_1_7b", "qwen3_4b")
+    c.args = "study=1"
+  elif preset == "smoke":
+    c.axes.workflow = ("voting",)
+    c.axes.task = ("math",)
+    c.axes.model = ("tiny_s",)
+    c.axes.seed = (0,)
+    c.overrides = ("model.init=random", "rollout.batch_size=2", "rollout.group_size=2",
+                   "rollout.max_new_tokens=6", "policy.lora_rank=2", "train.steps=4",
+                   "train.eval_every=2", "train.checkpoint_every=2",
+                   "train.save_rollouts_every=1", "eval.num_problems=4", "eval.greedy=False")
+  return c

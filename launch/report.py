@@ -1,0 +1,36 @@
+r"""Writes report.md with figures for a sweep directory, or for one run.
+
+  python launch/report.py --dir=sweeps/tiny                 # <dir>/report.md
+  python launch/report.py --run=runs/voting_sp              # <run>/report.md
+  python launch/report.py --dir=sweeps/tiny --cliff_drop=0.15 --cliff_window=2
+"""
+
+from absl import app, flags
+
+from marl_jax import report
+from marl_jax.diagnostics import analysis
+
+_DIR = flags.DEFINE_string("dir", None, "Sweep directory (launch/sweep.py --dir).")
+_RUN = flags.DEFINE_string("run", None, "One run directory instead of a sweep.")
+_DROP = flags.DEFINE_float("cliff_drop", analysis.CliffConfig.min_drop,
+                           "Terminal cliff: accuracy points (fraction) below the peak.")
+_WINDOW = flags.DEFINE_integer("cliff_window", analysis.CliffConfig.window,
+                               "Terminal cliff: last evaluations that must all stay down.")
+_SHARE = flags.DEFINE_float("dominant_share", 0.6,
+                            "Claim 4: mass share at which a role 'captures' the gradient.")
+
+
+def main(argv):
+  del argv
+  if bool(_DIR.value) == bool(_RUN.value):
+    raise app.UsageError("Give exactly one of --dir (a sweep) or --run (one run directory).")
+  cliff = analysis.CliffConfig(min_drop=_DROP.value, window=_WINDOW.value)
+  if _RUN.value:
+    path = report.write_run_report(_RUN.value, cliff)
+  else:
+    path = report.write_sweep_report(_DIR.value, cliff, dominant_share=_SHARE.value)
+  print(f"report: {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

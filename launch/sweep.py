@@ -1,0 +1,40 @@
+r"""Runs a sweep of training runs locally, or prints one command per run for a scheduler.
+
+  python launch/sweep.py --sweep=configs/sweeps.py:tiny --dir=sweeps/tiny --parallel=2
+  python launch/sweep.py --sweep=configs/sweeps.py:tiny --dir=sweeps/tiny --status
+  python launch/sweep.py --sweep=configs/sweeps.py:study --dir=/ckpt/study --print_commands
+  # a subset, any sweep field:  --only='voting-*-s0' --sweep.axes.seed="(0,1,2)"
+Re-running the same command skips finished runs and resumes interrupted ones.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from marl_jax import sweep
+
+_SWEEP = config_flags.DEFINE_config_file("sweep", "configs/sweeps.py:tiny", lock_config=True)
+_DIR = flags.DEFINE_string("dir", None, "Sweep directory: one workdir per run inside it.")
+_PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at a time (subprocesses).")
+_ONLY = flags.DEFINE_string("only", "", "Comma-separated globs of run names to keep.")
+_PRINT = flags.DEFINE_bool("print_commands", False, "Print one command per run and exit.")
+_STATUS = flags.DEFINE_bool("status", False, "Print the status table and exit.")
+flags.mark_flag_as_required("dir")
+
+
+def main(argv):
+  del argv
+  specs = sweep.select(sweep.expand(_SWEEP.value, _DIR.value), _ONLY.value)
+  if not specs:
+    raise app.UsageError(f"--only={_ONLY.value!r} matches no run of the sweep.")
+  if _PRINT.value:
+    print("\n".join(s.shell_command() for s in specs))
+    return
+  steps = sweep.total_steps(specs)  # also validates every run's config and overrides
+  if not _STATUS.value:
+    sweep.write_manifest(_DIR.value, _SWEEP.value, specs)
+    sweep.run_local(specs, _PARALLEL.value, steps=steps)
+  print(sweep.status_table([sweep.status(s, steps[s.name]) for s in specs]))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,334 @@
+"""Sweeps: a sweep config expanded into runs, run locally N at a time, with a status table.
+
+A sweep config (configs/sweeps.py) has
+  axes.workflow, axes.task, axes.model, axes.policy, axes.seed   tuples; their
+      product is the matrix, one run per point
+  args       extra `get_config` arguments for every run ('study=1', '')
+  overrides  'field=value' for every run (passed as --config.<field>=<value>)
+  variants   named extra runs: variants.<name>.when ('workflow=voting,policy=
+             isolated': the matrix points they copy), .args, .overrides;
+             a variant run is named '<point>-<name>'
+  base_config  the run config file (configs/default.py)
+Each run gets its own workdir <root>/<workflow>-<task>-<model>-<policy>-s<seed>
+and runs as `python launch/train.py --config=<base_config>:<args> --workdir=..
+--config.<override> ...`. A run is done when its metrics.jsonl reaches
+train.steps; an interrupted one resumes (training resumes from its last
+checkpoint), so re-running a sweep runs only what is not done.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import fnmatch
+import importlib.util
+import itertools
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import ml_collections
+
+from marl_jax.metrics import read_jsonl
+
+AXES = ("workflow", "task", "model", "policy", "seed")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATE_FILE = "sweep_state.json"   # in each workdir: the local runner's record of the run
+LOG_FILE = "sweep.log"            # in each workdir: the run's stdout and stderr
+MANIFEST = "sweep.json"           # in the sweep root: the runs and their commands
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One run of a sweep: its name, config arguments, overrides and workdir."""
+
+  name: str
+  point: tuple[tuple[str, str], ...]   # the matrix point: ((axis, value), ...)
+  args: str
+  overrides: tuple[str, ...]
+  workdir: str
+  base_config: str = "configs/default.py"
+
+  def command(self, python: str = "python", launcher: str = "launch/train.py",
+              base_config: str | None = None) -> list[str]:
+    return [python, launcher, f"--config={base_config or self.base_config}:{self.args}",
+            f"--workdir={self.workdir}", *(f"--config.{o}" for o in self.overrides)]
+
+  def shell_command(self) -> str:
+    return shlex.join(self.command())
+
+
+@dataclasses.dataclass(frozen=True)
+class RunStatus:
+  name: str
+  state: str            # pending | running | partial | failed | done
+  step: int
+  steps: int | None
+  base: float | None
+  last: float | None
+
+
+def _parse_pairs(text: str, field: str) -> dict[str, str]:
+  out = {}
+  for item in filter(None, (text or "").split(",")):
+    if "=" not in item:
+      raise ValueError(f"sweep {field} item {item!r} is not key=value.")
+    key, value = item.split("=", 1)
+    out[key.strip()] = value.strip()
+  return out
+
+
+def run_name(point: dict[str, Any]) -> str:
+  return f"{point['workflow']}-{point['task']}-{point['model']}-{point['policy']}-s{point['seed']}"
+
+
+def expand(sweep: ml_collections.ConfigDict, root: str) -> list[RunSpec]:
+  """The runs of a sweep config, matrix order then variants, each in <root>/<name>."""
+  axes = sweep.axes
+  missing = [a for a in AXES if not tuple(axes.get(a, ()) or ())]
+  if missing:
+    raise ValueError(f"sweep.axes.{missing[0]} is empty; every axis of {AXES} needs a value.")
+  extra = _parse_pairs(sweep.get("args", ""), "args")
+  clash = sorted(set(extra) & set(AXES))
+  if clash:
+    raise ValueError(f"sweep.args sets {clash}, which are sweep axes; set sweep.axes.{clash[0]}.")
+  overrides = tuple(sweep.get("overrides", ()) or ())
+  variants = sweep.get("variants") or {}
+  specs, names = [], set()
+  for values in itertools.product(*(tuple(axes[a]) for a in AXES)):
+    point = dict(zip(AXES, (str(v) for v in values)))
+    runs = [("", {}, ())]
+    for vname, variant in sorted(variants.items()):
+      when = _parse_pairs(variant.get("when", ""), f"variants.{vname}.when")
+      unknown = sorted(set(when) - set(AXES))
+      if unknown:
+        raise ValueError(f"sweep.variants.{vname}.when names {unknown}; valid axes: {AXES}.")
+      if all(point[k] == v for k, v in when.items()):
+        runs.append((f"-{vname}", _parse_pairs(variant.get("args", ""), f"variants.{vname}.args"),
+                     tuple(variant.get("overrides", ()) or ())))
+    for suffix, vargs, voverrides in runs:
+      name = run_name(point) + suffix
+      if name in names:
+        raise ValueError(f"sweep has two runs named {name!r}; make the axes' values distinct.")
+      names.add(name)
+      args = ",".join(f"{k}={v}" for k, v in {**point, **extra, **vargs}.items())
+      specs.append(RunSpec(name, tuple(point.items()), args, overrides + voverrides,
+                           os.path.join(root, name),
+                           sweep.get("base_config", "configs/default.py")))
+  return specs
+
+
+def select(specs: Sequence[RunSpec], patterns: str | Sequence[str]) -> list[RunSpec]:
+  """Runs whose names match any of the glob patterns (comma-separated; empty: all)."""
+  if isinstance(patterns, str):
+    patterns = [p for p in patterns.split(",") if p]
+  if not patterns:
+    return list(specs)
+  return [s for s in specs if any(fnmatch.fnmatch(s.name, p) for p in patterns)]
+
+
+# --- run configs -------------------------------------------------------------
+
+
+def _config_module(path: str):
+  for candidate in (path, os.path.join(REPO, path)):
+    if os.path.exists(candidate):
+      spec = importlib.util.spec_from_file_location("sweep_base_config", candidate)
+      module = importlib.util.module_from_spec(spec)
+      spec.loader.exec_module(module)
+      return module
+  raise FileNotFoundError(f"sweep.base_config={path!r} does not exist (looked in the current "
+                          f"directory and in {REPO}).")
+
+
+def _coerce(current: Any, text: str, field: str) -> Any:
+  """`text` as the type of the field's current value (as config_flags parses it)."""
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError("expected true or false")
+      return text.lower() in ("true", "1")
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, (tuple, list)):
+      value = ast.literal_eval(text)
+      return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+  except (ValueError, SyntaxError) as error:
+    raise ValueError(f"Override {field}={text!r} does not fit the field's type "
+                     f"{type(current).__name__} ({error}).") from None
+  return text
+
+
+def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
+  """Sets 'a.b.c=value' on config like --config.a.b.c=value (typed by the current value)."""
+  if "=" not in override:
+    raise ValueError(f"Override {override!r} is not field=value.")
+  field, text = override.split("=", 1)
+  *parents, leaf = field.split(".")
+  node = config
+  for i, part in enumerate(parents):
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      raise ValueError(f"Override field {field!r}: the config has no section "
+                       f"{'.'.join(parents[:i + 1])!r}.")
+    node = node[part]
+  if leaf not in node:
+    raise ValueError(f"Override field {field!r} does not exist in the run config; "
+                     f"{'.'.join(parents) or 'the top level'} has {sorted(node.keys())}.")
+  node[leaf] = _coerce(node[leaf], text, field)
+
+
+def run_config(spec: RunSpec) -> ml_collections.ConfigDict:
+  """The config the run trains with (base config + args + overrides), validated."""
+  config = _config_module(spec.base_config).get_config(spec.args)
+  for override in spec.overrides:
+    apply_override(config, override)
+  return config
+
+
+# --- status ------------------------------------------------------------------
+
+
+def _read_state(workdir: str) -> dict:
+  path = os.path.join(workdir, STATE_FILE)
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return {}
+
+
+def _write_state(workdir: str, **state) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, STATE_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump(state, f)
+  os.replace(path + ".tmp", path)
+
+
+def _alive(pid: int | None) -> bool:
+  if not pid:
+    return False
+  try:
+    os.kill(pid, 0)
+  except OSError:
+    return False
+  return True
+
+
+def status(spec: RunSpec, steps: int | None = None) -> RunStatus:
+  """Where a run stands, from its metrics.jsonl and the runner's state file."""
+  records = read_jsonl(os.path.join(spec.workdir, "metrics.jsonl"))
+  step = max((r.get("step", 0) for r in records), default=0)
+  evals = [r["eval/accuracy"] for r in sorted(records, key=lambda r: r.get("step", 0))
+           if "eval/accuracy" in r]
+  base = next((r["eval/accuracy"] for r in records
+               if r.get("step") == 0 and "eval/accuracy" in r), None)
+  state = _read_state(spec.workdir)
+  if records and steps is not None and step >= steps:
+    name = "done"
+  elif state.get("state") == "running" and _alive(state.get("pid")):
+    name = "running"
+  elif state.get("state") == "failed":
+    name = "failed"
+  else:
+    name = "partial" if records else "pending"
+  return RunStatus(spec.name, name, step, steps, base, evals[-1] if evals else None)
+
+
+def total_steps(specs: Sequence[RunSpec]) -> dict[str, int]:
+  return {s.name: int(run_config(s).train.steps) for s in specs}
+
+
+def status_table(statuses: Sequence[RunStatus]) -> str:
+  fmt = lambda x: "-" if x is None else f"{x:.3f}"
+  rows = [("run", "state", "step", "base acc", "last acc")]
+  rows += [(s.name, s.state, f"{s.step}/{s.steps if s.steps is not None else '?'}",
+            fmt(s.base), fmt(s.last)) for s in statuses]
+  widths = [max(len(r[i]) for r in rows) for i in range(5)]
+  lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+  counts = {}
+  for s in statuses:
+    counts[s.state] = counts.get(s.state, 0) + 1
+  lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+  return "\n".join(lines)
+
+
+def write_manifest(root: str, sweep: ml_collections.ConfigDict, specs: Sequence[RunSpec]) -> str:
+  os.makedirs(root, exist_ok=True)
+  path = os.path.join(root, MANIFEST)
+  runs = [{"name": s.name, "point": dict(s.point), "args": s.args,
+           "overrides": list(s.overrides), "workdir": s.workdir, "command": s.shell_command()}
+          for s in specs]
+  with open(path + ".tmp", "w") as f:
+    json.dump({"sweep": json.loads(sweep.to_json_best_effort()), "runs": runs}, f, indent=1)
+  os.replace(path + ".tmp", path)
+  return path
+
+
+# --- local runner ------------------------------------------------------------
+
+
+def _launch(spec: RunSpec, python: str, launcher: str, env: dict | None) -> subprocess.Popen:
+  os.makedirs(spec.workdir, exist_ok=True)
+  base = spec.base_config
+  if not os.path.exists(base) and os.path.exists(os.path.join(REPO, base)):
+    base = os.path.join(REPO, base)
+  log = open(os.path.join(spec.workdir, LOG_FILE), "a")
+  log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.shell_command()}\n")
+  log.flush()
+  proc = subprocess.Popen(spec.command(python, launcher, base), stdout=log,
+                          stderr=subprocess.STDOUT, env=env)
+  log.close()  # the child holds its own descriptor
+  _write_state(spec.workdir, state="running", pid=proc.pid, started=time.time())
+  return proc
+
+
+def run_local(specs: Sequence[RunSpec], parallel: int = 1, *, python: str = sys.executable,
+              launcher: str | None = None, env: dict | None = None, poll_s: float = 2.0,
+              steps: dict[str, int] | None = None,
+              out: Callable[[str], None] = print) -> dict[str, int]:
+  """Runs every run that is not done, `parallel` subprocesses at a time.
+
+  Returns {name: exit code} of the runs started. Ctrl-C stops the children
+  it started (each resumes on the next invocation) and re-raises.
+  """
+  if parallel < 1:
+    raise ValueError(f"--parallel={parallel} must be >= 1.")
+  launcher = launcher or os.path.join(REPO, "launch", "train.py")
+  steps = steps if steps is not None else total_steps(specs)
+  todo = [s for s in specs if status(s, steps.get(s.name)).state != "done"]
+  out(f"{len(specs) - len(todo)} of {len(specs)} runs done; running {len(todo)}, "
+      f"{parallel} at a time.")
+  running: dict[str, tuple[subprocess.Popen, RunSpec]] = {}
+  codes: dict[str, int] = {}
+  try:
+    while todo or running:
+      while todo and len(running) < parallel:
+        spec = todo.pop(0)
+        running[spec.name] = (_launch(spec, python, launcher, env), spec)
+        out(f"started {spec.name} (log: {os.path.join(spec.workdir, LOG_FILE)})")
+      time.sleep(poll_s)
+      for name, (proc, spec) in list(running.items()):
+        code = proc.poll()
+        if code is None:
+          continue
+        del running[name]
+        codes[name] = code
+        st = status(spec, steps.get(name))
+        state = "done" if st.state == "done" else ("failed" if code else "exited")
+        _write_state(spec.workdir, state=state, returncode=code, ended=time.time())
+        out(f"{state} {name} (exit {code}, step {st.step}/{st.steps}); "
+            f"{len(running)} running, {len(todo)} waiting")
+  except KeyboardInterrupt:
+    for name, (proc, spec) in running.items():
+      proc.terminate()
+      proc.wait()
+      _write_state(spec.workdir, state="interrupted", returncode=proc.returncode)
+    raise
+  return codes

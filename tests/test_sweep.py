@@ -1,0 +1,140 @@
+"""Sweeps: expansion into named runs, run configs and overrides, the local runner, resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import sweeps
+from marl_jax import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Stands in for launch/train.py: writes config.json and one metrics record per step
+# (resuming after the last one); fails half-way when $FAKE_FAIL names the run.
+_FAKE_TRAIN = r"""
+import json, os, sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
+workdir, steps = args["workdir"], int(args.get("config.train.steps", 60))
+os.makedirs(workdir, exist_ok=True)
+with open(os.path.join(os.path.dirname(workdir), "launches.txt"), "a") as f:
+  f.write(os.path.basename(workdir) + "\n")
+json.dump({"argv": sys.argv[1:]}, open(os.path.join(workdir, "config.json"), "w"))
+path = os.path.join(workdir, "metrics.jsonl")
+done = sum(1 for _ in open(path)) if os.path.exists(path) else 0
+fail = os.environ.get("FAKE_FAIL") == os.path.basename(workdir)
+with open(path, "a") as f:
+  for step in range(done, steps + 1):
+    if fail and step == 2:
+      sys.exit(1)
+    f.write(json.dumps({"step": step, "eval/accuracy": 0.1 + 0.1 * step}) + "\n")
+"""
+
+
+def _smoke(tmp_path, **axes):
+  config = sweeps.get_config("smoke")
+  for key, value in axes.items():
+    config.axes[key] = value
+  return config, sweep.expand(config, str(tmp_path))
+
+
+def test_tiny_preset_is_the_full_tiny_matrix_with_readable_names(tmp_path):
+  specs = sweep.expand(sweeps.get_config("tiny"), str(tmp_path))
+  assert len(specs) == 4 * 2 * 3 * 2 * 2
+  names = [s.name for s in specs]
+  assert len(set(names)) == len(names) and "voting-math-tiny_m-shared-s0" in names
+  spec = specs[names.index("orch_workers-code-tiny_l-isolated-s1")]
+  assert spec.args == "workflow=orch_workers,task=code,model=tiny_l,policy=isolated,seed=1"
+  assert spec.workdir == str(tmp_path / spec.name)
+  config = sweep.run_config(spec)
+  assert (config.workflow.name, config.task.family, config.model.preset,
+          config.policy.mode, config.seed) == ("orch_workers", "code", "tiny_l", "isolated", 1)
+  study = sweep.expand(sweeps.get_config("study"), str(tmp_path))
+  assert len(study) == 96 and sweep.run_config(study[0]).rollout.batch_size == 64
+  with pytest.raises(ValueError, match="preset"):
+    sweeps.get_config("huge")
+
+
+def test_overrides_are_typed_and_unknown_fields_are_named(tmp_path):
+  config, specs = _smoke(tmp_path)
+  run = sweep.run_config(specs[0])
+  assert run.train.steps == 4 and run.model.init == "random" and run.eval.greedy is False
+  sweep.apply_override(run, "rl.lr=5e-5")
+  sweep.apply_override(run, "policy.lora_targets=('q', 'v')")
+  assert run.rl.lr == 5e-5 and run.policy.lora_targets == ("q", "v")
+  with pytest.raises(ValueError, match="rl.no_such_field"):
+    sweep.apply_override(run, "rl.no_such_field=1")
+  with pytest.raises(ValueError, match="workflow.options.n"):
+    sweep.apply_override(run, "workflow.options.n=1")
+  with pytest.raises(ValueError, match="train.steps"):
+    sweep.apply_override(run, "train.steps=many")
+  config.axes.seed = ()
+  with pytest.raises(ValueError, match="axes.seed"):
+    sweep.expand(config, str(tmp_path))
+
+
+def test_variants_add_named_runs_to_matching_points(tmp_path):
+  config = sweeps.get_config("smoke")
+  config.axes.workflow = ("single", "voting")
+  config.variants.g4 = {"when": "workflow=voting,policy=isolated",
+                        "overrides": ("rollout.group_size=4",)}
+  specs = sweep.expand(config, str(tmp_path))
+  names = [s.name for s in specs]
+  assert "voting-math-tiny_s-isolated-s0-g4" in names and len(specs) == 5
+  variant = specs[names.index("voting-math-tiny_s-isolated-s0-g4")]
+  assert sweep.run_config(variant).rollout.group_size == 4
+  assert sweep.select(specs, "*-g4,single-*-shared-*") == [
+      specs[names.index("single-math-tiny_s-shared-s0")], variant]
+  config.variants.g4.when = "size=big"
+  with pytest.raises(ValueError, match="variants.g4.when"):
+    sweep.expand(config, str(tmp_path))
+
+
+def test_commands_are_launch_train_with_config_args_and_overrides(tmp_path):
+  _, specs = _smoke(tmp_path)
+  command = specs[0].shell_command()
+  assert command.startswith("python launch/train.py --config=configs/default.py:workflow=voting,")
+  assert f"--workdir={tmp_path}/voting-math-tiny_s-shared-s0" in command
+  assert "--config.train.steps=4" in command and "--config.model.init=random" in command
+  out = subprocess.run(
+      [sys.executable, os.path.join(ROOT, "launch", "sweep.py"),
+       "--sweep=configs/sweeps.py:smoke", f"--dir={tmp_path}", "--print_commands"],
+      cwd=ROOT, capture_output=True, text=True, check=True).stdout.splitlines()
+  assert out == [s.shell_command() for s in specs]
+
+
+def test_local_runner_runs_in_parallel_skips_finished_and_resumes(tmp_path):
+  launcher = tmp_path / "fake_train.py"
+  launcher.write_text(_FAKE_TRAIN)
+  config, specs = _smoke(tmp_path / "sw", workflow=("single", "voting"))
+  steps = sweep.total_steps(specs)
+  assert set(steps.values()) == {4}
+  failing = "voting-math-tiny_s-isolated-s0"
+  env = {**os.environ, "FAKE_FAIL": failing}
+  messages = []
+  codes = sweep.run_local(specs, 2, launcher=str(launcher), env=env, poll_s=0.05,
+                          steps=steps, out=messages.append)
+  assert codes[failing] == 1 and sum(codes.values()) == 1 and len(codes) == 4
+  states = {s.name: sweep.status(s, 4) for s in specs}
+  assert states[failing].state == "failed" and states[failing].step == 1
+  assert {st.state for n, st in states.items() if n != failing} == {"done"}
+  done = states["single-math-tiny_s-shared-s0"]
+  assert (done.step, done.base, done.last) == (4, 0.1, pytest.approx(0.5))
+  assert os.path.exists(tmp_path / "sw" / failing / sweep.LOG_FILE)
+  # Second invocation: only the failed run is started, and it resumes at step 2.
+  codes = sweep.run_local(specs, 2, launcher=str(launcher), poll_s=0.05, steps=steps,
+                          out=messages.append)
+  assert codes == {failing: 0}
+  assert sweep.status(specs[-1], 4).state == "done"
+  metrics = [json.loads(l) for l in open(tmp_path / "sw" / failing / "metrics.jsonl")]
+  assert [r["step"] for r in metrics] == [0, 1, 2, 3, 4]
+  assert sweep.run_local(specs, 1, launcher=str(launcher), steps=steps, out=messages.append) == {}
+  launches = (tmp_path / "sw" / "launches.txt").read_text().split()
+  assert sorted(launches) == sorted([s.name for s in specs] + [failing])
+  table = sweep.status_table([sweep.status(s, 4) for s in specs])
+  assert table.splitlines()[0].split() == ["run", "state", "step", "base", "acc", "last", "acc"]
+  assert "4/4" in table and table.splitlines()[-1] == "4 done"
+  manifest = sweep.write_manifest(str(tmp_path / "sw"), config, specs)
+  assert [r["name"] for r in json.load(open(manifest))["runs"]] == [s.name for s in specs]
