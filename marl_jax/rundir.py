@@ -14,6 +14,7 @@ import json
 import os
 from typing import Any
 
+from absl import logging
 import ml_collections
 
 # Fields a resumed run may change without becoming a different experiment.
@@ -44,8 +45,15 @@ def check_or_save_config(config: ml_collections.ConfigDict, workdir: str) -> Non
     with open(path) as f:
       saved = json.load(f)
     old, new = _flatten(saved), _flatten(current)
-    differ = sorted(k for k in set(old) | set(new)
-                    if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    # Fields only one side has come from a library version that added or
+    # removed them; they cannot have been set differently by the user.
+    one_sided = sorted(set(old) ^ set(new))
+    if one_sided:
+      logging.warning("Resuming %s: config fields %s exist only in the saved or only in the "
+                      "current config; they are ignored for the comparison.", workdir,
+                      one_sided[:20])
+    differ = sorted(k for k in set(old) & set(new)
+                    if old[k] != new[k] and k not in RESUMABLE_CHANGES)
     if differ:
       details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:12])
       raise ValueError(
