@@ -145,7 +145,8 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
   hidden, kv = model(tokens, positions, valid)
   if unroll:
     pad = ((0, 0), (0, 0), (0, n_new), (0, 0))
-    cache = [tuple(jnp.pad(c.astype(dtype), pad) for c in layer_kv) for layer_kv in kv]
+    cache = sharding.constrain_kv_cache(
+        [tuple(jnp.pad(c.astype(dtype), pad) for c in layer_kv) for layer_kv in kv])
   else:
     pad = ((0, 0), (0, 0), (0, 0), (0, n_new), (0, 0))
     cache = sharding.constrain_kv_cache(tuple(jnp.pad(c.astype(dtype), pad) for c in kv))
@@ -168,8 +169,7 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
     hidden, cache = model(last[:, None], (next_pos + step - 1)[:, None],
                           jnp.ones((batch, 1), bool), cache=cache, cache_valid=cache_valid,
                           cache_index=slot)
-    if not unroll:
-      cache = sharding.constrain_kv_cache(cache)
+    cache = sharding.constrain_kv_cache(cache)
     logits = decoder.logits_from_hidden(config, params, hidden)[:, 0]
     ids, logp = _sample(jax.random.fold_in(rng, step), logits, sampling)
     ids = jnp.where(done, config.pad_id, ids)
@@ -182,6 +182,42 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
   state = (jnp.int32(1), cache, first, done, out_tokens, out_logp, lengths)
   _, _, _, done, out_tokens, out_logp, lengths = jax.lax.while_loop(cond, body, state)
   return out_tokens, out_logp, lengths, ~done
+
+
+def _pad_inputs(caller: str, config: ModelConfig, prompts: Sequence[Sequence[int]],
+                sampling: SamplingParams, rows: int, min_prompt_len: int, adapters: Any,
+                adapter_weights: np.ndarray | None):
+  """Left-padded [rows, P] tokens and mask, adapter weights padded to rows, and P.
+
+  P is the prompt-length bucket, capped so that P + max_new_tokens fits the
+  model's positions whenever the longest prompt does.
+  """
+  n = len(prompts)
+  if n == 0:
+    raise ValueError(f"{caller}() got no prompts.")
+  longest = max(len(p) for p in prompts)
+  room = config.max_position_embeddings - sampling.max_new_tokens
+  if longest > room:
+    raise ValueError(
+        f"a prompt of {longest} tokens + max_new_tokens {sampling.max_new_tokens} exceeds "
+        f"the model's max_position_embeddings={config.max_position_embeddings}; "
+        "shorten the prompts or lower max_new_tokens.")
+  prompt_len = min(bucket(longest, min_prompt_len), room)
+  tokens, valid = left_pad(prompts, prompt_len, rows, config.pad_id)
+  weights = None
+  if adapters is not None:
+    if adapter_weights is None or len(adapter_weights) != n:
+      raise ValueError(f"{caller}(adapters=...) needs adapter_weights with one row per prompt.")
+    weights = np.zeros((rows, np.shape(adapter_weights)[1]), np.float32)
+    weights[:n] = adapter_weights
+  return tokens, valid, weights, prompt_len
+
+
+def _note_compile(signature: tuple, description: str) -> None:
+  """Counts and logs each distinct compiled generation shape."""
+  if signature not in _COMPILED:
+    _COMPILED.add(signature)
+    logging.info("sampler: compiling shape #%d (%s)", len(_COMPILED), description)
 
 
 def generate(
@@ -203,28 +239,13 @@ def generate(
   each row to its LoRA slots (see marl_jax.models.decoder).
   """
   n = len(prompts)
-  if n == 0:
-    raise ValueError("generate() got no prompts.")
   batch = bucket(n, min_batch)
-  prompt_len = bucket(max(len(p) for p in prompts), min_prompt_len)
-  if prompt_len + sampling.max_new_tokens > config.max_position_embeddings:
-    raise ValueError(
-        f"prompt bucket {prompt_len} + max_new_tokens {sampling.max_new_tokens} exceeds "
-        f"the model's max_position_embeddings={config.max_position_embeddings}; "
-        "shorten the prompts or lower max_new_tokens.")
-  tokens, valid = left_pad(prompts, prompt_len, batch, config.pad_id)
-  if adapters is not None:
-    if adapter_weights is None or len(adapter_weights) != n:
-      raise ValueError("generate(adapters=...) needs adapter_weights with one row per prompt.")
-    weights = np.zeros((batch, np.shape(adapter_weights)[1]), np.float32)
-    weights[:n] = adapter_weights
-    adapter_weights = jnp.asarray(weights)
-  signature = (config, sampling, batch, prompt_len, adapters is not None,
-               None if adapter_weights is None else adapter_weights.shape[1])
-  if signature not in _COMPILED:
-    _COMPILED.add(signature)
-    logging.info("sampler: compiling shape #%d (batch %d, prompt %d, new %d)",
-                 len(_COMPILED), batch, prompt_len, sampling.max_new_tokens)
+  tokens, valid, adapter_weights, prompt_len = _pad_inputs(
+      "generate", config, prompts, sampling, batch, min_prompt_len, adapters, adapter_weights)
+  _note_compile((config, sampling, batch, prompt_len, adapters is not None,
+                 None if adapter_weights is None else adapter_weights.shape[1]),
+                f"batch {batch}, prompt {prompt_len}, new {sampling.max_new_tokens}")
+  adapter_weights = None if adapter_weights is None else jnp.asarray(adapter_weights)
   out = _generate(config, sampling, params, jnp.asarray(tokens), jnp.asarray(valid), rng,
                   adapters, adapter_weights, unroll=unroll_default())
   out_tokens, out_logp, lengths, truncated = (np.asarray(x)[:n] for x in out)
@@ -290,32 +311,19 @@ def generate_slots(
   are identical.
   """
   n = len(prompts)
-  if n == 0:
-    raise ValueError("generate_slots() got no prompts.")
   if len(slots) != n:
     raise ValueError(f"generate_slots() got {len(slots)} slot ids for {n} prompts.")
   num_slots = jax.tree_util.tree_leaves(params)[0].shape[0]
   index, position = slot_layout(slots, num_slots, min_batch)
-  prompt_len = bucket(max(len(p) for p in prompts), min_prompt_len)
-  if prompt_len + sampling.max_new_tokens > config.max_position_embeddings:
-    raise ValueError(
-        f"prompt bucket {prompt_len} + max_new_tokens {sampling.max_new_tokens} exceeds "
-        f"the model's max_position_embeddings={config.max_position_embeddings}; "
-        "shorten the prompts or lower max_new_tokens.")
-  tokens, valid = left_pad(prompts, prompt_len, n + 1, config.pad_id)  # row n: padding
-  weights = None
-  if adapters is not None:
-    if adapter_weights is None or len(adapter_weights) != n:
-      raise ValueError("generate_slots(adapters=...) needs adapter_weights with one row per prompt.")
-    weights = np.zeros((n + 1, np.shape(adapter_weights)[1]), np.float32)
-    weights[:n] = adapter_weights
-    weights = jnp.asarray(weights[index])
-  signature = ("slots", config, sampling, num_slots, index.shape[1], prompt_len,
-               adapters is not None, None if weights is None else weights.shape[-1])
-  if signature not in _COMPILED:
-    _COMPILED.add(signature)
-    logging.info("sampler: compiling shape #%d (%d slots x batch %d, prompt %d, new %d)",
-                 len(_COMPILED), num_slots, index.shape[1], prompt_len, sampling.max_new_tokens)
+  # Row n is padding: slot_layout fills empty sub-batch places with it.
+  tokens, valid, weights, prompt_len = _pad_inputs(
+      "generate_slots", config, prompts, sampling, n + 1, min_prompt_len, adapters,
+      adapter_weights)
+  weights = None if weights is None else jnp.asarray(weights[index])
+  _note_compile(("slots", config, sampling, num_slots, index.shape[1], prompt_len,
+                 adapters is not None, None if weights is None else weights.shape[-1]),
+                f"{num_slots} slots x batch {index.shape[1]}, prompt {prompt_len}, "
+                f"new {sampling.max_new_tokens}")
   out = _generate_slots(config, sampling, params, jnp.asarray(tokens[index]),
                         jnp.asarray(valid[index]), jax.random.split(rng, num_slots),
                         adapters, weights)
