@@ -61,7 +61,9 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
   theirs = median_seconds(hf_generate, repeats)
   tokens = batch * new_tokens
   flops = tokens * decode_flops_per_token(config, prompt_len + new_tokens // 2)
+  weight_bytes = 4 * count_params(config)  # float32, read once per decode step
   return {f"{name}/ours_tokens_per_s": tokens / ours,
+          f"{name}/flops_per_weight_byte": flops / new_tokens / weight_bytes,
           f"{name}/hf_generate_tokens_per_s": tokens / theirs,
           f"{name}/speedup_vs_hf": theirs / ours,
           f"{name}/sampler_gflops": flops / ours / 1e9}

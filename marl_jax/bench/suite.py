@@ -10,7 +10,7 @@ from typing import Callable
 import jax
 
 from marl_jax.bench import generation
-from marl_jax.bench.timing import matmul_peak_gflops
+from marl_jax.bench.timing import matmul_peak_gflops, memory_bandwidth_gbs
 from marl_jax.models import get_preset, init_params, load_pretrained
 
 
@@ -58,7 +58,8 @@ def run(only: list[str], repeats: int = 5) -> dict:
   if unknown:
     raise ValueError(f"Unknown benchmarks {sorted(unknown)}; available: {list(BENCHMARKS)}.")
   _torch_threads()
-  results = {"matmul_peak_gflops": matmul_peak_gflops()}
+  results = {"matmul_peak_gflops": matmul_peak_gflops(),
+             "memory_bandwidth_gbs": memory_bandwidth_gbs()}
   for name, bench in BENCHMARKS.items():
     if not only or name in only:
       figures = bench(repeats)
@@ -69,4 +70,10 @@ def run(only: list[str], repeats: int = 5) -> dict:
   peak = max(results["matmul_peak_gflops"], results["matmul_peak_gflops_end"])
   for key in [k for k in results if k.endswith("sampler_gflops")]:
     results[key.replace("sampler_gflops", "fraction_of_peak")] = results[key] / peak
+    # Decode reads every weight once per step: its roofline is
+    # min(peak, arithmetic intensity x memory bandwidth).
+    intensity = results[key.replace("sampler_gflops", "flops_per_weight_byte")]
+    roofline = min(peak, intensity * results["memory_bandwidth_gbs"])
+    results[key.replace("sampler_gflops", "roofline_gflops")] = roofline
+    results[key.replace("sampler_gflops", "fraction_of_roofline")] = results[key] / roofline
   return results

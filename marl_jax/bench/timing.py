@@ -27,3 +27,10 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 7) -> float:
   a = jnp.ones((n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
   return 2 * n**3 / median_seconds(lambda: f(a), repeats) / 1e9
+
+
+def memory_bandwidth_gbs(mib: int = 256, repeats: int = 7) -> float:
+  """Achieved GB/s of a large float32 copy-and-scale (bytes read + written)."""
+  x = jnp.ones((mib * 2**20 // 4,), jnp.float32)
+  f = jax.jit(lambda a: a * 2.0)
+  return 2 * x.nbytes / median_seconds(lambda: f(x), repeats) / 1e9
