@@ -17,6 +17,19 @@ import jax
 import orbax.checkpoint as ocp
 
 
+def _target(abstract_state: Any) -> Any:
+  """ShapeDtypeStructs to restore into; leaves without a sharding go to the default
+  device, so a checkpoint written on any mesh (marl_jax.sharding) restores on one."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def one(x):
+    x = ocp.utils.to_shape_dtype_struct(x)
+    return x if x.sharding is not None else jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                                 sharding=device)
+
+  return jax.tree.map(one, abstract_state)
+
+
 class Checkpointer:
   """Saves and restores `(state, record)` pairs under `<workdir>/checkpoints`."""
 
@@ -46,7 +59,7 @@ class Checkpointer:
     abstract_state: a pytree of jax.ShapeDtypeStruct (e.g. from jax.eval_shape)
       or arrays giving the structure, shapes, dtypes and shardings to restore.
     """
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    abstract = _target(abstract_state)
     for step in reversed(self.steps()):
       try:
         restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -61,7 +74,7 @@ class Checkpointer:
 
   def restore_step(self, step: int, abstract_state: Any) -> tuple[int, Any, dict]:
     """Restores one given step (no fallback)."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
+    abstract = _target(abstract_state)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), record=ocp.args.JsonRestore()))
     return step, restored["state"], dict(restored["record"])

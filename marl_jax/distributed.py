@@ -74,6 +74,9 @@ def initialize(mode: str = "auto", **kwargs) -> bool:
     return True
   if mode == "off" or (mode == "auto" and not kwargs and not multi_process_env()):
     return False
+  for key, name in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+    if os.environ.get(key) and name not in kwargs:  # jax reads only the coordinator's
+      kwargs[name] = int(os.environ[key])
   jax.distributed.initialize(**kwargs)
   logging.info("jax.distributed: process %d of %d, %d local / %d global devices.",
                jax.process_index(), jax.process_count(), jax.local_device_count(),
@@ -180,7 +183,9 @@ class ChunkedPolicy:
       raise ValueError(f"ChunkedPolicy needs max_rows >= 1, got {max_rows}.")
     self.store, self.max_rows = store, max_rows
 
-  def __getattr__(self, name: str) -> Any:
+  def __getattr__(self, name: str) -> Any:  # everything but generate: the store's
+    if name == "store":
+      raise AttributeError(name)
     return getattr(self.store, name)
 
   def replace(self, **changes) -> "ChunkedPolicy":
@@ -203,11 +208,12 @@ class Parallel:
 
   The trainer calls: `place(run)`, `place_state(state)`, `share(problems)`,
   `rollouts(run, trainable)`, `gather(batch)`, `put_rows(arrays)`,
-  `train_step(...)`, `combine_metrics(metrics)`, `preempted(step)`.
+  `train_step(...)`, `combine_metrics(metrics)`, `preempted(step)`; for a bare
+  PolicyStore, `place_store(store)` and `rollout_store(store, trainable)`.
   """
 
   def __init__(self, mesh: jax.sharding.Mesh | None = None, rollout_params: str = "sharded",
-               rollout_rows_per_device: int = 0):
+               rollout_rows_per_device: int = 0, state_over_data: bool = False):
     if rollout_params not in ROLLOUT_PARAMS[1:]:
       raise ValueError(f"rollout_params={rollout_params!r}; valid: {ROLLOUT_PARAMS[1:]}.")
     if rollout_rows_per_device < 0:
@@ -218,6 +224,8 @@ class Parallel:
     if mesh is not None and rollout_rows_per_device:
       shape = dict(sharding.local_mesh(mesh).shape)
       self.rows_per_call *= int(np.prod([shape[a] for a in sharding.BATCH_AXES]))
+    self.state_rules = (sharding.STATE_OVER_DATA_RULES if state_over_data
+                        else sharding.TRAIN_RULES)
     self.rollout_rules = (sharding.ROLLOUT_RULES if rollout_params == "replicated"
                           else sharding.TRAIN_RULES)
     self._base_view: tuple[Any, Any] | None = None
@@ -238,10 +246,11 @@ class Parallel:
       raise ValueError(f"config.mesh.rollout_params={mode!r} is unknown; valid: "
                        f"{ROLLOUT_PARAMS}.")
     if mode == "auto":
-      mode = _rollout_params(run.store, dict(mesh.shape))
-    logging.info("Mesh %s over %d devices (%d processes); rollout parameters %s.",
-                 dict(mesh.shape), jax.device_count(), jax.process_count(), mode)
-    return cls(mesh, mode, rows)
+      mode = _rollout_params(run.store, dict(mesh.shape), mesh_cfg.state_rules)
+    logging.info("Mesh %s over %d devices (%d processes), state over data: %s; rollout "
+                 "parameters %s.", dict(mesh.shape), jax.device_count(), jax.process_count(),
+                 mesh_cfg.state_over_data, mode)
+    return cls(mesh, mode, rows, mesh_cfg.state_over_data)
 
   @property
   def enabled(self) -> bool:
@@ -253,37 +262,49 @@ class Parallel:
 
   # --- placement -----------------------------------------------------------
 
+  def place_store(self, store: Any) -> Any:
+    """A PolicyStore (base + trainable) placed by the sharding rules."""
+    return store if not self.enabled else sharding.put(
+        store, sharding.shardings(store, self.mesh, self.state_rules))
+
   def place(self, run: Any) -> Any:
-    """The run with its PolicyStore (base + trainable) placed by the sharding rules."""
-    if not self.enabled:
-      return run
-    store = sharding.put(run.store, sharding.shardings(run.store, self.mesh))
-    return dataclasses.replace(run, store=store)
+    """The run (build.Run) with its store placed (`place_store`)."""
+    return run if not self.enabled else dataclasses.replace(run,
+                                                            store=self.place_store(run.store))
 
   def place_state(self, state: Any) -> Any:
-    return state if not self.enabled else sharding.put(state,
-                                                       sharding.shardings(state, self.mesh))
+    return state if not self.enabled else sharding.put(
+        state, sharding.shardings(state, self.mesh, self.state_rules))
 
   def share(self, problems: Sequence[Any]) -> list:
     return list(problems) if jax.process_count() == 1 else share(problems)
 
   @contextlib.contextmanager
-  def rollouts(self, run: Any, trainable: Any) -> Iterator[tuple[Any, Any]]:
-    """Yields (run, trainable) to sample with: the process-local rollout copy, under
-    the rollout mesh (so the sampler shards rows and the KV cache)."""
-    if self.rows_per_call:
-      run = dataclasses.replace(run, store=ChunkedPolicy(run.store, self.rows_per_call))
+  def rollout_store(self, store: Any, trainable: Any) -> Iterator[Any]:
+    """Yields the store to sample with, holding `trainable`: the process-local
+    rollout copy (chunked per config.mesh.rollout_rows_per_device), with the
+    rollout mesh set so the sampler shards rows and the KV cache."""
     if not self.enabled:
+      store = store.replace(trainable=trainable)
+      yield ChunkedPolicy(store, self.rows_per_call) if self.rows_per_call else store
+      return
+    if self._base_view is None or self._base_view[0] is not store.base:
+      self._base_view = (store.base, self._rollout_copy(store.base))
+    store = store.replace(base=self._base_view[1], trainable=self._rollout_copy(trainable))
+    with jax.set_mesh(sharding.local_mesh(self.mesh)):
+      yield ChunkedPolicy(store, self.rows_per_call) if self.rows_per_call else store
+
+  @contextlib.contextmanager
+  def rollouts(self, run: Any, trainable: Any) -> Iterator[tuple[Any, Any]]:
+    """`rollout_store` for a run: yields (run, trainable) to sample or evaluate with."""
+    if not self.enabled and not self.rows_per_call:
       yield run, trainable
       return
-    if self._base_view is None or self._base_view[0] is not run.store.base:
-      self._base_view = (run.store.base, self._rollout_copy(run.store.base))
-    store = run.store.replace(base=self._base_view[1])
-    with jax.set_mesh(sharding.local_mesh(self.mesh)):
-      yield dataclasses.replace(run, store=store), self._rollout_copy(trainable)
+    with self.rollout_store(run.store, trainable) as store:
+      yield dataclasses.replace(run, store=store), store.trainable
 
   def _rollout_copy(self, tree: Any) -> Any:
-    if self.rollout_rules is not sharding.TRAIN_RULES:
+    if self.rollout_rules is not self.state_rules:
       tree = sharding.put(tree, sharding.shardings(tree, self.mesh, self.rollout_rules))
     return sharding.local_view(tree, self.mesh)
 
@@ -305,7 +326,8 @@ class Parallel:
     from marl_jax.rl import update  # pylint: disable=g-import-not-at-top
     if not self.enabled:
       return update.train_step(state, store, batch, jax.tree.map(jnp.asarray, route), **static)
-    return sharding.jit_train_step(self.mesh, state, store, batch, route, **static)
+    return sharding.jit_train_step(self.mesh, state, store, batch, route,
+                                   rules=self.state_rules, **static)
 
   def combine_metrics(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return combine_metrics(metrics)
@@ -320,11 +342,11 @@ class Parallel:
       return False
 
 
-def _rollout_params(store: Any, mesh_shape: Mapping[str, int]) -> str:
+def _rollout_params(store: Any, mesh_shape: Mapping[str, int], state_rules: Any) -> str:
   """The planner's choice for this store, from the device's memory (sharded if unknown)."""
   from marl_jax import planner  # pylint: disable=g-import-not-at-top
   limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
   if not limit:
     return "sharded"
-  return planner.choose_rollout_params(mesh_shape, planner.memory_terms(store, mesh_shape),
-                                       int(limit))
+  terms = planner.memory_terms(store, mesh_shape, state_rules)
+  return planner.choose_rollout_params(mesh_shape, terms, int(limit))

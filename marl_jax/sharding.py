@@ -2,7 +2,9 @@
 
 A mesh has four named axes (`MESH_AXES`):
 
-  data    pure data parallelism: every group along it holds a full policy replica.
+  data    data parallelism: each group along it (a host, with several processes)
+          holds a whole policy to roll out with, and for training too unless
+          the state is sharded over data (`state_over_data`).
   fsdp    rows of the batch AND the parameters' embedding dimension (ZeRO-3):
           memory per device falls with it, at the cost of all-gathers.
   tensor  Megatron tensor parallelism over heads, kv heads, MLP and vocab.
@@ -10,10 +12,12 @@ A mesh has four named axes (`MESH_AXES`):
           ([F, ...]) and LoRA slots (columns S*r) are spread over it, so each
           role's copy lives on its own devices (useful for IP with full copies).
 
-`MeshConfig` sizes them (-1 fills the remaining devices); `mesh_config`
-reads config.mesh, with per-preset defaults (`default_mesh_config`: tiny and
-SmolLM models pure data; Qwen3 0.6B-4B fsdp over each host's devices, data
-across hosts). Arrays are placed by rules (marl_jax.sharding_rules), through
+`MeshConfig` sizes them (-1 fills the remaining devices) and says whether
+parameters and optimizer state are sharded over data as well
+(`state_over_data`, ZeRO-3 across replicas); `mesh_config` reads config.mesh,
+with per-preset defaults (`default_mesh_config`: tiny and SmolLM models pure
+data; Qwen3 0.6B-4B fsdp within each host, data across hosts, state over
+both). Arrays are placed by rules (marl_jax.sharding_rules), through
 jit in/out shardings (`jit_train_step`) and `put`; inside the sampler,
 `constrain_rows` / `constrain_kv_cache` are sharding constraints that apply
 only while a mesh is set (`jax.set_mesh`) and are no-ops otherwise, so the
@@ -32,9 +36,11 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
 from marl_jax import sharding_rules as rules_lib
-from marl_jax.sharding_rules import BATCH_AXES, MESH_AXES, ROLLOUT_RULES, TRAIN_RULES
+from marl_jax.sharding_rules import (BATCH_AXES, MESH_AXES, ROLLOUT_RULES,
+                                     STATE_OVER_DATA_RULES, TRAIN_RULES)
 
 __all__ = ["MeshConfig", "MESH_AXES", "BATCH_AXES", "TRAIN_RULES", "ROLLOUT_RULES",
+           "STATE_OVER_DATA_RULES",
            "default_mesh_config", "mesh_config", "make_mesh", "local_mesh", "shardings",
            "rows_sharding", "replicated", "put", "local_view", "constrain_rows",
            "constrain_kv_cache", "slot_axis", "jit_train_step"]
@@ -42,12 +48,15 @@ __all__ = ["MeshConfig", "MESH_AXES", "BATCH_AXES", "TRAIN_RULES", "ROLLOUT_RULE
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
-  """Sizes of the mesh axes; at most one may be -1 (all remaining devices)."""
+  """Sizes of the mesh axes (at most one -1: all remaining devices), and whether
+  parameters and optimizer state are also sharded over `data` (ZeRO-3 across
+  replicas: `state_rules`)."""
 
   data: int = -1
   fsdp: int = 1
   tensor: int = 1
   role: int = 1
+  state_over_data: bool = False
 
   def __post_init__(self):
     sizes = self.sizes
@@ -67,6 +76,10 @@ class MeshConfig:
   def size(self) -> int:
     return int(np.prod([max(v, 1) for v in self.sizes.values()]))
 
+  @property
+  def state_rules(self) -> rules_lib.Rules:
+    return STATE_OVER_DATA_RULES if self.state_over_data else TRAIN_RULES
+
   def resolve(self, num_devices: int) -> "MeshConfig":
     """The same config with -1 filled in; checks that it uses every device."""
     sizes = self.sizes
@@ -82,23 +95,34 @@ class MeshConfig:
           f"config.mesh {sizes} uses {int(np.prod(list(sizes.values())))} devices but "
           f"{num_devices} are available; set one axis to -1 to take the rest (to use "
           "fewer devices, hide the others, e.g. CUDA_VISIBLE_DEVICES).")
-    return MeshConfig(**sizes)
+    return MeshConfig(**sizes, state_over_data=self.state_over_data)
 
 
 def default_mesh_config(preset: str, num_processes: int = 1) -> MeshConfig:
-  """Tiny / SmolLM models: pure data parallel. Qwen3 presets: fsdp within a host,
-  data across hosts (each host keeps a full replica for its rollouts)."""
+  """Tiny / SmolLM models: pure data parallel. Qwen3 presets: the state sharded
+  over every device (fsdp within a host, data across hosts, state_over_data);
+  each host rolls out on its own copy."""
   if preset.startswith("qwen"):
-    return MeshConfig(data=num_processes, fsdp=-1)
+    return MeshConfig(data=num_processes, fsdp=-1, state_over_data=True)
   return MeshConfig(data=-1)
 
 
 def mesh_config(mesh: Mapping[str, Any], preset: str, num_processes: int = 1) -> MeshConfig:
-  """MeshConfig from config.mesh: all axes 0 = the preset's default; else 0 means 1."""
+  """MeshConfig from config.mesh: all axes 0 = the preset's default; else 0 means 1.
+
+  mesh.state_over_data: 'auto' (the preset default's choice), 'yes' or 'no'.
+  """
   sizes = {name: int(mesh.get(name, 0)) for name in MESH_AXES}
-  if all(v == 0 for v in sizes.values()):
-    return default_mesh_config(preset, num_processes)
-  return MeshConfig(**{k: 1 if v == 0 else v for k, v in sizes.items()})
+  over = str(mesh.get("state_over_data", "auto"))
+  if over not in ("auto", "yes", "no"):
+    raise ValueError(f"config.mesh.state_over_data={over!r} is unknown; valid: auto, yes, no.")
+  default = default_mesh_config(preset, num_processes)
+  if any(v != 0 for v in sizes.values()):
+    default = MeshConfig(**{k: 1 if v == 0 else v for k, v in sizes.items()},
+                         state_over_data=default.state_over_data)
+  if over == "auto":
+    return default
+  return dataclasses.replace(default, state_over_data=over == "yes")
 
 
 def _block(shape: tuple[int, ...], devices: list) -> np.ndarray:
@@ -233,12 +257,13 @@ def constrain_rows(*arrays: jax.Array | None) -> tuple:
   return tuple(None if x is None else _constrain(x, rules_lib.ROWS, shape) for x in arrays)
 
 
-def constrain_kv_cache(cache: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
-  """KV cache (k, v), each [L, B, K, T, hd]: rows over the batch axes, K over tensor."""
+def constrain_kv_cache(cache: Any) -> Any:
+  """KV cache: (k, v) each [L, B, K, T, hd], or per-layer [(k, v)] each [B, K, T, hd];
+  rows over the batch axes, kv heads over tensor."""
   shape = _context_mesh_shape()
   if shape is None:
     return cache
-  return tuple(_constrain(c, rules_lib.KV_CACHE, shape) for c in cache)
+  return jax.tree.map(lambda c: _constrain(c, rules_lib.KV_CACHE[5 - c.ndim:], shape), cache)
 
 
 def slot_axis(num_slots: int) -> str | None:
@@ -276,16 +301,17 @@ class _Hashable:
 
 
 def jit_train_step(mesh: Mesh, state: Any, store: Any, batch: Mapping[str, Any],
-                   route: Mapping[str, Any], **static) -> tuple[Any, ...]:
+                   route: Mapping[str, Any], *, rules: rules_lib.Rules = TRAIN_RULES,
+                   **static) -> tuple[Any, ...]:
   """Runs rl.update.train_step under jit with explicit in/out shardings.
 
-  The state (trainable, optimizer state, step) keeps its rule-given sharding
-  and is donated; batch rows are spread over the batch axes; the route and
-  the metrics are replicated. `static` are train_step's keyword arguments.
-  Returns (new state, metrics) like update.train_step.
+  The state (trainable, optimizer state, step) and the store keep their
+  sharding by `rules` (the state is donated); batch rows are spread over the
+  batch axes; the route and the metrics are replicated. `static` are
+  train_step's keyword arguments. Returns (new state, metrics).
   """
-  state_sh = shardings(state, mesh)
-  store_sh = shardings(store, mesh)
+  state_sh = shardings(state, mesh, rules)
+  store_sh = shardings(store, mesh, rules)
   batch_sh = {k: rows_sharding(mesh, np.shape(v)) for k, v in batch.items()}
   route_sh = {k: replicated(mesh) for k in route}
   batch, route = put(dict(batch), batch_sh), put(dict(route), route_sh)

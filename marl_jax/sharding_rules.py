@@ -40,6 +40,10 @@ TRAIN_RULES: Rules = {
     "heads": ("tensor",), "kv_heads": ("tensor",), "mlp": ("tensor",),
     "slots": ("role",), "layers": (), "norm": (), "head_dim": (), "length": (),
 }
+# ZeRO-3 across replicas too (config.mesh.state_over_data): parameters and
+# optimizer state are split over data x fsdp, e.g. over every chip of a pod
+# slice; rollouts then run on a per-host copy under TRAIN_RULES or ROLLOUT_RULES.
+STATE_OVER_DATA_RULES: Rules = {**TRAIN_RULES, "embed": ("fsdp", "data")}
 # Rollouts decode one token at a time: gathering FSDP shards at every step
 # costs a full weight transfer per token, so the rollout copy may be kept
 # replicated over fsdp (config.mesh.rollout_params; marl_jax.sharding).

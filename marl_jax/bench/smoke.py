@@ -1,9 +1,9 @@
 """Accelerator smoke run: a rollout and a train step at full size, tokens/s and MFU.
 
 A random-init model of a preset (bf16 parameters and compute) serves one
-sampler call (B prompts of P tokens, N new tokens, no early stop by
-construction of the count: generated tokens are counted as sampled) and a
-few jitted PPO updates on B rows of P + N tokens. Model FLOPs (the usual
+sampler call (B prompts of P tokens, up to N new tokens; a row that samples
+EOS stops, and only generated tokens are counted) and a few jitted PPO
+updates on B rows of P + N tokens. Model FLOPs (the usual
 "useful work" convention; rematerialisation not counted):
 
   forward / token   2 M + 4 L H hd c      M = matmul weights (LM head included),

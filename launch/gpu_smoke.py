@@ -1,0 +1,53 @@
+r"""Rollout and train-step throughput and MFU of a full-size model on this machine's devices.
+
+On a GPU box (never in CI):
+
+  pip install -e '.[cuda]'
+  XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 python launch/gpu_smoke.py --preset=qwen3_0_6b
+  python launch/gpu_smoke.py --preset=qwen3_1_7b --batch=32 --kind=full
+
+On a CPU, as a check that it runs: python launch/gpu_smoke.py --preset=tiny_s
+(smaller defaults apply to tiny presets). The last line printed is one JSON
+object; formulas in marl_jax/bench/smoke.py.
+"""
+
+import json
+
+from absl import app, flags
+
+from marl_jax import sharding
+from marl_jax.bench import smoke
+
+_PRESET = flags.DEFINE_string("preset", "qwen3_0_6b", "Model preset (random bf16 weights).")
+_BATCH = flags.DEFINE_integer("batch", 0, "Rows per rollout and per update (0: 64; tiny: 8).")
+_PROMPT = flags.DEFINE_integer("prompt_len", 0, "Prompt tokens (0: 512; tiny: 16).")
+_NEW = flags.DEFINE_integer("new_tokens", 0, "Generated tokens (0: 512; tiny: 16).")
+_MODE = flags.DEFINE_enum("mode", "shared", ["shared", "isolated"], "SP or IP.")
+_KIND = flags.DEFINE_enum("kind", "lora", ["lora", "full"], "Trainable kind.")
+_RANK = flags.DEFINE_integer("rank", 64, "LoRA rank.")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed updates (the median is reported).")
+_MESH = flags.DEFINE_string("mesh", "", "Axis sizes, e.g. data=1,fsdp=-1 ('' = preset default).")
+
+
+def main(argv):
+  del argv
+  tiny = _PRESET.value.startswith("tiny")
+  mesh = None
+  if _MESH.value:
+    mesh = sharding.MeshConfig(**{k: int(v) for k, v in (
+        item.split("=") for item in _MESH.value.split(","))})
+  result = smoke.run(
+      _PRESET.value, batch=_BATCH.value or (8 if tiny else 64),
+      prompt_len=_PROMPT.value or (16 if tiny else 512),
+      new_tokens=_NEW.value or (16 if tiny else 512), mode=_MODE.value, kind=_KIND.value,
+      rank=_RANK.value, steps=_STEPS.value, mesh_config=mesh)
+  print(f"{result['preset']} on {result['devices']} x {result['device_kind']}: "
+        f"rollout {result['rollout_tokens_per_s']:,.0f} tok/s (MFU "
+        f"{100 * result['rollout_mfu']:.1f}%, {result['decode_read_gbps']:,.0f} GB/s read), "
+        f"update {result['update_tokens_per_s']:,.0f} tok/s (MFU "
+        f"{100 * result['update_mfu']:.1f}%)", flush=True)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  app.run(main)

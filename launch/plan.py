@@ -1,0 +1,71 @@
+r"""Prints per-device memory of runs on meshes, from shapes alone (no allocation).
+
+  python launch/plan.py                          # the study table (WORKSPACE.md)
+  python launch/plan.py --models=qwen3_4b --hardware=v5e-8 --modes=isolated \
+      --kinds=full --mesh=data=1,fsdp=4,role=2 --max_new_tokens=2048
+  python launch/plan.py --models=qwen3_1_7b --devices=16 --memory_gib=16 --hosts=4
+
+Formulas and assumptions: marl_jax/planner.py (module docstring).
+"""
+
+from absl import app, flags
+
+from marl_jax import planner
+from marl_jax import sharding
+
+_MODELS = flags.DEFINE_list("models", ["qwen3_0_6b", "qwen3_1_7b", "qwen3_4b"], "Presets.")
+_MODES = flags.DEFINE_list("modes", ["shared", "isolated"], "Policy modes (SP / IP).")
+_KINDS = flags.DEFINE_list("kinds", ["lora", "full"], "Trainable kinds.")
+_HARDWARE = flags.DEFINE_list("hardware", list(planner.HARDWARE),
+                              f"Named machines: {sorted(planner.HARDWARE)}.")
+_DEVICES = flags.DEFINE_integer("devices", 0, "A custom machine instead: device count.")
+_MEMORY = flags.DEFINE_float("memory_gib", 16.0, "Custom machine: memory per device, GiB.")
+_HOSTS = flags.DEFINE_integer("hosts", 1, "Custom machine: hosts (processes).")
+_MESH = flags.DEFINE_string("mesh", "", "Axis sizes, e.g. data=1,fsdp=-1,tensor=2 "
+                            "('' = the preset's default mesh).")
+_OVER_DATA = flags.DEFINE_enum("state_over_data", "auto", ["auto", "yes", "no"],
+                               "Shard params and optimizer state over data too "
+                               "(config.mesh.state_over_data; auto: the preset default).")
+_USABLE = flags.DEFINE_float("usable", 0.9, "Fraction of device memory the run may use.")
+_ROLLOUT = flags.DEFINE_enum("rollout_params", "auto", ["auto", "sharded", "replicated"],
+                             "Layout of the rollout copy (config.mesh.rollout_params).")
+_TASKS = flags.DEFINE_integer("tasks", 64, "Problems per step.")
+_GROUP = flags.DEFINE_integer("group", 8, "GRPO samples per problem.")
+_AGENTS = flags.DEFINE_integer("agents", 3, "Rows per episode in the largest stage.")
+_CALLS = flags.DEFINE_integer("calls", 4, "Calls per episode in an update.")
+_ROLES = flags.DEFINE_integer("roles", 3, "Roles (IP slots).")
+_PROMPT = flags.DEFINE_integer("prompt_len", 1024, "Prompt tokens per row.")
+_NEW = flags.DEFINE_integer("max_new_tokens", 1024, "Response tokens per row (the max).")
+_RANK = flags.DEFINE_integer("lora_rank", 64, "LoRA rank.")
+_PARAM_DTYPE = flags.DEFINE_string("param_dtype", "float32", "Base parameter dtype.")
+_COMPUTE_DTYPE = flags.DEFINE_string("compute_dtype", "bfloat16", "Matmul dtype.")
+_REMAT = flags.DEFINE_bool("remat", True, "Per-layer rematerialisation in the update.")
+
+
+def _mesh(preset: str, hosts: int) -> sharding.MeshConfig:
+  sizes = dict(item.split("=") for item in _MESH.value.split(",")) if _MESH.value else {}
+  unknown = set(sizes) - set(sharding.MESH_AXES)
+  if unknown:
+    raise app.UsageError(f"--mesh names unknown axes {sorted(unknown)}; "
+                         f"valid: {sharding.MESH_AXES}.")
+  return sharding.mesh_config({**sizes, "state_over_data": _OVER_DATA.value}, preset, hosts)
+
+
+def main(argv):
+  del argv
+  workload = planner.Workload(
+      tasks=_TASKS.value, group=_GROUP.value, agents=_AGENTS.value, calls=_CALLS.value,
+      num_roles=_ROLES.value, prompt_len=_PROMPT.value, max_new_tokens=_NEW.value,
+      lora_rank=_RANK.value, param_dtype=_PARAM_DTYPE.value,
+      compute_dtype=_COMPUTE_DTYPE.value, remat=_REMAT.value)
+  machines = ([planner.Hardware("custom", _DEVICES.value, _MEMORY.value, _HOSTS.value)]
+              if _DEVICES.value else [planner.HARDWARE[h] for h in _HARDWARE.value])
+  plans = [planner.plan_hardware(m, mode, kind, hw, workload, _mesh(m, hw.hosts),
+                                 usable=_USABLE.value, rollout_params=_ROLLOUT.value)
+           for m in _MODELS.value for mode in _MODES.value for kind in _KINDS.value
+           for hw in machines]
+  print(planner.table(plans))
+
+
+if __name__ == "__main__":
+  app.run(main)

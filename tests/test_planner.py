@@ -1,0 +1,105 @@
+"""The memory planner: exact state bytes from shapes, per-row formulas, fit decisions."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import optax
+import pytest
+
+from marl_jax import planner
+from marl_jax.models import count_params, decoder, get_preset, init_params
+from marl_jax.models.lora import LoraConfig
+from marl_jax.policies import PolicyStore
+
+ONE = {"data": 1, "fsdp": 1, "tensor": 1, "role": 1}
+SMALL = planner.Workload(num_roles=2, lora_rank=4, prompt_len=32, max_new_tokens=16)
+
+
+def _nbytes(tree) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("mode,kind", [("shared", "lora"), ("isolated", "full")])
+def test_state_terms_equal_the_bytes_of_real_arrays(mode, kind):
+  model = get_preset("tiny_s")
+  store = PolicyStore.create(model, init_params(model, jax.random.PRNGKey(0)),
+                             ("a", "b"), mode=mode, kind=kind, lora=LoraConfig(rank=4))
+  plan = planner.plan(model, mode, kind, ONE, 16.0, SMALL, rollout_params="sharded")
+  assert plan.params == _nbytes(store.base)
+  assert plan.slots == _nbytes(store.trainable)
+  adam = optax.adamw(1e-5).init(store.trainable)
+  assert plan.optimizer == _nbytes(adam) + _nbytes(store.trainable)  # m, v (+count), grad
+  assert plan.rollout_copy == 0
+
+
+def test_fsdp_divides_every_weight_matrix_and_keeps_norms_whole():
+  model = get_preset("tiny_s")
+  params = init_params(model, jax.random.PRNGKey(0))
+  matrices = _nbytes([params["embed"]] + [params["layers"][n] for n in decoder.LINEAR_NAMES])
+  plan = planner.plan(model, "shared", "lora", {**ONE, "fsdp": 4}, 16.0, SMALL)
+  assert plan.params == matrices // 4 + (_nbytes(params) - matrices)
+
+
+def test_qwen3_shapes_come_from_eval_shape_without_allocating():
+  plan = planner.plan("qwen3_4b", "shared", "lora", ONE, 80.0)
+  assert plan.params == 4 * count_params(get_preset("qwen3_4b"))  # float32 base
+  lora = 36 * 64 * sum(i + o for i, o in decoder.linear_shapes(get_preset("qwen3_4b")).values())
+  assert plan.slots == 4 * lora  # rank-64 adapters on all seven linears
+
+
+def test_kv_cache_per_row_is_the_documented_formula():
+  w = planner.Workload(prompt_len=1024, max_new_tokens=1024)
+  plan = planner.plan("qwen3_0_6b", "shared", "lora", ONE, 80.0, w)
+  assert plan.kv_per_row == 2 * 28 * 8 * 2048 * 128 * 2  # k and v, bf16
+  tensor = planner.plan("qwen3_0_6b", "shared", "lora", {**ONE, "tensor": 2}, 80.0, w)
+  assert tensor.kv_per_row == plan.kv_per_row // 2  # kv heads split over tensor
+  longer = planner.plan("qwen3_0_6b", "shared", "lora", ONE, 80.0,
+                        planner.Workload(prompt_len=1024, max_new_tokens=3072))
+  assert longer.update_per_row > 3 * plan.update_per_row  # the T^2 attention terms
+
+
+def test_fits_and_chunks_follow_memory_and_devices():
+  hw = planner.HARDWARE
+  big = planner.plan_hardware("qwen3_4b", "isolated", "full", hw["1xH100"])
+  assert not big.fits and big.chunks() is None and big.state > 80 * planner.GIB
+  one = planner.plan_hardware("qwen3_0_6b", "shared", "lora", hw["1xH100"])
+  eight = planner.plan_hardware("qwen3_0_6b", "shared", "lora", hw["8xH100"])
+  assert one.fits and eight.fits and eight.mesh["fsdp"] == 8
+  assert one.params / 8 <= eight.params < 1.01 * one.params / 8  # norms stay whole
+  assert eight.stage_rows * 8 == one.stage_rows
+  assert eight.chunks()[0] < one.chunks()[0] and eight.chunks()[1] < one.chunks()[1]
+
+
+def test_rollout_copy_is_replicated_only_with_fsdp_and_room():
+  terms = {"params": 1, "slots": 1, "optimizer": 2, "replica": 4}
+  assert planner.choose_rollout_params({"fsdp": 8}, terms, 100) == "replicated"
+  assert planner.choose_rollout_params({"fsdp": 1}, terms, 100) == "sharded"
+  assert planner.choose_rollout_params({"fsdp": 8}, terms, 10) == "sharded"
+
+
+def test_study_table_has_every_combination():
+  lines = planner.study_table().splitlines()
+  assert len(lines) == 2 + 3 * 2 * 2 * 4
+  assert lines[0].startswith("| model | policy | kind | hardware | mesh | params GiB")
+  assert sum("does not fit" in line for line in lines) >= 1
+
+
+def test_workload_errors_name_the_field():
+  with pytest.raises(ValueError, match="Workload.max_new_tokens"):
+    planner.Workload(max_new_tokens=0)
+  with pytest.raises(ValueError, match="rollout_params"):
+    planner.plan("tiny_s", "shared", "lora", ONE, 1.0, rollout_params="both")
+
+
+def test_plan_launcher_prints_a_row():
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run(
+      [sys.executable, "launch/plan.py", "--models=qwen3_1_7b", "--hardware=v4-8",
+       "--modes=isolated", "--kinds=lora", "--mesh=data=1,fsdp=4"],
+      cwd=root, capture_output=True, text=True, timeout=120,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-2000:]
+  rows = [line for line in out.stdout.splitlines() if line.startswith("| qwen3_1_7b")]
+  assert len(rows) == 1 and "| IP | lora | v4-8 | fsdp4 |" in rows[0]
