@@ -8,7 +8,7 @@ per-slot AdamW state all come out of one backward pass.
 
 With `role_grads`, the loss is also split by role (each role's rows over the
 minibatch's global denominator, so the role losses add up to the loss) and
-the per-role gradients are taken in one vmapped backward pass: their norms,
+the per-role gradients are taken by one backward pass per role: their norms,
 their share of the total squared gradient mass, and the pairwise cosines.
 Their sum is the update, so those steps cost R backward passes, not R + 1.
 """
@@ -133,7 +133,12 @@ def train_step(state: dict[str, Any], store: Any, batch: dict[str, jax.Array],
   metrics = {}
   if role_grads:
     weights = jax.nn.one_hot(batch["role"], num_roles).T * row_scale  # [R, B]
-    (loss_r, aux_r), grads_r = jax.vmap(value_and_grad, in_axes=(None, 0))(trainable, weights)
+    # One backward pass per role, stacked. Not jax.vmap: XLA:CPU returned
+    # per-role decoder gradients whose sum was off by 2-50% (sequences >= 32
+    # tokens; tests/test_rl_update.py checks the sum against the full gradient).
+    per_role = [value_and_grad(trainable, weights[r]) for r in range(num_roles)]
+    stack = lambda *xs: jnp.stack(xs)
+    (loss_r, aux_r), grads_r = jax.tree.map(stack, *per_role)
     loss = loss_r.sum()
     aux = jax.tree.map(lambda x: x.sum(0), aux_r)
     grads = jax.tree.map(lambda g: g.sum(0), grads_r)
