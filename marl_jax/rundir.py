@@ -18,6 +18,9 @@ from absl import logging
 import ml_collections
 
 # Fields a resumed run may change without becoming a different experiment.
+# The mesh (how the same computation is laid out) may change too, e.g. when a
+# preempted run resumes on another slice.
+RESUMABLE_PREFIXES = ("mesh.",)
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.checkpoint_every",
                      "train.save_rollouts_every", "train.keep_checkpoints",
                      "eval.num_problems")
@@ -53,7 +56,8 @@ def check_or_save_config(config: ml_collections.ConfigDict, workdir: str) -> Non
                       "current config; they are ignored for the comparison.", workdir,
                       one_sided[:20])
     differ = sorted(k for k in set(old) & set(new)
-                    if old[k] != new[k] and k not in RESUMABLE_CHANGES)
+                    if old[k] != new[k] and k not in RESUMABLE_CHANGES
+                    and not k.startswith(RESUMABLE_PREFIXES))
     if differ:
       details = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:12])
       raise ValueError(
