@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "absl-py>=2.0",
     "ml-collections>=0.1.1",
     "tensorflow-datasets>=4.9",
+    "importlib_resources",  # tfds needs it to read/write array_record without TensorFlow
     "grain>=0.2",
     "sympy>=1.12",
     "math-verify>=0.7",
