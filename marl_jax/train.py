@@ -10,6 +10,7 @@ the metrics an uninterrupted run would have.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -49,15 +50,20 @@ def loss_config(config: ml_collections.ConfigDict) -> update.LossConfig:
       grad_clip=rl.grad_clip)
 
 
+@functools.partial(jax.jit, static_argnames=("base", "temperature"))
+def _score(store, tokens, valid, route, trainable, *, base: bool, temperature: float):
+  return store.token_logprobs(tokens, valid, route, trainable=trainable, reference=base,
+                              temperature=temperature)[0]
+
+
 def _reference_logp(run, arrays, route, init_trainable, cfg: update.LossConfig):
   """Logprobs under the KL reference: the base (adapters off) or the initial policy."""
   reference = run.config.rl.kl_reference
   if reference not in ("base", "init"):
     raise ValueError(f"rl.kl_reference={reference!r} is unknown; valid: ('base', 'init').")
-  fn = jax.jit(lambda store, t, v, r, tr: store.token_logprobs(
-      t, v, r, trainable=tr, reference=reference == "base", temperature=cfg.temperature)[0])
-  return fn(run.store.replace(trainable={}), arrays["tokens"], arrays["valid"], route,
-            init_trainable)
+  # One module-level jitted function: a fresh jit wrapper per step recompiled every step.
+  return _score(run.store.replace(trainable={}), arrays["tokens"], arrays["valid"], route,
+                init_trainable, base=reference == "base", temperature=cfg.temperature)
 
 
 def _save_rollouts(workdir: str, step: int, episodes: list, keep: int = 64) -> None:

@@ -120,3 +120,14 @@ def test_checkpoint_restore_and_per_role_export_match_the_routed_policy(tmp_path
     with torch.no_grad():
       ref = hf(torch.as_tensor(np.asarray(tokens))).logits.numpy()[:, :-1]
     np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4)
+
+
+def test_kl_to_the_base_is_zero_at_start_and_grows_after_updates(tmp_path, monkeypatch):
+  from marl_jax.rl import batch
+  monkeypatch.setattr(batch, "call_rewards", batch.call_rewards)
+  parity_rewards()
+  config = tiny_config("workflow=single", steps=2)
+  config.rl.kl_coef, config.rl.warmup_steps, config.rollout.group_size = 0.1, 0, 4
+  train.train_and_evaluate(config, str(tmp_path))
+  kl = [r["kl/generator"] for r in read_jsonl(str(tmp_path / "metrics.jsonl"))[1:]]
+  assert abs(kl[0]) < 1e-7 and kl[1] > 1e-9
