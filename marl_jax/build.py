@@ -47,7 +47,13 @@ def model_and_tokenizer(config: ml_collections.ConfigDict) -> tuple[ModelConfig,
   if mc.init not in ("base", "random"):
     raise ValueError(f"config.model.init={mc.init!r} is unknown; valid: ('base', 'random').")
   if mc.preset.startswith("tiny") and mc.init == "base":
-    from marl_jax import tiny  # pylint: disable=g-import-not-at-top
+    try:
+      from marl_jax import tiny  # pylint: disable=g-import-not-at-top
+    except ImportError as error:
+      raise ValueError(
+          f"config.model.init='base' needs the warm-started tiny bases (marl_jax.tiny), which "
+          f"this installation lacks ({error}); use --config.model.init=random or a "
+          "--config.model.checkpoint.") from error
     model, params = tiny.base_model(config)
   else:
     logging.warning("%s starts from random weights (model.checkpoint is empty).", mc.preset)
