@@ -161,7 +161,7 @@ def test_orch_workers_pads_short_plans_and_synthesizer_picks():
                    synthesizer="2")
   episodes, calls = run(wf, respond, problems=PROBLEMS[:1], group_size=1)
   assert roles_per_sampler_call(calls) == [["orchestrator", 1], ["worker", 3], ["synthesizer", 1]]
-  strategies = [prompt.split("Strategy: ")[1] for _, prompt in calls[1]]
+  strategies = [prompt.split("Strategy: ")[1].split("\n")[0] for _, prompt in calls[1]]
   assert strategies == ["add them", "count up", parsing.FALLBACK_STRATEGY]
   episode = episodes[0]
   assert episode.last("orchestrator").parsed.failures == ("too_few",)

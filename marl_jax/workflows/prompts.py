@@ -3,7 +3,10 @@
 Templates are `str.format` strings. Fields: {problem} (the task's problem
 text, which carries its own answer-format instruction), and per template
 {candidates} (numbered '1) ...' lines), {answer}, {feedback}, {m},
-{strategy}. They are short on purpose: tiny models have 512 positions.
+{strategy}. They are short on purpose: tiny models have 512 positions. Roles
+that answer the problem themselves (worker, refine) get it last, so their
+answer follows the problem exactly as the generator's does: a tiny model's
+skill then transfers to them instead of being relearned per role.
 Each template becomes one user message of the tokenizer's chat template.
 """
 
@@ -17,21 +20,21 @@ PromptTable = Mapping[tuple[str, str], str]
 _SOLVE = "{problem}"
 _MATH = {
     "generator": _SOLVE,
-    "refine": "{problem}\nYour answer:\n{answer}\nFeedback: {feedback}\nSolve it again.",
+    "refine": "Your answer:\n{answer}\nFeedback: {feedback}\nSolve it again.\n{problem}",
     "aggregator": "{problem}\nAnswers:\n{candidates}\nReply with the number of the best answer.",
     "evaluator": "{problem}\nAnswer:\n{answer}\nReply correct, or incorrect: <why>.",
     "orchestrator": "{problem}\nGive {m} different strategies, one per line.",
-    "worker": "{problem}\nStrategy: {strategy}",
+    "worker": "Strategy: {strategy}\n{problem}",
     "synthesizer": ("{problem}\nSolutions:\n{candidates}\n"
                     "Reply with the number of the best solution, or your own answer."),
 }
 _CODE = {
     "generator": _SOLVE,
-    "refine": "{problem}\nYour program:\n{answer}\nFeedback: {feedback}\nWrite it again.",
+    "refine": "Your program:\n{answer}\nFeedback: {feedback}\nWrite it again.\n{problem}",
     "aggregator": "{problem}\nPrograms:\n{candidates}\nReply with the number of the best program.",
     "evaluator": "{problem}\nProgram:\n{answer}\nReply correct, or incorrect: <why>.",
     "orchestrator": "{problem}\nGive {m} different approaches, one per line.",
-    "worker": "{problem}\nApproach: {strategy}",
+    "worker": "Approach: {strategy}\n{problem}",
     "synthesizer": ("{problem}\nPrograms:\n{candidates}\n"
                     "Reply with the number of the best program, or your own program."),
 }
