@@ -140,7 +140,40 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh.fsdp = 0        # device; Qwen3: fsdp within a host, data across hosts). Else 0
   c.mesh.tensor = 0      # means 1 and one axis may be -1 (the remaining devices).
   c.mesh.role = 0        # spreads IP slots (full copies, LoRA columns) over devices
+  c.mesh.state_over_data = "auto"    # params + optimizer state over data too: 'yes', 'no',
+                                     # 'auto' (Qwen3: yes; tiny: no)
   c.mesh.rollout_params = "auto"     # rollout copy: 'sharded' (as trained), 'replicated'
   c.mesh.rollout_rows_per_device = 0  # rows per device per sampler call; 0 = a whole stage
   c.mesh.distributed = "auto"        # jax.distributed: 'auto' (from the env), 'on', 'off'
+
+  # --- tiny bases (marl_jax.tiny): supervised warm start on scripted demonstrations ---
+  # Every field but cache_dir enters the cache key; see marl_jax/tiny/__init__.py.
+  c.tiny = ml_collections.ConfigDict()
+  c.tiny.cache_dir = ""          # '' = $MARL_JAX_CACHE, else ~/.cache/marl_jax/tiny
+  c.tiny.seed = 0
+  c.tiny.lr = 3e-3
+  c.tiny.warmup_steps = 20
+  c.tiny.weight_decay = 0.01
+  c.tiny.grad_clip = 1.0
+  c.tiny.batch_size = 256        # demonstrations per step of the skill phase
+  c.tiny.role_batch_size = 128   # ... of the roles phase
+  c.tiny.bucket_lengths = (16, 32, 64, 80, 128)  # + max_prompt_len + max_new_tokens
+  c.tiny.max_steps = 2000        # cap of the skill phase, which ends on target_accuracy
+  c.tiny.eval_every = 40
+  c.tiny.eval_problems = 128
+  c.tiny.target_accuracy = 0.3   # generator T=1 accuracy per task, held-out problems
+  c.tiny.hold = 1.0              # stream share a task keeps once it reached the target
+  c.tiny.role_steps = 400        # steps on every role of every workflow, after the skill
+  c.tiny.problems_per_chunk = 32
+  # Workflows demonstrated in the roles phase, with chunks of episodes per round.
+  c.tiny.workflows = ml_collections.ConfigDict(
+      dict(single=2, voting=1, majority_vote=1, eval_opt=1, orch_workers=1))
+  c.tiny.math_task = "arithmetic"  # the family the run does not train on
+  c.tiny.code_task = "tiny_code"
+  c.tiny.noise = ml_collections.ConfigDict()  # tiny.demonstrations.Noise
+  c.tiny.noise.wrong_answer = 0.15
+  c.tiny.noise.candidate_wrong = 0.5
+  c.tiny.noise.wrong_pick = 0.2
+  c.tiny.noise.rubber_stamp = 0.25
+  c.tiny.noise.false_alarm = 0.1
   return c

@@ -34,15 +34,17 @@ PRESETS: dict[str, ModelConfig] = {
         head_dim=64, rope_theta=100_000.0, rms_norm_eps=1e-5,
         tie_embeddings=True, max_position_embeddings=8192, qk_norm=False,
         attention_bias=False, bos_id=1, eos_ids=(2,), pad_id=2),
-    # Three tiny scales stand in for 0.6B / 1.7B / 4B in the tiny world.
+    # Three tiny scales stand in for 0.6B / 1.7B / 4B in the tiny world. Two
+    # layers: on the warm-start budget (marl_jax.tiny) deeper stacks learned
+    # arithmetic markedly slower per step than wider ones.
     "tiny_s": ModelConfig(
         hidden_size=96, intermediate_size=256, num_layers=2, num_heads=4,
         num_kv_heads=2, head_dim=24, **_TINY_COMMON),
     "tiny_m": ModelConfig(
-        hidden_size=128, intermediate_size=384, num_layers=3, num_heads=4,
+        hidden_size=128, intermediate_size=384, num_layers=2, num_heads=4,
         num_kv_heads=2, head_dim=32, **_TINY_COMMON),
     "tiny_l": ModelConfig(
-        hidden_size=192, intermediate_size=512, num_layers=4, num_heads=6,
+        hidden_size=192, intermediate_size=512, num_layers=2, num_heads=6,
         num_kv_heads=2, head_dim=32, **_TINY_COMMON),
 }
 PRESETS["tiny"] = PRESETS["tiny_m"]
