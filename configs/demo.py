@@ -18,16 +18,15 @@ _spec.loader.exec_module(default)
 
 def get_config(arg: str | None = None):
   c = default.get_config(arg)
-  # Until the warm-started tiny bases land (marl_jax.tiny, issue 5) the demo
-  # trains from a random tiny model: the whole pipeline runs, nothing is learned.
-  c.model.init = "random"
   c.policy.kind = "full"          # full copies: the tiny models are small enough
-  c.rl.lr = 1e-4                  # the stable window on tiny bases is narrow (5e-4 stalls)
-  c.rl.warmup_steps = 3
+  c.rl.lr = 3e-4                  # measured on the tiny_m base: 1e-4 gained +4 points in
+  c.rl.warmup_steps = 3           # 30 steps, 3e-4 +14.5 in 60 steps (no collapse)
+  c.rl.role_grad_every = 5        # per-role gradient diagnostics cost a backward pass per role
   c.rollout.batch_size = 16
   c.rollout.group_size = 8
-  c.train.steps = 10
-  c.train.eval_every = 5
-  c.train.checkpoint_every = 5
-  c.eval.num_problems = 64
+  c.train.steps = 60
+  c.train.eval_every = 20
+  c.train.checkpoint_every = 20
+  c.eval.num_problems = 256       # sampled accuracy: one draw per problem; 256 keeps the
+  c.eval.greedy = False           # standard error near 3 points
   return c
