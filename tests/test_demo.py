@@ -19,7 +19,7 @@ def test_demo_path_from_the_shipped_base_to_the_report(tmp_path, monkeypatch, ca
   config.tiny.cache_dir = str(tmp_path / "empty_cache")  # the shipped entry must be found
   config.rollout.batch_size, config.rollout.group_size = 2, 2
   config.train.steps, config.train.eval_every, config.train.checkpoint_every = 2, 1, 1
-  config.eval.num_problems = 16
+  config.eval.num_problems = 32
   workdir = str(tmp_path / "demo")
   result = demo.run(config, workdir)
   assert not os.path.exists(config.tiny.cache_dir)  # nothing was warm-started
