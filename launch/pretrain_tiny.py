@@ -11,9 +11,6 @@ The cache directory is config.tiny.cache_dir, else $MARL_JAX_CACHE, else
 ~/.cache/marl_jax/tiny; training runs reuse the entry built here.
 """
 
-import os
-import shutil
-
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -35,12 +32,7 @@ def main(argv):
     config.model.preset = _PRESET.value
   model, params = tiny.base_model(config)
   if _SHIP.value:
-    key = tiny.cache_key(config)
-    source = os.path.join(cache.cache_dir(config.tiny.cache_dir), key)
-    target = os.path.join(cache.SHIPPED_DIR, key)
-    if os.path.isdir(source) and not os.path.isdir(target):
-      shutil.copytree(source, target)
-    print(f"shipped: {target}")
+    print("shipped:", cache.ship(cache.cache_dir(config.tiny.cache_dir), tiny.cache_key(config)))
   if _EVALUATE.value:
     table = base_accuracy.workflow_accuracy(config, model, params, _PROBLEMS.value)
     print(base_accuracy.format_table(table))

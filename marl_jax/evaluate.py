@@ -15,7 +15,7 @@ from marl_jax import episodes as episodes_lib
 from marl_jax import rollout
 from marl_jax import sampling
 
-_EVAL_KEY = 7919
+EVAL_KEY = 7919
 
 
 def sampling_params(config: ml_collections.ConfigDict, temperature: float) -> sampling.SamplingParams:
@@ -41,7 +41,7 @@ def evaluate(run: Any, trainable: Any, *, num_problems: int | None = None,
   n = num_problems or config.eval.num_problems
   problems = run.task.sample(split, n, seed=config.seed, step=0)
   store = run.store.replace(trainable=trainable)
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), _EVAL_KEY)
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), EVAL_KEY)
   modes = [("sampled", config.eval.temperature)]
   if config.eval.greedy:
     modes.append(("greedy", 0.0))

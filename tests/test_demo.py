@@ -9,7 +9,7 @@ from marl_jax import demo, tiny
 from marl_jax.tiny import cache
 
 
-def test_demo_path_from_the_shipped_base_to_the_report(tmp_path, monkeypatch, capsys):
+def test_demo_path_from_the_shipped_base_to_the_report(tmp_path, capsys):
   config = demo_config.get_config()
   key = tiny.cache_key(config)
   if not os.path.isdir(os.path.join(cache.SHIPPED_DIR, key)):

@@ -179,6 +179,16 @@ def test_build_writes_one_entry_and_a_second_build_hits_the_cache(built, monkeyp
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(again)))
 
 
+def test_ship_copies_the_entry_and_refuses_a_missing_one(built, tmp_path, monkeypatch):
+  config = built[0]
+  monkeypatch.setattr(cache, "SHIPPED_DIR", str(tmp_path / "bases"))
+  key = tiny.cache_key(config)
+  shipped = cache.ship(config.tiny.cache_dir, key)
+  assert sorted(os.listdir(shipped)) == ["params.npz", "record.json"]
+  with pytest.raises(FileNotFoundError, match="build it first"):
+    cache.ship(config.tiny.cache_dir, "no-such-key")
+
+
 def test_rebuild_from_the_same_config_is_bitwise_identical(tmp_path):
   params = []
   for name in ("a", "b"):

@@ -22,8 +22,6 @@ from marl_jax.models.config import ModelConfig
 from marl_jax.tiny import plan
 from marl_jax.tiny.warm_start import ParamsPolicy
 
-_KEY = 7919
-
 
 def workflow_accuracy(config: ml_collections.ConfigDict, model: ModelConfig, params: Any,
                       num_problems: int = 128) -> dict[tuple[str, str], dict[str, float]]:
@@ -37,13 +35,13 @@ def workflow_accuracy(config: ml_collections.ConfigDict, model: ModelConfig, par
   sampling = evaluate_lib.sampling_params(config, config.eval.temperature)
   workflows = {source.workflow.name: source.workflow for source in p.roles}
   tasks = {source.task.kind: source.task for source in p.roles}
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), evaluate_lib.EVAL_KEY)  # as evaluate
   out = {}
   for family, task in tasks.items():
     problems = task.sample("eval", num_problems, seed=config.seed, step=0)
     for name, workflow in workflows.items():
-      episodes = rollout.run(workflow, policy, task, problems, 1,
-                             jax.random.fold_in(jax.random.PRNGKey(config.seed), _KEY),
-                             sampling, tokenizer, **evaluate_lib.rollout_options(config))
+      episodes = rollout.run(workflow, policy, task, problems, 1, key, sampling, tokenizer,
+                             **evaluate_lib.rollout_options(config))
       out[(name, family)] = episodes_lib.role_metrics(episodes)
   return out
 

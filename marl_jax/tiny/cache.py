@@ -84,6 +84,17 @@ def load(directory: str, key: str, shapes: Any) -> tuple[Any, dict] | None:
   return _unflatten(flat), record
 
 
+def ship(directory: str, key: str) -> str:
+  """Copies entry `key` of `directory` into SHIPPED_DIR (kept if there); returns its path."""
+  target = os.path.join(SHIPPED_DIR, key)
+  if not os.path.isdir(target):
+    source = os.path.join(directory, key)
+    if not os.path.isdir(source):
+      raise FileNotFoundError(f"no tiny base cache entry {source} to ship; build it first.")
+    shutil.copytree(source, target)
+  return target
+
+
 def save(directory: str, key: str, params: Any, record: dict) -> str:
   """Writes entry `key` atomically; returns its path. An existing entry is kept."""
   os.makedirs(directory, exist_ok=True)
