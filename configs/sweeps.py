@@ -9,7 +9,10 @@ r"""Sweep presets for launch/sweep.py: the experiment matrices (marl_jax.sweep).
 Presets (the argument):
   tiny    the tiny world: single, voting, eval_opt, orch_workers x math, code x
           tiny_s, tiny_m, tiny_l x SP, IP x seeds 0, 1 (96 runs) on the
-          warm-started tiny bases, the embedded defaults (60 steps).
+          warm-started tiny bases, with the RL settings of configs/demo.py
+          (full copies, lr 3e-4) at the published study's budget: 30 steps
+          of 8 problems x 8 samples, 256 sampled eval problems every 5 steps
+          (~2 CPU-minutes a run; docs/tiny_study/report.md).
   study   the reference study: the same workflows and tasks x Qwen3 0.6B, 1.7B,
           4B x SP, IP x seeds 0, 1 (96 runs), configs/default.py:study=1 (500
           steps). Checkpoint and data paths go in `overrides`, e.g.
@@ -46,7 +49,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.args = ""            # extra get_config arguments for every run, e.g. 'kind=full'
   c.overrides = ()       # 'field=value' for every run
   c.variants = ml_collections.ConfigDict()  # <name>: when, args, overrides (marl_jax.sweep)
-  if preset == "study":
+  if preset == "tiny":
+    c.base_config = "configs/demo.py"
+    c.overrides = ("rollout.batch_size=8", "train.steps=30", "train.eval_every=5",
+                   "train.checkpoint_every=10", "train.save_rollouts_every=5",
+                   "eval.num_problems=256")
+  elif preset == "study":
     c.axes.model = ("qwen3_0_6b", "qwen3_1_7b", "qwen3_4b")
     c.args = "study=1"
   elif preset == "smoke":

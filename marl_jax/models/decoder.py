@@ -34,6 +34,7 @@ from marl_jax.models.config import ModelConfig, as_dtype
 
 Params = dict[str, Any]
 LINEAR_NAMES = ("q", "k", "v", "o", "gate", "up", "down")
+UNROLL_MAX_LAYERS = 4  # deeper stacks scan: compile time independent of depth
 _NEG_INF = -1e30
 
 
@@ -140,21 +141,27 @@ def _attend(q, k, v, mask, config: ModelConfig, cache=None, cache_mask=None):
   """
   b, s, _, hd = q.shape
   n_kv, group = config.num_kv_heads, config.group_size
+  # Three-dimensional batched matmuls over (batch x kv head), the query heads
+  # of a group stacked along the query axis: XLA:CPU runs 5-D einsums with
+  # several batch dimensions through slow generic loops (4x slower forward).
   q = q.reshape(b, s, n_kv, group, hd).transpose(0, 2, 3, 1, 4) * (1.0 / math.sqrt(hd))
-  logits = jnp.einsum("bkgsd,bktd->bkgst", q, k, preferred_element_type=jnp.float32)
-  logits = jnp.where(mask[:, None, None, :, :], logits, _NEG_INF)
+  q = q.reshape(b * n_kv, group * s, hd)
+  scores = lambda keys: jnp.einsum(
+      "nqd,ntd->nqt", q, keys.reshape(b * n_kv, -1, hd).astype(q.dtype),
+      preferred_element_type=jnp.float32).reshape(b, n_kv, group, s, -1)
+  logits = jnp.where(mask[:, None, None, :, :], scores(k), _NEG_INF)
   if cache is not None:
-    cached = jnp.einsum("bkgsd,bktd->bkgst", q, cache[0].astype(q.dtype),
-                        preferred_element_type=jnp.float32)
-    cached = jnp.where(cache_mask[:, None, None, :, :], cached, _NEG_INF)
+    cached = jnp.where(cache_mask[:, None, None, :, :], scores(cache[0]), _NEG_INF)
     logits = jnp.concatenate([cached, logits], axis=-1)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(b * n_kv, group * s, -1)
+  mix = lambda p, values: jnp.einsum("nqt,ntd->nqd", p,
+                                     values.reshape(b * n_kv, -1, hd).astype(v.dtype))
   if cache is not None:
     t = cache[1].shape[2]
-    out = (jnp.einsum("bkgst,bktd->bkgsd", probs[..., :t], cache[1].astype(v.dtype))
-           + jnp.einsum("bkgst,bktd->bkgsd", probs[..., t:], v))
+    out = mix(probs[..., :t], cache[1]) + mix(probs[..., t:], v)
   else:
-    out = jnp.einsum("bkgst,bktd->bkgsd", probs, v)
+    out = mix(probs, v)
+  out = out.reshape(b, n_kv, group, s, hd)
   return out.transpose(0, 3, 1, 2, 4).reshape(b, s, n_kv * group * hd)
 
 
@@ -273,7 +280,11 @@ def forward_hidden(
 
   if remat:
     body = jax.checkpoint(body, prevent_cse=False)
-  h, new_kv = jax.lax.scan(body, h, (params["layers"], lora_layers, cache))
+  # Shallow stacks are unrolled: a scan's backward pass stacks every layer's
+  # residuals into zero-initialised [L, ...] buffers and slices them back out,
+  # which cost a 2-layer tiny model's update more than its matmuls.
+  h, new_kv = jax.lax.scan(body, h, (params["layers"], lora_layers, cache),
+                           unroll=config.num_layers <= UNROLL_MAX_LAYERS)
   if cache is not None:
     new_kv = tuple(jax.lax.dynamic_update_slice(c, new.astype(c.dtype), (0, 0, 0, cache_index, 0))
                    for c, new in zip(cache, new_kv))
