@@ -17,6 +17,7 @@ call, through the text of a call that produced it.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Mapping, Protocol, Sequence
 
 import jax
@@ -75,6 +76,7 @@ def run(
     max_prompt_len: int | Mapping[str, int] = DEFAULT_MAX_PROMPT_LEN,
     max_new_tokens: int | Mapping[str, int] | None = None,
     enable_thinking: bool = False,
+    timings: dict[str, float] | None = None,
 ) -> list[Episode]:
   """Runs `group_size` episodes of `workflow` per problem; returns them, problem-major.
 
@@ -87,12 +89,15 @@ def run(
       sampling.max_new_tokens). A stage samples up to its roles' largest
       limit and cuts each row to its own (equivalent to sampling with it).
     enable_thinking: passed to the chat template (Qwen3's thinking mode).
+    timings: if given, receives generate_s (every stage's sampling, prompt
+      building and parsing) and verify_s (the batched verification).
   Per-call correctness after verification: answer calls (generator, worker)
   are correct when their answer is; a choice (aggregator, synthesizer) is
   scored only when a shown candidate, or its own answer, is correct; a
   verdict is correct when it matches the truth of the judged answer (an
   empty or unparseable verdict is wrong). A reward of 1 counts as correct.
   """
+  start = time.perf_counter()
   if group_size < 1:
     raise ValueError(f"group_size must be >= 1, got {group_size}.")
   if not problems:
@@ -119,7 +124,11 @@ def run(
     for episode, stage, _ in rows:
       if stage.stop is not None and not episode.done and stage.stop(episode):
         episode.done = True
+  verify_start = time.perf_counter()
   _verify(episodes, workflow, task, problems)
+  if timings is not None:
+    timings["verify_s"] = time.perf_counter() - verify_start
+    timings["generate_s"] = verify_start - start
   return episodes
 
 

@@ -183,9 +183,14 @@ def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
   node[leaf] = _coerce(node[leaf], text, field)
 
 
+def load_config(path: str, args: str = "") -> ml_collections.ConfigDict:
+  """get_config(args) of a config file (as --config=path:args reads it)."""
+  return _config_module(path).get_config(args)
+
+
 def run_config(spec: RunSpec) -> ml_collections.ConfigDict:
   """The config the run trains with (base config + args + overrides), validated."""
-  config = _config_module(spec.base_config).get_config(spec.args)
+  config = load_config(spec.base_config, spec.args)
   for override in spec.overrides:
     apply_override(config, override)
   return config

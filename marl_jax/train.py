@@ -93,6 +93,26 @@ def _check_finite(raw: dict, step: int, store) -> None:
       "applied; the last checkpoint is intact. Lower rl.lr or check the rewards.")
 
 
+def _update_rows(run, batch, arrays, index, length_groups: int, par):
+  """A minibatch's device arrays and routing: whole, or split into length groups.
+
+  On a mesh the minibatch stays whole (a group's rows must split evenly over
+  the batch axes).
+  """
+  if length_groups == 1 or par.enabled:
+    return (batch_lib.select(arrays, index),
+            run.store.route([batch.row_roles[i] for i in index]))
+  host = jax.device_get(arrays)
+  groups = batch_lib.length_groups(host["valid"], index, length_groups)
+  mbs, routes = [], []
+  for rows, length in groups:
+    group = batch_lib.group_arrays(host, rows, length)
+    roles = [batch.row_roles[i] for i in rows]
+    mbs.append(par.put_rows(group))
+    routes.append(run.store.route(roles + [batch.roles[0]] * (len(group["tokens"]) - len(roles))))
+  return tuple(mbs), tuple(routes)
+
+
 def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_trainable,
                par: distributed.Parallel | None = None):
   """One RL step; returns (state, metrics, episodes).
@@ -107,12 +127,13 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
   problems = par.share(run.task.sample("train", rc.batch_size, seed=config.seed, step=step))
   t0 = time.perf_counter()
+  timings: dict[str, float] = {}
   with par.rollouts(run, state["trainable"]) as (rollout_run, trainable):
     store = rollout_run.store.replace(trainable=trainable)
     episodes = rollout.run(run.workflow, store, run.task, problems, rc.group_size,
                            jax.random.fold_in(key, 0),
                            evaluate_lib.sampling_params(config, rc.temperature), run.tokenizer,
-                           **evaluate_lib.rollout_options(config))
+                           **evaluate_lib.rollout_options(config), timings=timings)
   t1 = time.perf_counter()
   batch = par.gather(batch_lib.build(
       episodes, run.store.roles, grouping=rl.grouping, reward_mode=rl.reward_mode,
@@ -129,8 +150,7 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
   frozen = run.store.replace(trainable={})
   for _ in range(rl.epochs):
     for index in batch_lib.minibatches(batch, rl.minibatches, rng):
-      mb = batch_lib.select(arrays, index)
-      mb_route = run.store.route([batch.row_roles[i] for i in index])
+      mb, mb_route = _update_rows(run, batch, arrays, index, rl.length_groups, par)
       state, raw = par.train_step(state, frozen, mb, mb_route,
                                   cfg=cfg, optimizer=optimizer,
                                   num_roles=len(run.store.roles), role_grads=role_grads,
@@ -149,6 +169,10 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
       "reward_final/mean": float(batch.rewards_final.mean()),
       "reward_role/mean": float(batch.rewards_role.mean()),
       "time/rollout_s": t1 - t0, "time/update_s": t2 - t1,
+      "time/generate_s": timings["generate_s"], "time/verify_s": timings["verify_s"],
+      # Real (non-padding) share of the update's [rows, length] tokens: what
+      # padding every row to the batch's longest sequence costs.
+      "update/valid_token_fraction": float(batch.valid.mean()),
       "rollout_tokens_per_s": gen_tokens / max(t1 - t0, 1e-9),
       "update_tokens_per_s": float(batch.mask.sum()) * rl.epochs / max(t2 - t1, 1e-9)})
   return state, par.combine_metrics(metrics), episodes

@@ -8,6 +8,7 @@ import pytest
 from marl_jax.models import get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.policies import PolicyStore
+from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import slots, update
 
 CONFIG = get_preset("tiny_s", num_layers=1)
@@ -116,3 +117,37 @@ def test_updates_raise_logprob_of_positive_advantage_tokens():
     state, _ = update.train_step(state, sp.replace(trainable={}), arrays, route,
                                  cfg=update.LossConfig(), optimizer=opt, num_roles=2)
   assert mean_logp(state["trainable"]) > before + 0.05
+
+
+@pytest.mark.parametrize("mode,aggregation", [("shared", "seq_mean_token_mean"),
+                                              ("isolated", "token_mean")])
+def test_length_groups_change_no_number_of_the_update(mode, aggregation):
+  """Rows split into length groups (rl.batch.length_groups) give the whole batch's step."""
+  store = _store(mode)
+  roles = (0, 0, 0, 1) * 6
+  arrays, route = _batch(store, role_of_rows=roles, s=48)
+  host = {k: np.array(v) for k, v in arrays.items()}
+  host["valid"][:20, :30] = False   # 20 short rows (18 tokens), 4 long ones (48)
+  host["tokens"][:20, :30] = 0
+  host["mask"][3] = False           # an empty row counts in no denominator
+  # Padded tokens: 32 x 48 whole, 32 x 32 + 8 x 48 split.
+  groups = batch_lib.length_groups(host["valid"], np.arange(24), 2)
+  assert [length for _, length in groups] == [32, 48] and len(groups[0][0]) == 20
+  (whole_rows, width), = batch_lib.length_groups(host["valid"], np.arange(24), 1)
+  assert width == 48 and len(whole_rows) == 24
+  split = [batch_lib.group_arrays(host, rows, length) for rows, length in groups]
+  assert split[0]["tokens"].shape == (32, 32) and split[1]["tokens"].shape == (8, 48)
+  split_route = tuple(store.route([ROLES[roles[i]] for i in rows] + ["generator"] * (
+      len(part["tokens"]) - len(rows))) for (rows, _), part in zip(groups, split))
+  cfg = update.LossConfig(grad_clip=0.0, aggregation=aggregation)
+  whole = jax.tree.map(jnp.asarray, host)
+  new_w, m_w = _step(store, whole, route, role_grads=True, cfg=cfg)
+  new_g, m_g = _step(store, tuple(jax.tree.map(jnp.asarray, split)),
+                     jax.tree.map(jnp.asarray, split_route), role_grads=True, cfg=cfg)
+  for key in ("loss", "slot_grad_norms", "role_gram", "tokens", "pg_loss"):
+    np.testing.assert_allclose(m_g[key], m_w[key], rtol=2e-4, atol=1e-7, err_msg=key)
+  # Adam's first step is ~lr * sign(g): compare the steps, where |g| >> eps they agree.
+  for a, b in zip(jax.tree.leaves(new_g["trainable"]), jax.tree.leaves(new_w["trainable"])):
+    assert float(np.mean(np.abs(np.asarray(a) - np.asarray(b)))) < 1e-2 * 1e-2
+  with pytest.raises(ValueError, match="rl.length_groups"):
+    batch_lib.length_groups(host["valid"], np.arange(24), 0)

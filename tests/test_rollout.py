@@ -95,10 +95,15 @@ def test_sharing_modes_roll_out_identically_before_any_update(rollouts, name):
 def test_rollouts_are_deterministic_per_key(base):
   wf = workflows.get("voting", view="answer")
   store = PolicyStore.create(CONFIG, base, wf.roles, mode="isolated")
+  timings = {}
   run = lambda seed: [c.completion_tokens for e in rollout.run(
-      wf, store, TASK, PROBLEMS, GROUP, jax.random.PRNGKey(seed), SAMPLING, TOK) for c in e.calls]
+      wf, store, TASK, PROBLEMS, GROUP, jax.random.PRNGKey(seed), SAMPLING, TOK,
+      timings=timings) for c in e.calls]
   assert run(1) == run(1)
   assert run(1) != run(2)
+  # The step split of the trainer and the benchmark: sampling, then verification.
+  assert set(timings) == {"generate_s", "verify_s"}
+  assert timings["generate_s"] > 0 and timings["verify_s"] > 0
 
 
 def test_long_prompts_are_cut_from_the_left_for_the_model(base):

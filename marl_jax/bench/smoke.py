@@ -137,10 +137,21 @@ def _train(store, par, rows: int, length: int, new_tokens: int, steps: int, peak
                 old_logp=np.full((rows, length - 1), -2.0, np.float32),
                 advantages=rng.normal(size=rows).astype(np.float32),
                 role=roles.astype(np.int32), kl_coef=np.zeros(rows, np.float32))
-  route = store.route([store.roles[r] for r in roles])
+  return train_timing(store, par, arrays, steps, peak)
+
+
+def train_timing(store, par, arrays: dict[str, np.ndarray], steps: int, peak: float,
+                 remat: bool = True) -> dict[str, float]:
+  """Median seconds of the jitted PPO update on `arrays` (one row per sequence).
+
+  peak: TFLOP/s per device; returns update_s, update_tokens_per_s,
+  update_gflops (model FLOP/s), update_mfu and update_loss.
+  """
+  rows, length = arrays["tokens"].shape
+  route = store.route([store.roles[r] for r in arrays["role"]])
   optimizer = update.make_optimizer(1e-6, 100, schedule="constant")
   state = par.place_state(update.init_state(jax.tree.map(jnp.copy, store.trainable), optimizer))
-  static = dict(cfg=update.LossConfig(remat=True), optimizer=optimizer,
+  static = dict(cfg=update.LossConfig(remat=remat), optimizer=optimizer,
                 num_roles=len(store.roles))
   frozen, batch = store.replace(trainable={}), par.put_rows(arrays)
   state, metrics = par.train_step(state, frozen, batch, route, **static)  # compile
@@ -155,5 +166,6 @@ def _train(store, par, rows: int, length: int, new_tokens: int, steps: int, peak
   passes = 3 if store.kind == "full" else 2
   flops = passes * forward_flops(store.config, rows * length, length / 2)
   return {"update_s": seconds, "update_tokens_per_s": rows * length / seconds,
+          "update_gflops": flops / seconds / 1e9 / jax.device_count(),
           "update_mfu": flops / seconds / (peak * 1e12 * jax.device_count()),
           "update_loss": float(metrics["loss"])}

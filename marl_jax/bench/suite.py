@@ -9,7 +9,8 @@ from typing import Callable
 
 import jax
 
-from marl_jax.bench import generation
+from marl_jax import rollout_bench
+from marl_jax.bench import generation, rl_step, training
 from marl_jax.bench.timing import matmul_peak_gflops, memory_bandwidth_gbs
 from marl_jax.models import get_preset, init_params, load_pretrained
 
@@ -47,9 +48,43 @@ def generate_smollm2(repeats: int) -> dict:
   return out
 
 
+def train_tiny(repeats: int) -> dict:
+  # The tiny world's update: 128 rows (16 problems x 8 samples) of 96 tokens.
+  return training.compare_train_step("train_tiny", get_preset("tiny_m"), 128, 96, 32,
+                                     matmul_peak_gflops(), repeats)
+
+
+def train_6m(repeats: int) -> dict:
+  return training.compare_train_step("train_6m", training.mid_config(), 32, 128, 64,
+                                     matmul_peak_gflops(), repeats)
+
+
+def rollout_sp_ip(repeats: int) -> dict:
+  """Every workflow's rollout tokens/s, shared vs isolated (LoRA), at equal batch."""
+  out = {}
+  for workflow in ("voting", "eval_opt", "orch_workers"):
+    best = {}
+    for mode in ("shared", "isolated", "shared", "isolated"):  # interleaved against drift
+      result = rollout_bench.rollout_throughput(workflow, mode, repeats=repeats)
+      best[mode] = max(best.get(mode, 0.0), result["tokens_per_s"])
+    out[f"rollout_{workflow}/sp_tokens_per_s"] = best["shared"]
+    out[f"rollout_{workflow}/ip_tokens_per_s"] = best["isolated"]
+    out[f"rollout_{workflow}/ip_over_sp"] = best["isolated"] / best["shared"]
+  return out
+
+
+def rl_step_demo(repeats: int) -> dict:
+  del repeats
+  return rl_step.rl_steps(20)
+
+
 BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "generate_tiny": generate_tiny,
     "generate_smollm2": generate_smollm2,
+    "train_tiny": train_tiny,
+    "train_6m": train_6m,
+    "rollout_sp_ip": rollout_sp_ip,
+    "rl_step": rl_step_demo,
 }
 
 

@@ -9,6 +9,7 @@ grid; `mask`, `old_logp` and `ref_logp` live on the same grid.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any, Sequence
 
 import numpy as np
@@ -119,3 +120,53 @@ def minibatches(batch: TrainBatch, count: int, rng: np.random.Generator) -> list
 
 def select(arrays: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
   return {k: v[index] for k, v in arrays.items()}
+
+
+def length_groups(valid: np.ndarray, index: np.ndarray, count: int, *, min_rows: int = 8,
+                  min_len: int = 16) -> list[tuple[np.ndarray, int]]:
+  """Splits a minibatch's rows into <= `count` groups of similar length.
+
+  Rows padded to the batch's longest sequence waste most of an update when
+  roles' sequences differ in length (a Voting aggregator reads every
+  generator's answer). Each group is (row indices, bucketed length), its rows
+  padded to sampling.bucket(rows, min_rows); the split minimises the padded
+  tokens rows x length summed over groups. Padding rows (no valid token) are
+  dropped: they weigh nothing. One group (count = 1) is the whole minibatch.
+  """
+  if count < 1:
+    raise ValueError(f"rl.length_groups={count} must be >= 1 (1: no split).")
+  lengths = valid[index].sum(-1)
+  real = index[lengths > 0]
+  if count == 1 or len(real) == 0:
+    return [(index, valid.shape[1])]
+  buckets = np.array([min(sampling.bucket(int(n), min_len), valid.shape[1])
+                      for n in valid[real].sum(-1)])
+  order = np.argsort(buckets, kind="stable")
+  real, buckets = real[order], buckets[order]
+  edges = [i for i in range(1, len(real)) if buckets[i] != buckets[i - 1]]
+
+  def cost(cuts):
+    bounds = [0, *cuts, len(real)]
+    return sum(sampling.bucket(b - a, min_rows) * int(buckets[b - 1])
+               for a, b in zip(bounds[:-1], bounds[1:]))
+
+  best = min((c for k in range(min(count - 1, len(edges)) + 1)
+              for c in itertools.combinations(edges, k)), key=cost)
+  bounds = [0, *best, len(real)]
+  return [(real[a:b], int(buckets[b - 1])) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def group_arrays(arrays: dict[str, np.ndarray], rows: np.ndarray, length: int,
+                 min_rows: int = 8) -> dict[str, np.ndarray]:
+  """The arrays of `rows`, cut to their last `length` positions (left padding)
+  and padded with empty rows to sampling.bucket(len(rows), min_rows)."""
+  size = sampling.bucket(len(rows), min_rows)
+  full = arrays["tokens"].shape[1]
+  out = {}
+  for key, value in arrays.items():
+    value = value[rows]
+    if value.ndim == 2:
+      value = value[:, value.shape[1] - (length if value.shape[1] == full else length - 1):]
+    out[key] = np.concatenate([value, np.zeros((size - len(rows),) + value.shape[1:],
+                                               value.dtype)])
+  return out

@@ -72,7 +72,13 @@ def init_state(trainable: Any, optimizer: optax.GradientTransformation) -> dict[
           "opt_state": optimizer.init(trainable)}
 
 
-def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles: int):
+def _denominator(mask: jax.Array, cfg: LossConfig) -> jax.Array:
+  return losses.aggregate(jnp.zeros(mask.shape, jnp.float32), mask, cfg.aggregation,
+                          cfg.constant)[1]
+
+
+def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles: int,
+          denom: jax.Array | None = None):
   logp, entropy = store.token_logprobs(
       batch["tokens"], batch["valid"], route, trainable=trainable,
       temperature=cfg.temperature, chunk_size=cfg.chunk_size, remat=cfg.remat)
@@ -84,9 +90,9 @@ def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles
   if cfg.use_kl:
     kl = losses.kl_divergence(logp, batch["ref_logp"], cfg.kl_estimator)
     token_loss = token_loss + batch["kl_coef"][:, None] * kl
-  _, denom = losses.aggregate(token_loss, mask, cfg.aggregation, cfg.constant)
   total, _ = losses.aggregate(token_loss * row_weight[:, None], mask, cfg.aggregation,
                               cfg.constant)
+  denom = _denominator(mask, cfg) if denom is None else denom  # None: this batch's own
   loss = total / jnp.maximum(denom, 1e-9)
   tokens = mask.astype(jnp.float32)
   by_role = jax.nn.one_hot(batch["role"], num_roles).T * row_weight  # [R, B]
@@ -109,13 +115,15 @@ def _gram(grads_r: Any) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("cfg", "optimizer", "num_roles", "role_grads",
                                              "interventions"),
                    donate_argnames=("state",))
-def train_step(state: dict[str, Any], store: Any, batch: dict[str, jax.Array],
-               route: dict[str, jax.Array], *, cfg: LossConfig,
+def train_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
                optimizer: optax.GradientTransformation, num_roles: int,
                role_grads: bool = False,
                interventions: interventions_lib.Interventions | None = None
                ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
   """One AdamW step on a minibatch; returns the new state and raw metrics.
+
+  `batch` and `route` are a minibatch's arrays and routing, or tuples of
+  them, one per length group of its rows (rl.batch.length_groups).
 
   A non-finite loss or gradient leaves the state unchanged and sets
   metrics['finite'] to False (the trainer raises, naming step and role).
@@ -123,20 +131,31 @@ def train_step(state: dict[str, Any], store: Any, batch: dict[str, jax.Array],
   are summed (forcing the role_grads path) or weight each role's loss.
   """
   trainable = state["trainable"]
+  # Length groups (rl.batch.length_groups): one loss over every group's rows,
+  # normalised by the denominator of them all, so the split changes no number.
+  groups = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+  routes = tuple(route) if isinstance(route, (tuple, list)) else (route,)
+  denom = sum(_denominator(g["mask"], cfg) for g in groups)
   # --- interventions (rl.interventions): per-role loss weights, per-role grads ---
-  row_scale = interventions_lib.row_scale(batch["role"], num_roles, interventions)
+  row_scales = [interventions_lib.row_scale(g["role"], num_roles, interventions) for g in groups]
   role_grads = role_grads or bool(interventions and interventions.needs_role_grads)
   istate = state.get("interventions", {})
-  loss_fn = functools.partial(_loss, store=store, batch=batch, route=route, cfg=cfg,
-                              num_roles=num_roles)
-  value_and_grad = jax.value_and_grad(lambda t, w: loss_fn(t, row_weight=w), has_aux=True)
+
+  def value_and_grad(row_weights):
+    """((loss, aux), grads) of the groups' rows weighted by row_weights (one per group)."""
+    outs = [jax.value_and_grad(functools.partial(
+        _loss, store=store, batch=g, route=r, row_weight=w, cfg=cfg, num_roles=num_roles,
+        denom=denom), has_aux=True)(trainable) for g, r, w in zip(groups, routes, row_weights)]
+    return jax.tree.map(lambda *xs: sum(xs), *outs)
+
   metrics = {}
   if role_grads:
-    weights = jax.nn.one_hot(batch["role"], num_roles).T * row_scale  # [R, B]
     # One backward pass per role, stacked. Not jax.vmap: XLA:CPU returned
     # per-role decoder gradients whose sum was off by 2-50% (sequences >= 32
     # tokens; tests/test_rl_update.py checks the sum against the full gradient).
-    per_role = [value_and_grad(trainable, weights[r]) for r in range(num_roles)]
+    per_role = [value_and_grad([jax.nn.one_hot(g["role"], num_roles)[:, r] * scale
+                                for g, scale in zip(groups, row_scales)])
+                for r in range(num_roles)]
     stack = lambda *xs: jnp.stack(xs)
     (loss_r, aux_r), grads_r = jax.tree.map(stack, *per_role)
     loss = loss_r.sum()
@@ -150,7 +169,7 @@ def train_step(state: dict[str, Any], store: Any, batch: dict[str, jax.Array],
       grads = jax.tree.map(lambda g: g.sum(0), grads_r)
       metrics.update(imetrics)
   else:
-    (loss, aux), grads = value_and_grad(trainable, row_scale)
+    (loss, aux), grads = value_and_grad(row_scales)
   grads, slot_norms = slots.clip_by_slot(store.routing, grads, cfg.grad_clip)
   finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(slot_norms))
   updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)

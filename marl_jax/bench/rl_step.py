@@ -1,0 +1,68 @@
+"""A short RL run in-process: the full step split, and every compilation it triggers.
+
+The demo's job (configs/demo.py: Voting, math, tiny_m, shared full copies,
+16 problems x 8 samples) runs `steps` RL steps through marl_jax.train's own
+step function. Reported: median seconds per step of generation (every
+stage's sampling, prompts and parsing), verification, and the update, over
+the steps after the first; and the XLA compilations (jax's backend-compile
+event) in the first step and in all later steps — which must be zero once
+the length buckets a run meets have been compiled; and the real share of the
+update batch's padded tokens.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax._src import dispatch, monitoring
+
+from marl_jax import build as build_lib
+from marl_jax import sampling, sweep, train
+from marl_jax.rl import update
+
+DEMO = os.path.join(sweep.REPO, "configs", "demo.py")
+
+
+def rl_steps(steps: int = 20, args: str = "workflow=voting,task=math,model=tiny_m",
+             config_path: str = DEMO) -> dict[str, Any]:
+  config = sweep.load_config(config_path, args)
+  run = build_lib.build(config)
+  optimizer = update.make_optimizer(config.rl.lr, steps, config.rl.warmup_steps)
+  init_trainable = run.store.trainable
+  state = update.init_state(jax.tree.map(jnp.copy, init_trainable), optimizer)
+  cfg = train.loss_config(config)
+  compiles = [0]
+
+  def count(event: str, duration: float, **kwargs) -> None:
+    del duration, kwargs
+    if event == dispatch.BACKEND_COMPILE_EVENT:
+      compiles[-1] += 1
+
+  monitoring.register_event_duration_secs_listener(count)
+  split = {"generate_s": [], "verify_s": [], "update_s": []}
+  valid = []
+  try:
+    for step in range(steps):
+      compiles.append(0)
+      state, metrics, _ = train.train_step(run, state, step, optimizer, cfg, init_trainable)
+      for key in split:
+        split[key].append(metrics[f"time/{key}"])
+      valid.append(metrics["update/valid_token_fraction"])
+  finally:
+    monitoring.unregister_event_duration_listener(count)
+  first, later = compiles[1], compiles[2:]
+  out = {f"rl_step/{k}": float(np.median(v[1:])) for k, v in split.items()}
+  out["rl_step/step_s"] = sum(out[f"rl_step/{k}"] for k in split)
+  for key in split:
+    out[f"rl_step/{key.replace('_s', '_fraction')}"] = out[f"rl_step/{key}"] / out["rl_step/step_s"]
+  out.update({"rl_step/steps": steps,
+              "rl_step/update_valid_token_fraction": float(np.mean(valid)),
+              "rl_step/compiles_first_step": first,
+              "rl_step/compiles_after_first_step": int(sum(later)),
+              "rl_step/compiles_after_step_5": int(sum(later[4:])),
+              "rl_step/sampler_shapes": sampling.compiled_shapes()})
+  return out
