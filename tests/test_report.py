@@ -83,6 +83,18 @@ def test_claims_are_computed_from_the_runs(sweep_dir):
   assert "generator dominates in 2/2" in found["dominant"].lines[1]
 
 
+def test_single_workflow_reference_may_come_from_either_policy(tmp_path):
+  """A sweep that runs the one-role single workflow only under SP still has
+  the N = 1 reference for Voting under IP (SP and IP are the same model there)."""
+  root = str(tmp_path)
+  _write_run(root, "single", "shared", 0)
+  _write_run(root, "voting", "isolated", 0, amplify=2.0)
+  pairs = claims.amplification_pairs(claims.score(report.load_sweep(root)), "isolated")
+  assert [(ref.cell["workflow"], ref.cell["policy"]) for _, ref, _ in pairs] == [
+      ("single", "shared")]
+  assert pairs[0][2] == pytest.approx(2.0)
+
+
 def test_claims_can_fail(tmp_path):
   root = str(tmp_path)
   for policy in ("shared", "isolated"):

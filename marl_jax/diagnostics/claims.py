@@ -151,9 +151,11 @@ def _reference(s: Scored, scored: Sequence[Scored]) -> tuple[Scored, str] | None
     if o.cell["agents"] == 1 and same(o):
       return o, PARALLEL_ROLE[c["workflow"]]
   if c["workflow"] == "voting":
-    for o in scored:
-      if same(o, workflow="single"):
-        return o, "generator"
+    # One role: the single workflow's SP and IP runs are the same model, so
+    # either serves (a sweep may run only one of them).
+    singles = [o for o in scored if same(o, workflow="single", policy=o.cell["policy"])]
+    for o in sorted(singles, key=lambda o: o.cell["policy"] != c["policy"]):
+      return o, "generator"
   return None
 
 
