@@ -28,7 +28,9 @@ WORKFLOWS = ("single", "voting", "majority_vote", "eval_opt", "orch_workers")
 POLICIES = ("shared", "isolated", "hybrid")
 TASKS = ("math", "code")
 _ARG_DEFAULTS = dict(workflow="voting", task="math", model="tiny_m", policy="shared",
-                     kind="lora", grouping="episode", seed="0", study="0")
+                     kind="lora", grouping="episode", seed="0", study="0", agents="")
+# The option that sets a workflow's number of parallel same-role agents (agents=N).
+_AGENT_OPTION = {"voting": "n", "majority_vote": "n", "orch_workers": "m"}
 
 # Task registry names per family: tiny world, reference study.
 _TASKS = {("math", False): "arithmetic", ("code", False): "tiny_code",
@@ -72,6 +74,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.workflow = ml_collections.ConfigDict()
   c.workflow.name = args["workflow"]
   c.workflow.options = ml_collections.ConfigDict()
+  if args["agents"]:
+    if args["workflow"] not in _AGENT_OPTION:
+      raise ValueError(f"Config argument agents={args['agents']} needs a workflow with parallel "
+                       f"agents {sorted(_AGENT_OPTION)}, not {args['workflow']!r}.")
+    c.workflow.options[_AGENT_OPTION[args["workflow"]]] = int(args["agents"])
   c.workflow.prompts = ml_collections.ConfigDict()  # overrides of workflows.prompts
 
   c.policy = ml_collections.ConfigDict()

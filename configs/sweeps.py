@@ -12,7 +12,8 @@ Presets (the argument):
           warm-started tiny bases, with the RL settings of configs/demo.py
           (full copies, lr 3e-4) at the published study's budget: 30 steps
           of 8 problems x 8 samples, 256 sampled eval problems every 5 steps
-          (~2 CPU-minutes a run; docs/tiny_study/report.md).
+          (~1-2 CPU-minutes a run; docs/tiny_study/report.md), plus 8
+          N = 1 references (voting n = 1, orch_workers m = 1; tiny_m, IP).
   study   the reference study: the same workflows and tasks x Qwen3 0.6B, 1.7B,
           4B x SP, IP x seeds 0, 1 (96 runs), configs/default.py:study=1 (500
           steps). Checkpoint and data paths go in `overrides`, e.g.
@@ -54,6 +55,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.overrides = ("rollout.batch_size=8", "train.steps=30", "train.eval_every=5",
                    "train.checkpoint_every=10", "train.save_rollouts_every=5",
                    "eval.num_problems=256")
+    # N = 1 references of same-role amplification (claim 3) at the middle scale.
+    for workflow in ("voting", "orch_workers"):
+      c.variants[f"{workflow}_n1"] = ml_collections.ConfigDict(dict(
+          when=f"workflow={workflow},model=tiny_m,policy=isolated", args="agents=1",
+          overrides=()))
   elif preset == "study":
     c.axes.model = ("qwen3_0_6b", "qwen3_1_7b", "qwen3_4b")
     c.args = "study=1"

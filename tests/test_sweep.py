@@ -42,7 +42,11 @@ def _smoke(tmp_path, **axes):
 
 def test_tiny_preset_is_the_full_tiny_matrix_with_readable_names(tmp_path):
   specs = sweep.expand(sweeps.get_config("tiny"), str(tmp_path))
-  assert len(specs) == 4 * 2 * 3 * 2 * 2
+  main = [s for s in specs if not s.name.endswith("_n1")]
+  assert len(main) == 4 * 2 * 3 * 2 * 2 and len(specs) == len(main) + 8
+  reference = sweep.run_config(
+      specs[[s.name for s in specs].index("orch_workers-code-tiny_m-isolated-s1-orch_workers_n1")])
+  assert reference.workflow.options.to_dict() == {"m": 1}  # claim 3's N = 1 reference
   names = [s.name for s in specs]
   assert len(set(names)) == len(names) and "voting-math-tiny_m-shared-s0" in names
   spec = specs[names.index("orch_workers-code-tiny_l-isolated-s1")]
