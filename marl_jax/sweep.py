@@ -265,11 +265,18 @@ def status_table(statuses: Sequence[RunStatus]) -> str:
 
 
 def write_manifest(root: str, sweep: ml_collections.ConfigDict, specs: Sequence[RunSpec]) -> str:
+  """Writes <root>/sweep.json; runs already listed there stay listed (an --only
+  subset run later adds its runs, it does not drop the others')."""
   os.makedirs(root, exist_ok=True)
   path = os.path.join(root, MANIFEST)
   runs = [{"name": s.name, "point": dict(s.point), "args": s.args,
            "overrides": list(s.overrides), "workdir": s.workdir, "command": s.shell_command()}
           for s in specs]
+  if os.path.exists(path):
+    with open(path) as f:
+      listed = json.load(f).get("runs", [])
+    new = {r["name"] for r in runs}
+    runs = [r for r in listed if r["name"] not in new] + runs
   with open(path + ".tmp", "w") as f:
     json.dump({"sweep": json.loads(sweep.to_json_best_effort()), "runs": runs}, f, indent=1)
   os.replace(path + ".tmp", path)

@@ -142,3 +142,7 @@ def test_local_runner_runs_in_parallel_skips_finished_and_resumes(tmp_path):
   assert "4/4" in table and table.splitlines()[-1] == "4 done"
   manifest = sweep.write_manifest(str(tmp_path / "sw"), config, specs)
   assert [r["name"] for r in json.load(open(manifest))["runs"]] == [s.name for s in specs]
+  # A later --only subset adds to the manifest; the report still sees every run.
+  sweep.write_manifest(str(tmp_path / "sw"), config, specs[-1:])
+  assert sorted(r["name"] for r in json.load(open(manifest))["runs"]) == sorted(
+      s.name for s in specs)
