@@ -65,16 +65,24 @@ def aggregate(values: jax.Array, mask: jax.Array, mode: str = "seq_mean_token_me
   """
   mask = mask.astype(values.dtype)
   masked = values * mask
-  tokens = mask.sum(-1)
-  rows = (tokens > 0).astype(values.dtype)
-  if mode == "token_mean":
-    return masked.sum(), tokens.sum()
+  denom = denominator(mask, mode, constant)
   if mode == "seq_mean_token_mean":
-    return (masked.sum(-1) / jnp.maximum(tokens, 1.0)).sum(), rows.sum()
-  if mode == "seq_mean_token_sum":
-    return masked.sum(), rows.sum()
+    return (masked.sum(-1) / jnp.maximum(mask.sum(-1), 1.0)).sum(), denom
+  return masked.sum(), denom
+
+
+def denominator(mask: jax.Array, mode: str = "seq_mean_token_mean",
+                constant: float = 1.0) -> jax.Array:
+  """The denominator of `aggregate` (it depends on the mask only): a batch
+  split into parts has the sum of the parts' denominators."""
+  tokens = mask.astype(jnp.float32).sum(-1)
+  rows = (tokens > 0).astype(jnp.float32)
+  if mode == "token_mean":
+    return tokens.sum()
+  if mode in ("seq_mean_token_mean", "seq_mean_token_sum"):
+    return rows.sum()
   if mode == "constant":
-    return masked.sum(), rows.sum() * constant
+    return rows.sum() * constant
   raise ValueError(f"Unknown loss aggregation {mode!r}; valid: {AGGREGATIONS}.")
 
 

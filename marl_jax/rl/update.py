@@ -72,11 +72,6 @@ def init_state(trainable: Any, optimizer: optax.GradientTransformation) -> dict[
           "opt_state": optimizer.init(trainable)}
 
 
-def _denominator(mask: jax.Array, cfg: LossConfig) -> jax.Array:
-  return losses.aggregate(jnp.zeros(mask.shape, jnp.float32), mask, cfg.aggregation,
-                          cfg.constant)[1]
-
-
 def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles: int,
           denom: jax.Array | None = None):
   logp, entropy = store.token_logprobs(
@@ -90,9 +85,9 @@ def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles
   if cfg.use_kl:
     kl = losses.kl_divergence(logp, batch["ref_logp"], cfg.kl_estimator)
     token_loss = token_loss + batch["kl_coef"][:, None] * kl
-  total, _ = losses.aggregate(token_loss * row_weight[:, None], mask, cfg.aggregation,
-                              cfg.constant)
-  denom = _denominator(mask, cfg) if denom is None else denom  # None: this batch's own
+  total, own = losses.aggregate(token_loss * row_weight[:, None], mask, cfg.aggregation,
+                                cfg.constant)
+  denom = own if denom is None else denom  # given: the denominator of every length group
   loss = total / jnp.maximum(denom, 1e-9)
   tokens = mask.astype(jnp.float32)
   by_role = jax.nn.one_hot(batch["role"], num_roles).T * row_weight  # [R, B]
@@ -135,7 +130,7 @@ def train_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg
   # normalised by the denominator of them all, so the split changes no number.
   groups = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
   routes = tuple(route) if isinstance(route, (tuple, list)) else (route,)
-  denom = sum(_denominator(g["mask"], cfg) for g in groups)
+  denom = sum(losses.denominator(g["mask"], cfg.aggregation, cfg.constant) for g in groups)
   # --- interventions (rl.interventions): per-role loss weights, per-role grads ---
   row_scales = [interventions_lib.row_scale(g["role"], num_roles, interventions) for g in groups]
   role_grads = role_grads or bool(interventions and interventions.needs_role_grads)
