@@ -42,6 +42,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from marl_jax import sharding
+from marl_jax.rl.batch import pad_rows  # pylint: disable=unused-import (distributed.pad_rows)
 
 DISTRIBUTED_MODES = ("auto", "on", "off")
 ROLLOUT_PARAMS = ("auto", "sharded", "replicated")
@@ -98,19 +99,6 @@ def share(items: Sequence[Any], index: int | None = None, count: int | None = No
                      "processes; make rollout.batch_size a multiple of the process count.")
   size = len(items) // count
   return list(items[index * size:(index + 1) * size])
-
-
-def pad_rows(arrays: Mapping[str, np.ndarray], rows: int, length: int) -> dict[str, np.ndarray]:
-  """Pads a TrainBatch's arrays to `rows` rows and sequence `length` (left, like build)."""
-  out = {}
-  for key, x in arrays.items():
-    x = np.asarray(x)
-    widths = [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
-    if x.ndim == 2:  # tokens / valid [B, S]; scores [B, S - 1]; all left-padded
-      target = length if key in ("tokens", "valid") else length - 1
-      widths[1] = (target - x.shape[1], 0)
-    out[key] = np.pad(x, widths)
-  return out
 
 
 def _allgather(x: np.ndarray) -> np.ndarray:

@@ -140,7 +140,7 @@ def length_groups(valid: np.ndarray, index: np.ndarray, count: int, *, min_rows:
   if count == 1 or len(real) == 0:
     return [(index, valid.shape[1])]
   buckets = np.array([min(sampling.bucket(int(n), min_len), valid.shape[1])
-                      for n in valid[real].sum(-1)])
+                      for n in lengths[lengths > 0]])
   order = np.argsort(buckets, kind="stable")
   real, buckets = real[order], buckets[order]
   edges = [i for i in range(1, len(real)) if buckets[i] != buckets[i - 1]]
@@ -160,13 +160,24 @@ def group_arrays(arrays: dict[str, np.ndarray], rows: np.ndarray, length: int,
                  min_rows: int = 8) -> dict[str, np.ndarray]:
   """The arrays of `rows`, cut to their last `length` positions (left padding)
   and padded with empty rows to sampling.bucket(len(rows), min_rows)."""
-  size = sampling.bucket(len(rows), min_rows)
-  full = arrays["tokens"].shape[1]
+  cut = {k: v[:, -_width(k, length):] if v.ndim == 2 else v
+         for k, v in select(arrays, rows).items()}
+  return pad_rows(cut, sampling.bucket(len(rows), min_rows), length)
+
+
+def _width(key: str, length: int) -> int:
+  """Columns of a [B, *] array of a batch of sequence length `length`: tokens
+  and valid hold every position, scores ([B, S - 1]) every next token."""
+  return length if key in ("tokens", "valid") else length - 1
+
+
+def pad_rows(arrays: dict[str, Any], rows: int, length: int) -> dict[str, np.ndarray]:
+  """Pads a TrainBatch's arrays to `rows` rows and sequence `length` (left, like build)."""
   out = {}
-  for key, value in arrays.items():
-    value = value[rows]
-    if value.ndim == 2:
-      value = value[:, value.shape[1] - (length if value.shape[1] == full else length - 1):]
-    out[key] = np.concatenate([value, np.zeros((size - len(rows),) + value.shape[1:],
-                                               value.dtype)])
+  for key, x in arrays.items():
+    x = np.asarray(x)
+    widths = [(0, rows - x.shape[0])] + [(0, 0)] * (x.ndim - 1)
+    if x.ndim == 2:  # tokens / valid [B, S]; scores [B, S - 1]; all left-padded
+      widths[1] = (_width(key, length) - x.shape[1], 0)
+    out[key] = np.pad(x, widths)
   return out
