@@ -93,16 +93,16 @@ def _check_finite(raw: dict, step: int, store) -> None:
       "applied; the last checkpoint is intact. Lower rl.lr or check the rewards.")
 
 
-def _update_rows(run, batch, arrays, index, length_groups: int, par):
-  """A minibatch's device arrays and routing: whole, or split into length groups.
+def _update_rows(run, batch, arrays, host, index, length_groups: int, par):
+  """A minibatch's device arrays and routing: whole, or split into length groups
+  (cut from `host`, the step's arrays on the host; None when not grouping).
 
   On a mesh the minibatch stays whole (a group's rows must split evenly over
   the batch axes).
   """
-  if length_groups == 1 or par.enabled:
+  if host is None:
     return (batch_lib.select(arrays, index),
             run.store.route([batch.row_roles[i] for i in index]))
-  host = jax.device_get(arrays)
   groups = batch_lib.length_groups(host["valid"], index, length_groups)
   mbs, routes = [], []
   for rows, length in groups:
@@ -143,6 +143,8 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
   route = par.put_rows(run.store.route(batch.row_roles))
   if cfg.use_kl:
     arrays["ref_logp"] = _reference_logp(run, arrays, route, init_trainable, cfg)
+  grouped = rl.length_groups != 1 and not par.enabled  # 0 and below: length_groups raises
+  host = jax.device_get(arrays) if grouped else None  # once per step, for every minibatch
   role_grads = bool(rl.role_grad_every) and step % rl.role_grad_every == 0
   icfg = interventions.from_config(config, run.workflow)  # off unless config.interventions
   rng = np.random.default_rng([config.seed, step])
@@ -150,7 +152,7 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
   frozen = run.store.replace(trainable={})
   for _ in range(rl.epochs):
     for index in batch_lib.minibatches(batch, rl.minibatches, rng):
-      mb, mb_route = _update_rows(run, batch, arrays, index, rl.length_groups, par)
+      mb, mb_route = _update_rows(run, batch, arrays, host, index, rl.length_groups, par)
       state, raw = par.train_step(state, frozen, mb, mb_route,
                                   cfg=cfg, optimizer=optimizer,
                                   num_roles=len(run.store.roles), role_grads=role_grads,
