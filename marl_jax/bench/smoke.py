@@ -126,17 +126,24 @@ def run(preset: str = "qwen3_0_6b", *, batch: int = 64, prompt_len: int = 512,
   return out
 
 
-def _train(store, par, rows: int, length: int, new_tokens: int, steps: int, peak: float
-           ) -> dict[str, float]:
+def synthetic_rows(vocab_size: int, rows: int, length: int, new_tokens: int,
+                   num_roles: int = 1) -> dict[str, np.ndarray]:
+  """An update batch of random tokens: rows of `length`, the last `new_tokens`
+  scored, roles assigned round-robin."""
   rng = np.random.default_rng(1)
-  roles = np.arange(rows) % len(store.roles)
   mask = np.zeros((rows, length - 1), bool)
   mask[:, -new_tokens:] = True
-  arrays = dict(tokens=rng.integers(10, store.config.vocab_size, (rows, length)).astype(np.int32),
-                valid=np.ones((rows, length), bool), mask=mask,
-                old_logp=np.full((rows, length - 1), -2.0, np.float32),
-                advantages=rng.normal(size=rows).astype(np.float32),
-                role=roles.astype(np.int32), kl_coef=np.zeros(rows, np.float32))
+  return dict(tokens=rng.integers(10, vocab_size, (rows, length)).astype(np.int32),
+              valid=np.ones((rows, length), bool), mask=mask,
+              old_logp=np.full((rows, length - 1), -2.0, np.float32),
+              advantages=rng.normal(size=rows).astype(np.float32),
+              role=(np.arange(rows) % num_roles).astype(np.int32),
+              kl_coef=np.zeros(rows, np.float32))
+
+
+def _train(store, par, rows: int, length: int, new_tokens: int, steps: int, peak: float
+           ) -> dict[str, float]:
+  arrays = synthetic_rows(store.config.vocab_size, rows, length, new_tokens, len(store.roles))
   return train_timing(store, par, arrays, steps, peak)
 
 

@@ -33,17 +33,6 @@ def mid_config() -> ModelConfig:
   return get_preset("tiny_m", **MID)
 
 
-def _batch(config: ModelConfig, rows: int, length: int, new_tokens: int) -> dict[str, np.ndarray]:
-  rng = np.random.default_rng(1)
-  mask = np.zeros((rows, length - 1), bool)
-  mask[:, -new_tokens:] = True
-  return dict(tokens=rng.integers(3, config.vocab_size, (rows, length)).astype(np.int32),
-              valid=np.ones((rows, length), bool), mask=mask,
-              old_logp=np.full((rows, length - 1), -2.0, np.float32),
-              advantages=rng.normal(size=rows).astype(np.float32),
-              role=np.zeros(rows, np.int32), kl_coef=np.zeros(rows, np.float32))
-
-
 def torch_step_seconds(config: ModelConfig, params: Any, arrays: dict[str, np.ndarray],
                        repeats: int) -> float:
   """Median seconds of an eager forward + backward + AdamW step of transformers' model."""
@@ -79,7 +68,7 @@ def compare_train_step(name: str, config: ModelConfig, rows: int, length: int,
   """Our step (marl_jax.rl.update via PolicyStore, full copies) vs torch eager."""
   params = init_params(config, jax.random.PRNGKey(0))
   store = PolicyStore.create(config, params, ("generator",), mode="shared", kind="full")
-  arrays = _batch(config, rows, length, new_tokens)
+  arrays = smoke.synthetic_rows(config.vocab_size, rows, length, new_tokens)
   ours = smoke.train_timing(store, distributed.Parallel(None), arrays, repeats,
                             peak_gflops / 1e3, remat=False)  # as marl_jax.train
   theirs = torch_step_seconds(config, params, arrays, repeats)
