@@ -108,7 +108,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rl.clip_high = 0.28
   c.rl.epochs = 1
   c.rl.minibatches = 1
-  c.rl.length_groups = 2         # update rows split into <= k groups of similar length (1: off)
+  c.rl.update_rows = 64          # update chunk rows, sorted by length (rl.batch.length_chunks; 0: whole)
   c.rl.aggregation = "seq_mean_token_mean"
   c.rl.grouping = args["grouping"]
   c.rl.estimator = "grpo"

@@ -37,7 +37,6 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import numpy as np
 
@@ -302,9 +301,10 @@ class Parallel:
     return gather(batch)
 
   def put_rows(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
-    """Host arrays -> device arrays, rows over the batch axes (jnp.asarray on one device)."""
+    """Host arrays -> device arrays, rows over the batch axes (one device: device_put,
+    which unlike jnp.asarray compiles nothing for a new shape)."""
     if not self.enabled:
-      return jax.tree.map(jnp.asarray, dict(arrays))
+      return jax.device_put(dict(arrays))
     return {k: sharding.put(v, sharding.rows_sharding(self.mesh, np.shape(v)))
             for k, v in arrays.items()}
 
@@ -313,7 +313,8 @@ class Parallel:
     """rl.update.train_step, with explicit shardings on a mesh."""
     from marl_jax.rl import update  # pylint: disable=g-import-not-at-top
     if not self.enabled:
-      return update.train_step(state, store, batch, jax.tree.map(jnp.asarray, route), **static)
+      return update.train_step(state, store, batch, jax.device_put(route), **static)
+    static.pop("warm_role_grads", None)  # the mesh's one program per minibatch compiles as met
     return sharding.jit_train_step(self.mesh, state, store, batch, route,
                                    rules=self.state_rules, **static)
 

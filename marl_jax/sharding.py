@@ -280,7 +280,7 @@ def slot_axis(num_slots: int) -> str | None:
 def _jitted_step(static: tuple, state_sh: "_Hashable", store_sh: "_Hashable",
                  batch_sh: "_Hashable", route_sh: "_Hashable", out_sh: "_Hashable"):
   from marl_jax.rl import update  # pylint: disable=g-import-not-at-top
-  step = functools.partial(update.train_step, **dict(static))
+  step = functools.partial(update.step, **dict(static))
   in_sh = tuple(x.tree for x in (state_sh, store_sh, batch_sh, route_sh))
   return jax.jit(step, in_shardings=in_sh, out_shardings=out_sh.tree, donate_argnums=0)
 
@@ -303,7 +303,7 @@ class _Hashable:
 def jit_train_step(mesh: Mesh, state: Any, store: Any, batch: Mapping[str, Any],
                    route: Mapping[str, Any], *, rules: rules_lib.Rules = TRAIN_RULES,
                    **static) -> tuple[Any, ...]:
-  """Runs rl.update.train_step under jit with explicit in/out shardings.
+  """Runs rl.update.step under jit with explicit in/out shardings.
 
   The state (trainable, optimizer state, step) and the store keep their
   sharding by `rules` (the state is donated); batch rows are spread over the

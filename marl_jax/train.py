@@ -93,23 +93,22 @@ def _check_finite(raw: dict, step: int, store) -> None:
       "applied; the last checkpoint is intact. Lower rl.lr or check the rewards.")
 
 
-def _update_rows(run, batch, arrays, host, index, length_groups: int, par):
-  """A minibatch's device arrays and routing: whole, or split into length groups
-  (cut from `host`, the step's arrays on the host; None when not grouping).
+def _update_rows(run, batch, arrays, host, index, update_rows: int, par):
+  """A minibatch's device arrays and routing: whole, or cut into update chunks
+  of rows of similar length (rl.batch.length_chunks) from `host`, the step's
+  arrays on the host (None when not chunking).
 
-  On a mesh the minibatch stays whole (a group's rows must split evenly over
+  On a mesh the minibatch stays whole (a chunk's rows must split evenly over
   the batch axes).
   """
   if host is None:
     return (batch_lib.select(arrays, index),
             run.store.route([batch.row_roles[i] for i in index]))
-  groups = batch_lib.length_groups(host["valid"], index, length_groups)
   mbs, routes = [], []
-  for rows, length in groups:
-    group = batch_lib.group_arrays(host, rows, length)
+  for rows, length, padded in batch_lib.length_chunks(host["valid"], index, update_rows):
+    mbs.append(par.put_rows(batch_lib.group_arrays(host, rows, length, padded)))
     roles = [batch.row_roles[i] for i in rows]
-    mbs.append(par.put_rows(group))
-    routes.append(run.store.route(roles + [batch.roles[0]] * (len(group["tokens"]) - len(roles))))
+    routes.append(run.store.route(roles + [batch.roles[0]] * (padded - len(roles))))
   return tuple(mbs), tuple(routes)
 
 
@@ -143,20 +142,22 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
   route = par.put_rows(run.store.route(batch.row_roles))
   if cfg.use_kl:
     arrays["ref_logp"] = _reference_logp(run, arrays, route, init_trainable, cfg)
-  grouped = rl.length_groups != 1 and not par.enabled  # 0 and below: length_groups raises
-  host = jax.device_get(arrays) if grouped else None  # once per step, for every minibatch
+  chunked = rl.update_rows != 0 and not par.enabled  # below 0: length_chunks raises
+  host = jax.device_get(arrays) if chunked else None  # once per step, for every minibatch
   role_grads = bool(rl.role_grad_every) and step % rl.role_grad_every == 0
+  warm = (False, True) if rl.role_grad_every else (False,)  # the update programs a run uses
   icfg = interventions.from_config(config, run.workflow)  # off unless config.interventions
   rng = np.random.default_rng([config.seed, step])
-  parts = []
+  parts, processed = [], 0
   frozen = run.store.replace(trainable={})
   for _ in range(rl.epochs):
     for index in batch_lib.minibatches(batch, rl.minibatches, rng):
-      mb, mb_route = _update_rows(run, batch, arrays, host, index, rl.length_groups, par)
+      mb, mb_route = _update_rows(run, batch, arrays, host, index, rl.update_rows, par)
+      processed += sum(np.size(g["tokens"]) for g in (mb if isinstance(mb, tuple) else (mb,)))
       state, raw = par.train_step(state, frozen, mb, mb_route,
                                   cfg=cfg, optimizer=optimizer,
                                   num_roles=len(run.store.roles), role_grads=role_grads,
-                                  interventions=icfg)
+                                  interventions=icfg, warm_role_grads=warm)
       raw = jax.device_get(raw)
       _check_finite(raw, step, run.store)
       parts.append(raw)
@@ -172,9 +173,10 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
       "reward_role/mean": float(batch.rewards_role.mean()),
       "time/rollout_s": t1 - t0, "time/update_s": t2 - t1,
       "time/generate_s": timings["generate_s"], "time/verify_s": timings["verify_s"],
-      # Real (non-padding) share of the update's [rows, length] tokens: what
-      # padding every row to the batch's longest sequence costs.
-      "update/valid_token_fraction": float(batch.valid.mean()),
+      # Real (non-padding) share of the tokens the update's programs process
+      # (after rl.update_rows' length chunks), and of the batch padded whole.
+      "update/valid_token_fraction": float(batch.valid.sum()) * rl.epochs / max(processed, 1),
+      "update/valid_token_fraction_unchunked": float(batch.valid.mean()),
       "rollout_tokens_per_s": gen_tokens / max(t1 - t0, 1e-9),
       "update_tokens_per_s": float(batch.mask.sum()) * rl.epochs / max(t2 - t1, 1e-9)})
   return state, par.combine_metrics(metrics), episodes

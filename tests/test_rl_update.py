@@ -121,24 +121,26 @@ def test_updates_raise_logprob_of_positive_advantage_tokens():
 
 @pytest.mark.parametrize("mode,aggregation", [("shared", "seq_mean_token_mean"),
                                               ("isolated", "token_mean")])
-def test_length_groups_change_no_number_of_the_update(mode, aggregation):
-  """Rows split into length groups (rl.batch.length_groups) give the whole batch's step."""
+def test_length_chunks_change_no_number_of_the_update(mode, aggregation):
+  """Rows cut into update chunks by length (rl.batch.length_chunks) give the whole batch's step."""
   store = _store(mode)
   roles = (0, 0, 0, 1) * 6
   arrays, route = _batch(store, role_of_rows=roles, s=48)
   host = {k: np.array(v) for k, v in arrays.items()}
-  host["valid"][:20, :30] = False   # 20 short rows (18 tokens), 4 long ones (48)
-  host["tokens"][:20, :30] = 0
-  host["mask"][3] = False           # an empty row counts in no denominator
-  # Padded tokens: 32 x 48 whole, 32 x 32 + 8 x 48 split.
-  groups = batch_lib.length_groups(host["valid"], np.arange(24), 2)
-  assert [length for _, length in groups] == [32, 48] and len(groups[0][0]) == 20
-  (whole_rows, width), = batch_lib.length_groups(host["valid"], np.arange(24), 1)
-  assert width == 48 and len(whole_rows) == 24
-  split = [batch_lib.group_arrays(host, rows, length) for rows, length in groups]
-  assert split[0]["tokens"].shape == (32, 32) and split[1]["tokens"].shape == (8, 48)
+  host["valid"][4:, :30] = False    # 20 short rows (18 tokens), 4 long ones (48)
+  host["tokens"][4:, :30] = 0
+  host["mask"][5] = False           # an empty row counts in no denominator
+  # Sorted by length: 8 short, 8 short, then 4 short + the 4 long rows.
+  chunks = batch_lib.length_chunks(host["valid"], np.arange(24), 8)
+  assert [(length, padded) for _, length, padded in chunks] == [(32, 8), (32, 8), (48, 8)]
+  assert sorted(np.concatenate([rows for rows, _, _ in chunks])) == list(range(24))
+  assert set(chunks[2][0]) >= {0, 1, 2, 3}
+  (whole_rows, width, padded), = batch_lib.length_chunks(host["valid"], np.arange(24), 0)
+  assert width == 48 and len(whole_rows) == padded == 24
+  split = [batch_lib.group_arrays(host, rows, length, padded) for rows, length, padded in chunks]
+  assert split[0]["tokens"].shape == (8, 32) and split[2]["tokens"].shape == (8, 48)
   split_route = tuple(store.route([ROLES[roles[i]] for i in rows] + ["generator"] * (
-      len(part["tokens"]) - len(rows))) for (rows, _), part in zip(groups, split))
+      padded - len(rows))) for rows, _, padded in chunks)
   cfg = update.LossConfig(grad_clip=0.0, aggregation=aggregation)
   whole = jax.tree.map(jnp.asarray, host)
   new_w, m_w = _step(store, whole, route, role_grads=True, cfg=cfg)
@@ -149,5 +151,5 @@ def test_length_groups_change_no_number_of_the_update(mode, aggregation):
   # Adam's first step is ~lr * sign(g): compare the steps, where |g| >> eps they agree.
   for a, b in zip(jax.tree.leaves(new_g["trainable"]), jax.tree.leaves(new_w["trainable"])):
     assert float(np.mean(np.abs(np.asarray(a) - np.asarray(b)))) < 1e-2 * 1e-2
-  with pytest.raises(ValueError, match="rl.length_groups"):
-    batch_lib.length_groups(host["valid"], np.arange(24), 0)
+  with pytest.raises(ValueError, match="rl.update_rows"):
+    batch_lib.length_chunks(host["valid"], np.arange(24), -1)

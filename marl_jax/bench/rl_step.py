@@ -6,8 +6,9 @@ step function. Reported: median seconds per step of generation (every
 stage's sampling, prompts and parsing), verification, and the update, over
 the steps after the first; and the XLA compilations (jax's backend-compile
 event) in the first step and in all later steps — which must be zero once
-the length buckets a run meets have been compiled; and the real share of the
-update batch's padded tokens.
+the update's programs are compiled ahead for every length bucket up to the
+longest row met (rl.update._Programs); and the real share of the tokens the
+update processes, with rl.update_rows' length chunks and without them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def rl_steps(steps: int = 20, args: str = "workflow=voting,task=math,model=tiny_
 
   monitoring.register_event_duration_secs_listener(count)
   split = {"generate_s": [], "verify_s": [], "update_s": []}
-  valid = []
+  valid, unchunked = [], []
   try:
     for step in range(steps):
       compiles.append(0)
@@ -52,6 +53,7 @@ def rl_steps(steps: int = 20, args: str = "workflow=voting,task=math,model=tiny_
       for key in split:
         split[key].append(metrics[f"time/{key}"])
       valid.append(metrics["update/valid_token_fraction"])
+      unchunked.append(metrics["update/valid_token_fraction_unchunked"])
   finally:
     monitoring.unregister_event_duration_listener(count)
   first, later = compiles[1], compiles[2:]
@@ -61,6 +63,7 @@ def rl_steps(steps: int = 20, args: str = "workflow=voting,task=math,model=tiny_
     out[f"rl_step/{key.replace('_s', '_fraction')}"] = out[f"rl_step/{key}"] / out["rl_step/step_s"]
   out.update({"rl_step/steps": steps,
               "rl_step/update_valid_token_fraction": float(np.mean(valid)),
+              "rl_step/update_valid_token_fraction_unchunked": float(np.mean(unchunked)),
               "rl_step/compiles_first_step": first,
               "rl_step/compiles_after_first_step": int(sum(later)),
               "rl_step/compiles_after_step_5": int(sum(later[4:])),

@@ -9,7 +9,6 @@ grid; `mask`, `old_logp` and `ref_logp` live on the same grid.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import Any, Sequence
 
 import numpy as np
@@ -122,47 +121,41 @@ def select(arrays: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
   return {k: v[index] for k, v in arrays.items()}
 
 
-def length_groups(valid: np.ndarray, index: np.ndarray, count: int, *, min_rows: int = 8,
-                  min_len: int = 16) -> list[tuple[np.ndarray, int]]:
-  """Splits a minibatch's rows into <= `count` groups of similar length.
+def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: int = 8,
+                  min_len: int = 16) -> list[tuple[np.ndarray, int, int]]:
+  """Cuts a minibatch's rows into update chunks of `rows` rows of similar length.
 
   Rows padded to the batch's longest sequence waste most of an update when
   roles' sequences differ in length (a Voting aggregator reads every
-  generator's answer). Each group is (row indices, bucketed length), its rows
-  padded to sampling.bucket(rows, min_rows); the split minimises the padded
-  tokens rows x length summed over groups. Padding rows (no valid token) are
-  dropped: they weigh nothing. One group (count = 1) is the whole minibatch.
+  generator's answer). The real rows (padding rows, with no valid token,
+  weigh nothing and are dropped) are sorted by length and cut into chunks of
+  `rows` (fewer rows in all: their bucket, sampling.bucket(n, min_rows)); each
+  chunk is padded to the length bucket of its longest row. Returns (row
+  indices, length, padded rows) per chunk. Every chunk of a run has one row
+  count, so the update compiles once per length bucket, whatever mix of
+  lengths a step brings. rows = 0: the whole minibatch, one chunk.
   """
-  if count < 1:
-    raise ValueError(f"rl.length_groups={count} must be >= 1 (1: no split).")
+  if rows < 0:
+    raise ValueError(f"rl.update_rows={rows} must be >= 0 (0: the whole minibatch at once).")
   lengths = valid[index].sum(-1)
   real = index[lengths > 0]
-  if count == 1 or len(real) == 0:
-    return [(index, valid.shape[1])]
-  buckets = np.array([min(sampling.bucket(int(n), min_len), valid.shape[1])
-                      for n in lengths[lengths > 0]])
-  order = np.argsort(buckets, kind="stable")
-  real, buckets = real[order], buckets[order]
-  edges = [i for i in range(1, len(real)) if buckets[i] != buckets[i - 1]]
-
-  def cost(cuts):
-    bounds = [0, *cuts, len(real)]
-    return sum(sampling.bucket(b - a, min_rows) * int(buckets[b - 1])
-               for a, b in zip(bounds[:-1], bounds[1:]))
-
-  best = min((c for k in range(min(count - 1, len(edges)) + 1)
-              for c in itertools.combinations(edges, k)), key=cost)
-  bounds = [0, *best, len(real)]
-  return [(real[a:b], int(buckets[b - 1])) for a, b in zip(bounds[:-1], bounds[1:])]
+  if rows == 0 or len(real) == 0:
+    return [(index, valid.shape[1], len(index))]
+  order = np.argsort(lengths[lengths > 0], kind="stable")
+  real, lengths = real[order], lengths[lengths > 0][order]
+  size = min(rows, sampling.bucket(len(real), min_rows))
+  return [(real[a:a + size], min(sampling.bucket(int(lengths[a:a + size].max()), min_len),
+                                 valid.shape[1]), size)
+          for a in range(0, len(real), size)]
 
 
 def group_arrays(arrays: dict[str, np.ndarray], rows: np.ndarray, length: int,
-                 min_rows: int = 8) -> dict[str, np.ndarray]:
+                 padded_rows: int) -> dict[str, np.ndarray]:
   """The arrays of `rows`, cut to their last `length` positions (left padding)
-  and padded with empty rows to sampling.bucket(len(rows), min_rows)."""
+  and padded with empty rows to `padded_rows`."""
   cut = {k: v[:, -_width(k, length):] if v.ndim == 2 else v
          for k, v in select(arrays, rows).items()}
-  return pad_rows(cut, sampling.bucket(len(rows), min_rows), length)
+  return pad_rows(cut, padded_rows, length)
 
 
 def _width(key: str, length: int) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from marl_jax.rl import interventions as interventions_lib
@@ -72,8 +73,9 @@ def init_state(trainable: Any, optimizer: optax.GradientTransformation) -> dict[
           "opt_state": optimizer.init(trainable)}
 
 
-def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles: int,
-          denom: jax.Array | None = None):
+def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles: int):
+  """(sum, aux) of a group's rows: the loss before its denominator, which
+  losses.denominator gives for the whole minibatch (every length group)."""
   logp, entropy = store.token_logprobs(
       batch["tokens"], batch["valid"], route, trainable=trainable,
       temperature=cfg.temperature, chunk_size=cfg.chunk_size, remat=cfg.remat)
@@ -85,10 +87,8 @@ def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles
   if cfg.use_kl:
     kl = losses.kl_divergence(logp, batch["ref_logp"], cfg.kl_estimator)
     token_loss = token_loss + batch["kl_coef"][:, None] * kl
-  total, own = losses.aggregate(token_loss * row_weight[:, None], mask, cfg.aggregation,
-                                cfg.constant)
-  denom = own if denom is None else denom  # given: the denominator of every length group
-  loss = total / jnp.maximum(denom, 1e-9)
+  total, _ = losses.aggregate(token_loss * row_weight[:, None], mask, cfg.aggregation,
+                              cfg.constant)
   tokens = mask.astype(jnp.float32)
   by_role = jax.nn.one_hot(batch["role"], num_roles).T * row_weight  # [R, B]
   per_role = lambda x: by_role @ (x * tokens).sum(-1)
@@ -96,7 +96,7 @@ def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles
   aux = {"tokens": by_role @ tokens.sum(-1), "entropy": per_role(entropy),
          "clip_frac": per_role(clipped), "kl": per_role(kl),
          "ratio": per_role(ratio), "pg_loss": per_role(pg)}
-  return loss, aux
+  return total, aux
 
 
 def _gram(grads_r: Any) -> jax.Array:
@@ -107,66 +107,54 @@ def _gram(grads_r: Any) -> jax.Array:
   return sum(leaf(x) for x in jax.tree.leaves(grads_r))
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "optimizer", "num_roles", "role_grads",
-                                             "interventions"),
-                   donate_argnames=("state",))
-def train_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
-               optimizer: optax.GradientTransformation, num_roles: int,
-               role_grads: bool = False,
-               interventions: interventions_lib.Interventions | None = None
-               ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
-  """One AdamW step on a minibatch; returns the new state and raw metrics.
+def group_grads(trainable: Any, store: Any, batch: Any, route: Any, *, cfg: LossConfig,
+                num_roles: int, role_grads: bool = False,
+                interventions: interventions_lib.Interventions | None = None) -> dict[str, Any]:
+  """The loss sum, aux sums, gradient and loss denominator of one group of rows.
 
-  `batch` and `route` are a minibatch's arrays and routing, or tuples of
-  them, one per length group of its rows (rl.batch.length_groups).
-
-  A non-finite loss or gradient leaves the state unchanged and sets
-  metrics['finite'] to False (the trainer raises, naming step and role).
-  `interventions` (rl.interventions) scale the per-role gradients before they
-  are summed (forcing the role_grads path) or weight each role's loss.
+  Sums, not means: the chunks of a minibatch (rl.batch.length_chunks) add up,
+  and `apply_grads` divides by the minibatch's denominator. With role_grads
+  the loss and gradient are stacked per role ([R, ...]): one backward pass
+  per role (not jax.vmap: XLA:CPU returned per-role decoder gradients whose
+  sum was off by 2-50% for sequences >= 32 tokens; tests/test_rl_update.py
+  checks the sum against the full gradient).
   """
-  trainable = state["trainable"]
-  # Length groups (rl.batch.length_groups): one loss over every group's rows,
-  # normalised by the denominator of them all, so the split changes no number.
-  groups = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
-  routes = tuple(route) if isinstance(route, (tuple, list)) else (route,)
-  denom = sum(losses.denominator(g["mask"], cfg.aggregation, cfg.constant) for g in groups)
-  # --- interventions (rl.interventions): per-role loss weights, per-role grads ---
-  row_scales = [interventions_lib.row_scale(g["role"], num_roles, interventions) for g in groups]
-  role_grads = role_grads or bool(interventions and interventions.needs_role_grads)
+  scale = interventions_lib.row_scale(batch["role"], num_roles, interventions)
+  grad = lambda w: jax.value_and_grad(functools.partial(
+      _loss, store=store, batch=batch, route=route, row_weight=w, cfg=cfg,
+      num_roles=num_roles), has_aux=True)(trainable)
+  if role_grads:
+    onehot = jax.nn.one_hot(batch["role"], num_roles)
+    per_role = [grad(onehot[:, r] * scale) for r in range(num_roles)]
+    (total, aux), grads = jax.tree.map(lambda *xs: jnp.stack(xs), *per_role)
+    aux = jax.tree.map(lambda x: x.sum(0), aux)
+  else:
+    (total, aux), grads = grad(scale)
+  return {"total": total, "aux": aux, "grads": grads,
+          "denom": losses.denominator(batch["mask"], cfg.aggregation, cfg.constant)}
+
+
+def apply_grads(state: dict[str, Any], store: Any, sums: dict[str, Any], *,
+                optimizer: optax.GradientTransformation, cfg: LossConfig, role_grads: bool = False,
+                interventions: interventions_lib.Interventions | None = None
+                ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+  """The AdamW step from a minibatch's summed `group_grads`; (new state, metrics)."""
+  denom = jnp.maximum(sums["denom"], 1e-9)
+  loss, grads = sums["total"] / denom, jax.tree.map(lambda g: g / denom, sums["grads"])
   istate = state.get("interventions", {})
-
-  def value_and_grad(row_weights):
-    """((loss, aux), grads) of the groups' rows weighted by row_weights (one per group)."""
-    outs = [jax.value_and_grad(functools.partial(
-        _loss, store=store, batch=g, route=r, row_weight=w, cfg=cfg, num_roles=num_roles,
-        denom=denom), has_aux=True)(trainable) for g, r, w in zip(groups, routes, row_weights)]
-    return jax.tree.map(lambda *xs: sum(xs), *outs)
-
   metrics = {}
   if role_grads:
-    # One backward pass per role, stacked. Not jax.vmap: XLA:CPU returned
-    # per-role decoder gradients whose sum was off by 2-50% (sequences >= 32
-    # tokens; tests/test_rl_update.py checks the sum against the full gradient).
-    per_role = [value_and_grad([jax.nn.one_hot(g["role"], num_roles)[:, r] * scale
-                                for g, scale in zip(groups, row_scales)])
-                for r in range(num_roles)]
-    stack = lambda *xs: jnp.stack(xs)
-    (loss_r, aux_r), grads_r = jax.tree.map(stack, *per_role)
-    loss = loss_r.sum()
-    aux = jax.tree.map(lambda x: x.sum(0), aux_r)
-    grads = jax.tree.map(lambda g: g.sum(0), grads_r)
+    grads_r, loss = grads, loss.sum()
     metrics["role_gram"] = _gram(grads_r)
     metrics["role_slot_sq_norms"] = jax.vmap(
         lambda g: slots.slot_sq_norms(store.routing, g))(grads_r)
     if interventions is not None and interventions.needs_role_grads:
       grads_r, istate, imetrics = interventions_lib.apply(grads_r, istate, interventions)
-      grads = jax.tree.map(lambda g: g.sum(0), grads_r)
       metrics.update(imetrics)
-  else:
-    (loss, aux), grads = value_and_grad(row_scales)
+    grads = jax.tree.map(lambda g: g.sum(0), grads_r)
   grads, slot_norms = slots.clip_by_slot(store.routing, grads, cfg.grad_clip)
   finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(slot_norms))
+  trainable = state["trainable"]
   updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)
   new = {"step": state["step"] + 1, "trainable": optax.apply_updates(trainable, updates),
          "opt_state": opt_state}
@@ -174,5 +162,150 @@ def train_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg
     new["interventions"] = istate
   keep = lambda n, o: jnp.where(finite, n, o)
   new = jax.tree.map(keep, new, {**state, "step": state["step"] + 1})
-  metrics.update(loss=loss, finite=finite, slot_grad_norms=slot_norms, **aux)
+  metrics.update(loss=loss, finite=finite, slot_grad_norms=slot_norms, **sums["aux"])
   return new, metrics
+
+
+def _groups(batch: Any, route: Any) -> tuple[tuple, tuple]:
+  if isinstance(batch, (tuple, list)):
+    return tuple(batch), tuple(route)
+  return (batch,), (route,)
+
+
+def _add(a: Any, b: Any) -> Any:
+  return jax.tree.map(jnp.add, a, b)
+
+
+def step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
+         optimizer: optax.GradientTransformation, num_roles: int, role_grads: bool = False,
+         interventions: interventions_lib.Interventions | None = None
+         ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+  """One AdamW step on a minibatch (pure; `train_step` is its jitted form).
+
+  `batch` and `route` are a minibatch's arrays and routing, or tuples of
+  them, one per length chunk of its rows (rl.batch.length_chunks): one loss
+  over every chunk's rows, normalised by the denominator of them all, so the
+  split changes no number. A non-finite loss or gradient leaves the state
+  unchanged and sets metrics['finite'] to False (the trainer raises, naming
+  step and role). `interventions` (rl.interventions) scale the per-role
+  gradients before they are summed (forcing the role_grads path) or weight
+  each role's loss.
+  """
+  role_grads = role_grads or bool(interventions and interventions.needs_role_grads)
+  sums = functools.reduce(_add, [
+      group_grads(state["trainable"], store, g, r, cfg=cfg, num_roles=num_roles,
+                  role_grads=role_grads, interventions=interventions)
+      for g, r in zip(*_groups(batch, route))])
+  return apply_grads(state, store, sums, optimizer=optimizer, cfg=cfg, role_grads=role_grads,
+                     interventions=interventions)
+
+
+_STATIC = ("cfg", "optimizer", "num_roles", "role_grads", "interventions")
+_jit_step = jax.jit(step, static_argnames=_STATIC, donate_argnames=("state",))
+_jit_group_grads = jax.jit(group_grads, static_argnames=_STATIC[:1] + _STATIC[2:])
+_jit_add = jax.jit(_add, donate_argnums=0)
+_jit_apply = jax.jit(apply_grads, static_argnames=("cfg", "optimizer", "role_grads",
+                                                   "interventions"),
+                     donate_argnames=("state",))
+
+
+class _Programs:
+  """Ahead-of-time executables of the chunked update, by argument shapes and settings.
+
+  jit compiles a program the first time a shape is met, mid-run. Here a new
+  length bucket compiles, at once, every bucket up to it (MIN_LEN, 2 MIN_LEN,
+  ..) for every role_grads variant the run will use, from shapes alone: once
+  the longest row of a run has been met, nothing compiles again.
+  """
+
+  def __init__(self):
+    self._cache: dict[Any, Any] = {}
+
+  @staticmethod
+  def _key(jitted, args: tuple, static: dict[str, Any]) -> tuple:
+    return jitted, _signature(args), tuple(sorted(static.items()))
+
+  def known(self, jitted, args: tuple, static: dict[str, Any]) -> bool:
+    return self._key(jitted, args, static) in self._cache
+
+  def get(self, jitted, args: tuple, static: dict[str, Any]):
+    key = self._key(jitted, args, static)
+    if key not in self._cache:
+      self._cache[key] = jitted.lower(*args, **static).compile()
+    return self._cache[key]
+
+  def warm(self, state, store, chunk, route, grads_static, apply_static, variants) -> None:
+    length = chunk["tokens"].shape[1]
+    for bucket in (*_buckets_below(length), length):
+      specs = {k: _spec(v, width=bucket - length) for k, v in chunk.items()}
+      for role_grads in variants:
+        args = (state["trainable"], store, specs, route)
+        static = {**grads_static, "role_grads": role_grads}
+        self.get(_jit_group_grads, args, static)
+        sums = jax.eval_shape(functools.partial(group_grads, **static), *args)
+        self.get(_jit_add, (sums, sums), {})
+        self.get(_jit_apply, (state, store, sums), {**apply_static, "role_grads": role_grads})
+
+
+MIN_LEN = 16  # the shortest length bucket (rl.batch.length_chunks' min_len)
+
+
+def _buckets_below(length: int) -> list[int]:
+  out, bucket = [], MIN_LEN
+  while bucket < length:
+    out.append(bucket)
+    bucket *= 2
+  return out
+
+
+def _spec(x: Any, width: int = 0) -> jax.ShapeDtypeStruct:
+  """x's shape and dtype; [B, S] arrays (tokens, masks, scores) `width` columns wider."""
+  shape = tuple(np.shape(x))
+  if len(shape) == 2:
+    shape = (shape[0], shape[1] + width)
+  return jax.ShapeDtypeStruct(shape, x.dtype)
+
+
+def _signature(args: Any) -> tuple:
+  leaves, treedef = jax.tree.flatten(args)
+  return treedef, tuple((np.shape(x), np.dtype(x.dtype)) for x in leaves)
+
+
+_PROGRAMS = _Programs()
+
+
+def train_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
+               optimizer: optax.GradientTransformation, num_roles: int,
+               role_grads: bool = False,
+               interventions: interventions_lib.Interventions | None = None,
+               warm_role_grads: tuple[bool, ...] | None = None
+               ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
+  """`step`, jitted; the state is donated.
+
+  A single array dict is one XLA program. A tuple of update chunks
+  (rl.batch.length_chunks: one row count, several lengths) is accumulated:
+  each chunk's gradient is a program of its (rows, length) shape, then one
+  program applies their sum. Those programs are compiled ahead of time
+  (_Programs): a new length bucket compiles every bucket up to it, for each
+  role_grads value in `warm_role_grads` (default: this step's), so a run
+  stops compiling once its longest row has been met.
+  """
+  groups, routes = _groups(batch, route)
+  if len(groups) == 1 and not isinstance(batch, (tuple, list)):
+    return _jit_step(state, store, groups[0], routes[0], cfg=cfg, optimizer=optimizer,
+                     num_roles=num_roles, role_grads=role_grads, interventions=interventions)
+  forced = bool(interventions and interventions.needs_role_grads)
+  role_grads = role_grads or forced
+  variants = tuple(sorted({v or forced for v in (warm_role_grads or ())} | {role_grads}))
+  grads_static = dict(cfg=cfg, num_roles=num_roles, interventions=interventions)
+  apply_static = dict(cfg=cfg, optimizer=optimizer, interventions=interventions)
+  sums = None
+  for g, r in zip(groups, routes):
+    args = (state["trainable"], store, g, r)
+    static = {**grads_static, "role_grads": role_grads}
+    if not _PROGRAMS.known(_jit_group_grads, args, static):
+      _PROGRAMS.warm(state, store, g, r, grads_static, apply_static, variants)
+    part = _PROGRAMS.get(_jit_group_grads, args, static)(*args)
+    sums = part if sums is None else _PROGRAMS.get(_jit_add, (sums, part), {})(sums, part)
+  apply = _PROGRAMS.get(_jit_apply, (state, store, sums), {**apply_static, "role_grads": role_grads})
+  return apply(state, store, sums)
