@@ -1,6 +1,7 @@
 r"""Writes report.md with figures for a sweep directory, or for one run.
 
   python launch/report.py --dir=sweeps/tiny                 # <dir>/report.md
+  python launch/report.py --dir=docs/study/runs --out=docs/study  # docs/study/report.md
   python launch/report.py --run=runs/voting_sp              # <run>/report.md
   python launch/report.py --dir=sweeps/tiny --cliff_drop=0.15 --cliff_window=2
 """
@@ -12,6 +13,8 @@ from marl_jax.diagnostics import analysis
 
 _DIR = flags.DEFINE_string("dir", None, "Sweep directory (launch/sweep.py --dir).")
 _RUN = flags.DEFINE_string("run", None, "One run directory instead of a sweep.")
+_OUT = flags.DEFINE_string("out", None, "Write the sweep's report.md and figures here "
+                           "(default: --dir).")
 _DROP = flags.DEFINE_float("cliff_drop", analysis.CliffConfig.min_drop,
                            "Terminal cliff: accuracy points (fraction) below the peak.")
 _WINDOW = flags.DEFINE_integer("cliff_window", analysis.CliffConfig.window,
@@ -28,7 +31,8 @@ def main(argv):
   if _RUN.value:
     path = report.write_run_report(_RUN.value, cliff)
   else:
-    path = report.write_sweep_report(_DIR.value, cliff, dominant_share=_SHARE.value)
+    path = report.write_sweep_report(_DIR.value, cliff, dominant_share=_SHARE.value,
+                                     out_dir=_OUT.value)
   print(f"report: {path}")
 
 

@@ -3,6 +3,7 @@ r"""Runs a sweep of training runs locally, or prints one command per run for a s
   python launch/sweep.py --sweep=configs/sweeps.py:tiny --dir=sweeps/tiny --parallel=2
   python launch/sweep.py --sweep=configs/sweeps.py:tiny --dir=sweeps/tiny --status
   python launch/sweep.py --sweep=configs/sweeps.py:study --dir=/ckpt/study --print_commands
+  python launch/sweep.py --sweep=configs/sweeps.py:tiny --dir=sweeps/tiny --publish=docs/study
   # a subset, any sweep field:  --only='voting-*-s0' --sweep.axes.seed="(0,1,2)"
 Re-running the same command skips finished runs and resumes interrupted ones.
 """
@@ -18,6 +19,9 @@ _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at a time (subprocesses)."
 _ONLY = flags.DEFINE_string("only", "", "Comma-separated globs of run names to keep.")
 _PRINT = flags.DEFINE_bool("print_commands", False, "Print one command per run and exit.")
 _STATUS = flags.DEFINE_bool("status", False, "Print the status table and exit.")
+_PUBLISH = flags.DEFINE_string(
+    "publish", None, "Copy the finished runs' results (config, metrics, first and last "
+    "rollouts; no checkpoints) into this directory and exit.")
 flags.mark_flag_as_required("dir")
 
 
@@ -30,6 +34,10 @@ def main(argv):
     print("\n".join(s.shell_command() for s in specs))
     return
   steps = sweep.total_steps(specs)  # also validates every run's config and overrides
+  if _PUBLISH.value:
+    names = sweep.publish(specs, steps, _PUBLISH.value)
+    print(f"published {len(names)} finished runs of {len(specs)} to {_PUBLISH.value}")
+    return
   if not _STATUS.value:
     sweep.write_manifest(_DIR.value, _SWEEP.value, specs)
     sweep.run_local(specs, _PARALLEL.value, steps=steps)

@@ -143,14 +143,15 @@ def _figure_lines(title: str, paths: Sequence[str | None], root: str) -> list[st
 
 def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.CliffConfig(),
                        failure: failure_modes.FailureConfig = failure_modes.FailureConfig(),
-                       dominant_share: float = 0.6) -> str:
-  """Writes <sweep_dir>/report.md and its figures; returns the report's path."""
+                       dominant_share: float = 0.6, out_dir: str | None = None) -> str:
+  """Writes <out_dir>/report.md (default: the sweep's) and its figures; returns its path."""
+  out_dir = out_dir or sweep_dir
   runs = load_sweep(sweep_dir)
   if not runs:
     raise FileNotFoundError(f"No run in {sweep_dir!r} has a config.json and metrics yet; run "
                             "the sweep (launch/sweep.py) first.")
   scored = claims_lib.score(runs, cliff)
-  out = os.path.join(sweep_dir, FIGURES)
+  out = os.path.join(out_dir, FIGURES)
   os.makedirs(out, exist_ok=True)
   tasks = sorted({s.cell["task"] for s in scored})
   scales = sorted({s.cell["scale"] for s in scored})
@@ -166,9 +167,9 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
 
   lines += ["## The empirical map: gain over base", ""]
   lines += _figure_lines("Gain at the end", [figures.gain_heatmap(
-      scored, os.path.join(out, "map_gain_end.png"), "end")], sweep_dir)
+      scored, os.path.join(out, "map_gain_end.png"), "end")], out_dir)
   lines += _figure_lines("Gain at the peak", [figures.gain_heatmap(
-      scored, os.path.join(out, "map_gain_peak.png"), "peak")], sweep_dir)
+      scored, os.path.join(out, "map_gain_peak.png"), "peak")], out_dir)
   lines += _table(["cell (workflow/task/scale/policy)", "seeds", "base", "peak", "final",
                    "gain at end", "cliffs"], _map_rows(scored)) + [""]
 
@@ -176,14 +177,14 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
   for task in tasks:
     lines += _figure_lines(task, [figures.accuracy_curves(
         scored, task, os.path.join(out, f"curves_{task}.png"), workflows=WORKFLOW_ORDER)],
-                           sweep_dir)
+                           out_dir)
 
   lines += ["## Role-level gradient dynamics", ""]
   for task in tasks:
     for scale in scales:
       lines += _figure_lines(f"{task} / {scale}", [figures.gradient_dynamics(
           scored, task, scale, os.path.join(out, f"gradients_{task}_{scale}.png"),
-          workflows=WORKFLOW_ORDER)], sweep_dir)
+          workflows=WORKFLOW_ORDER)], out_dir)
   pairs = claims_lib.amplification_pairs(scored, "isolated") + \
       claims_lib.amplification_pairs(scored, "shared")
   if pairs:
@@ -207,7 +208,7 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
                     _fmt(s.summary.final),
                     str(s.summary.cliff.step) if s.summary.cliff.found else "-"]
                    for s in scored])
-  path = os.path.join(sweep_dir, "report.md")
+  path = os.path.join(out_dir, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
   return path

@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -281,6 +282,37 @@ def write_manifest(root: str, sweep: ml_collections.ConfigDict, specs: Sequence[
     json.dump({"sweep": json.loads(sweep.to_json_best_effort()), "runs": runs}, f, indent=1)
   os.replace(path + ".tmp", path)
   return path
+
+
+PUBLISHED = ("config.json", "metrics.jsonl")
+
+
+def publish(specs: Sequence[RunSpec], steps: dict[str, int], out_dir: str,
+            rollout_window: int = 2) -> list[str]:
+  """Copies the finished runs' results, without checkpoints, into out_dir/<name>/.
+
+  Per run: config.json, metrics.jsonl, and the first and last
+  `rollout_window` saved rollout steps (what the failure modes read:
+  diagnostics.failure_modes.FailureConfig.window). The copy is a sweep
+  directory of its own: launch/report.py reads it, and copying it back into
+  a sweep directory marks those runs done, so a resumed sweep runs only the
+  rest. Files are replaced atomically. Returns the names published.
+  """
+  from marl_jax.diagnostics import failure_modes  # pylint: disable=g-import-not-at-top
+  done = []
+  for spec in specs:
+    if status(spec, steps.get(spec.name)).state != "done":
+      continue
+    saved = failure_modes.rollout_steps(spec.workdir)
+    keep = saved[:rollout_window] + saved[max(rollout_window, len(saved) - rollout_window):]
+    files = [os.path.join(spec.workdir, f) for f in PUBLISHED] + [p for _, p in keep]
+    for src in files:
+      dst = os.path.join(out_dir, spec.name, os.path.relpath(src, spec.workdir))
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
+      shutil.copyfile(src, dst + ".tmp")
+      os.replace(dst + ".tmp", dst)
+    done.append(spec.name)
+  return done
 
 
 # --- local runner ------------------------------------------------------------

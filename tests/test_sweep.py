@@ -146,3 +146,27 @@ def test_local_runner_runs_in_parallel_skips_finished_and_resumes(tmp_path):
   sweep.write_manifest(str(tmp_path / "sw"), config, specs[-1:])
   assert sorted(r["name"] for r in json.load(open(manifest))["runs"]) == sorted(
       s.name for s in specs)
+
+
+def test_publish_copies_finished_results_without_checkpoints_and_they_count_as_done(tmp_path):
+  config, specs = _smoke(tmp_path / "sweep", policy=("shared", "isolated"))
+  steps = sweep.total_steps(specs)
+  finished, partial = specs
+  for spec, last in ((finished, steps[finished.name]), (partial, 1)):
+    os.makedirs(os.path.join(spec.workdir, "rollouts"))
+    os.makedirs(os.path.join(spec.workdir, "checkpoints", "4"))
+    json.dump({"seed": 0}, open(os.path.join(spec.workdir, "config.json"), "w"))
+    with open(os.path.join(spec.workdir, "metrics.jsonl"), "w") as f:
+      f.writelines(json.dumps({"step": s, "eval/accuracy": 0.5}) + "\n" for s in range(last + 1))
+    for step in (1, 2, 3, 4, 10):
+      open(os.path.join(spec.workdir, "rollouts", f"step_{step}.jsonl"), "w").write("{}\n")
+  out = tmp_path / "published"
+  assert sweep.publish(specs, steps, str(out)) == [finished.name]
+  files = sorted(os.path.relpath(os.path.join(d, f), out / finished.name)
+                 for d, _, fs in os.walk(out / finished.name) for f in fs)
+  assert files == ["config.json", "metrics.jsonl", "rollouts/step_1.jsonl",
+                   "rollouts/step_10.jsonl", "rollouts/step_2.jsonl", "rollouts/step_4.jsonl"]
+  assert not (out / partial.name).exists()
+  # The copy is a sweep directory: its runs are done there.
+  moved = sweep.expand(config, str(out))
+  assert sweep.status(moved[0], steps[finished.name]).state == "done"
