@@ -178,6 +178,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       dict(single=2, voting=1, majority_vote=1, eval_opt=1, orch_workers=1))
   c.tiny.math_task = "arithmetic"  # the family the run does not train on
   c.tiny.code_task = "tiny_code"
+  # False: the base learns the run's workflow with its default options, not the
+  # run's (an agents=1 reference run then starts from its matrix run's base).
+  c.tiny.run_workflow_options = True
   c.tiny.noise = ml_collections.ConfigDict()  # tiny.demonstrations.Noise
   c.tiny.noise.wrong_answer = 0.15
   c.tiny.noise.candidate_wrong = 0.5

@@ -55,11 +55,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.overrides = ("rollout.batch_size=8", "train.steps=30", "train.eval_every=5",
                    "train.checkpoint_every=10", "train.save_rollouts_every=5",
                    "eval.num_problems=256")
-    # N = 1 references of same-role amplification (claim 3) at the middle scale.
+    # N = 1 references of same-role amplification (claim 3) at the middle scale,
+    # from the same base as the N > 1 run they are compared with.
     for workflow in ("voting", "orch_workers"):
       c.variants[f"{workflow}_n1"] = ml_collections.ConfigDict(dict(
           when=f"workflow={workflow},model=tiny_m,policy=isolated", args="agents=1",
-          overrides=()))
+          overrides=("tiny.run_workflow_options=False",)))
   elif preset == "study":
     c.axes.model = ("qwen3_0_6b", "qwen3_1_7b", "qwen3_4b")
     c.args = "study=1"

@@ -157,6 +157,12 @@ def test_cache_key_tracks_what_decides_the_base(tmp_path):
   code.tiny.update(dict(cache_dir=str(tmp_path), batch_size=64, max_steps=60, eval_every=30,
                         eval_problems=16, problems_per_chunk=8))
   assert key(code) == key(base)
+  # An agents=1 reference with run_workflow_options=False starts from its matrix run's base.
+  matrix = default.get_config("model=tiny_s,workflow=orch_workers")
+  reference = default.get_config("model=tiny_s,workflow=orch_workers,agents=1")
+  assert key(reference) != key(matrix)
+  reference.tiny.run_workflow_options = False
+  assert key(reference) == key(matrix)
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ def settings_from(config: ml_collections.ConfigDict) -> Settings:
   """Settings (with Noise) from config.tiny; unknown fields are named in the error."""
   tiny = _section(config).to_dict()
   noise = tiny.pop("noise", {})
-  for name in ("cache_dir", "workflows", "math_task", "code_task"):
+  for name in ("cache_dir", "workflows", "math_task", "code_task", "run_workflow_options"):
     tiny.pop(name, None)
   known = {f.name for f in dataclasses.fields(Settings)} - {"noise"}
   unknown = sorted(set(tiny) - known)
@@ -85,7 +85,8 @@ def _sources(config: ml_collections.ConfigDict
   Role sources: every workflow of config.tiny.workflows ({name: chunks per
   round}; the run's config.workflow.name is added with weight 1 if missing)
   with its default options, except the run's own workflow, built with the
-  run's options and prompt overrides, for one task per family: the run's task
+  run's options and prompt overrides (unless tiny.run_workflow_options is
+  False), for one task per family: the run's task
   (with its options) for its family, config.tiny.<family>_task otherwise.
   Skill sources: the `single` workflow (the generator's plain prompt; the
   run's own if it is single) for each of those tasks.
@@ -95,12 +96,18 @@ def _sources(config: ml_collections.ConfigDict
   weights = dict(tiny.workflows)
   weights.setdefault(config.workflow.name, 1)
 
+  # tiny.run_workflow_options = False: the run's workflow with its defaults too,
+  # so a variant run (agents=1) starts from the base its matrix run starts from.
+  own_options = bool(tiny.get("run_workflow_options", True))
+
   def get_workflow(name):
-    return build.workflow(config) if name == config.workflow.name else workflows_lib.get(name)
+    if name == config.workflow.name and own_options:
+      return build.workflow(config)
+    return workflows_lib.get(name)
 
   flows, flow_keys = [], []
   for name, weight in weights.items():
-    own = name == config.workflow.name
+    own = name == config.workflow.name and own_options
     flows.append((get_workflow(name), int(weight)))
     flow_keys.append({
         "name": name, "weight": int(weight),
