@@ -29,8 +29,12 @@ DEMO = os.path.join(sweep.REPO, "configs", "demo.py")
 
 
 def rl_steps(steps: int = 20, args: str = "workflow=voting,task=math,model=tiny_m",
-             config_path: str = DEMO) -> dict[str, Any]:
+             config_path: str = DEMO, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+  """The figures above for `steps` steps of config_path:args with 'field=value'
+  overrides (e.g. 'rl.update_rows=0')."""
   config = sweep.load_config(config_path, args)
+  for override in overrides:
+    sweep.apply_override(config, override)
   run = build_lib.build(config)
   optimizer = update.make_optimizer(config.rl.lr, steps, config.rl.warmup_steps)
   init_trainable = run.store.trainable
