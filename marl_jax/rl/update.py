@@ -11,6 +11,12 @@ minibatch's global denominator, so the role losses add up to the loss) and
 the per-role gradients are taken by one backward pass per role: their norms,
 their share of the total squared gradient mass, and the pairwise cosines.
 Their sum is the update, so those steps cost R backward passes, not R + 1.
+
+A minibatch given as a tuple of length chunks (rl.batch.length_chunks) is
+accumulated: `group_grads` per chunk (loss and gradient sums), `apply_grads`
+once with the minibatch's denominator. `train_step` compiles those programs
+ahead of time per length bucket, so a run stops compiling once its longest
+row has been met.
 """
 
 from __future__ import annotations
