@@ -17,6 +17,8 @@ from marl_jax import sampling
 from marl_jax.episodes import Episode
 from marl_jax.rl import advantages as adv_lib
 
+MIN_LEN = 16  # the shortest length bucket of an update row
+
 REWARD_MODES = ("final", "role")
 
 
@@ -63,7 +65,7 @@ def call_rewards(episodes: Sequence[Episode]) -> tuple[np.ndarray, np.ndarray]:
 def build(episodes: Sequence[Episode], roles: Sequence[str], *, grouping: str = "episode",
           reward_mode: str = "final", estimator: str = "grpo", normalize_std: bool = True,
           kl_coefs: dict[str, float] | None = None, default_kl: float = 0.0,
-          min_rows: int = 8, min_len: int = 16) -> TrainBatch:
+          min_rows: int = 8, min_len: int = MIN_LEN) -> TrainBatch:
   """Packs every call of `episodes` into a TrainBatch (module docstring)."""
   if reward_mode not in REWARD_MODES:
     raise ValueError(f"Unknown reward mode {reward_mode!r}; valid: {REWARD_MODES}.")
@@ -122,7 +124,7 @@ def select(arrays: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
 
 
 def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: int = 8,
-                  min_len: int = 16) -> list[tuple[np.ndarray, int, int]]:
+                  min_len: int = MIN_LEN) -> list[tuple[np.ndarray, int, int]]:
   """Cuts a minibatch's rows into update chunks of `rows` rows of similar length.
 
   Rows padded to the batch's longest sequence waste most of an update when

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import interventions as interventions_lib
 from marl_jax.rl import losses
 from marl_jax.rl import slots
@@ -253,7 +254,7 @@ class _Programs:
         self.get(_jit_apply, (state, store, sums), {**apply_static, "role_grads": role_grads})
 
 
-MIN_LEN = 16  # the shortest length bucket (rl.batch.length_chunks' min_len)
+MIN_LEN = batch_lib.MIN_LEN  # the shortest length bucket of rl.batch.length_chunks
 
 
 def _buckets_below(length: int) -> list[int]:
