@@ -24,8 +24,11 @@ def _prompts(lengths, seed=0):
   return [rng.randint(3, 128, size=n).tolist() for n in lengths]
 
 
-def test_cached_greedy_equals_full_forward_on_left_padded_batch(params):
-  """Each greedy token is the argmax of a cache-free, unpadded forward over its prefix."""
+@pytest.mark.parametrize("unroll", [True, False], ids=["layer_list", "scanned_stack"])
+def test_cached_greedy_equals_full_forward_on_left_padded_batch(params, unroll, monkeypatch):
+  """Each greedy token is the argmax of a cache-free, unpadded forward over its prefix,
+  with per-layer caches (CPU's default) and with the scan's stacked cache (accelerators')."""
+  monkeypatch.setattr(sampling, "unroll_default", lambda: unroll)
   prompts = _prompts([5, 17, 9])
   n_new = 12
   out = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(1),

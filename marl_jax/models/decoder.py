@@ -131,13 +131,11 @@ def _dense(x, w, adapter, route, dtype):
   return y.reshape(b, s, -1)
 
 
-def _attend(q, k, v, mask, config: ModelConfig, cache=None, cache_mask=None):
-  """Grouped-query attention of q [B,S,H,hd] over k/v [B,K,S,hd] (mask [B,S,S]).
+def _attend(q, k, v, mask, config: ModelConfig):
+  """Grouped-query attention of q [B,S,H,hd] over k/v [B,K,T,hd] (mask [B,S,T]).
 
-  With a cache (k, v each [B,K,T,hd]; cache_mask [B,S,T]) the queries also
-  attend to the cached keys; the softmax spans both, so the cache is only
-  read, never concatenated. Keys and values are kept head-major ([B,K,T,hd])
-  so that no per-step transpose of the cache is needed.
+  Keys and values are head-major ([B,K,T,hd]), the layout of the KV cache,
+  so decoding attends to the cache without a per-step transpose.
   """
   b, s, _, hd = q.shape
   n_kv, group = config.num_kv_heads, config.group_size
@@ -145,27 +143,39 @@ def _attend(q, k, v, mask, config: ModelConfig, cache=None, cache_mask=None):
   # of a group stacked along the query axis: XLA:CPU runs 5-D einsums with
   # several batch dimensions through slow generic loops (4x slower forward).
   q = q.reshape(b, s, n_kv, group, hd).transpose(0, 2, 3, 1, 4) * (1.0 / math.sqrt(hd))
-  q = q.reshape(b * n_kv, group * s, hd)
-  scores = lambda keys: jnp.einsum(
-      "nqd,ntd->nqt", q, keys.reshape(b * n_kv, -1, hd).astype(q.dtype),
-      preferred_element_type=jnp.float32).reshape(b, n_kv, group, s, -1)
-  logits = jnp.where(mask[:, None, None, :, :], scores(k), _NEG_INF)
-  if cache is not None:
-    cached = jnp.where(cache_mask[:, None, None, :, :], scores(cache[0]), _NEG_INF)
-    logits = jnp.concatenate([cached, logits], axis=-1)
-  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(b * n_kv, group * s, -1)
-  mix = lambda p, values: jnp.einsum("nqt,ntd->nqd", p,
-                                     values.reshape(b * n_kv, -1, hd).astype(v.dtype))
-  if cache is not None:
-    t = cache[1].shape[2]
-    out = mix(probs[..., :t], cache[1]) + mix(probs[..., t:], v)
-  else:
-    out = mix(probs, v)
+  q = q.reshape(b, n_kv, group * s, hd)
+  scores = jnp.einsum("bkqd,bktd->bkqt", q, k.astype(q.dtype),
+                      preferred_element_type=jnp.float32).reshape(b, n_kv, group, s, -1)
+  logits = jnp.where(mask[:, None, None, :, :], scores, _NEG_INF)
+  probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype).reshape(b, n_kv, group * s, -1)
+  out = jnp.einsum("bkqt,bktd->bkqd", probs, v.astype(v.dtype))
   out = out.reshape(b, n_kv, group, s, hd)
   return out.transpose(0, 3, 1, 2, 4).reshape(b, s, n_kv * group * hd)
 
 
-def _layer(config, h, layer, adapters, *, route, positions, mask, inv_freq, cache, cache_mask):
+def _write_cache(cache, kv, cache_index, layer_index):
+  """Writes a layer's new k/v [B,K,S,hd] at slot cache_index; returns (the
+  written cache, the layer's keys and values to attend to).
+
+  A per-layer cache is written and read whole. A stacked [L, ...] cache (the
+  scan's carry) is written in place at [layer_index] and only that layer's
+  slice is read. Writing before attending (instead of attending to the old
+  cache and the new tokens apart) leaves no reader of the old buffer, so XLA
+  updates it in place: the other order made XLA:CPU copy every layer's cache
+  twice per decoded token.
+  """
+  if layer_index is None:
+    new = tuple(jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, 0, cache_index, 0))
+                for c, n in zip(cache, kv))
+    return new, new
+  new = tuple(jax.lax.dynamic_update_slice(c, n.astype(c.dtype)[None],
+                                           (layer_index, 0, 0, cache_index, 0))
+              for c, n in zip(cache, kv))
+  return new, tuple(c[layer_index] for c in new)
+
+
+def _layer(config, h, layer, adapters, *, route, positions, mask, inv_freq, cache,
+           cache_index=0, layer_index=None):
   dtype = as_dtype(config.compute_dtype)
   b, s, _ = h.shape
   eps = config.rms_norm_eps
@@ -198,12 +208,16 @@ def _layer(config, h, layer, adapters, *, route, positions, mask, inv_freq, cach
     q = rms_norm(q, layer["q_norm"], eps)
     k = rms_norm(k, layer["k_norm"], eps)
   q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-  k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # head-major [B, K, S, hd]
-  h = h + dense(_attend(q, k, v, mask, config, cache, cache_mask), "o")
+  kv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # head-major [B, K, S, hd]
+  if cache is not None:
+    kv, (k, v) = _write_cache(cache, kv, cache_index, layer_index)
+  else:
+    k, v = kv
+  h = h + dense(_attend(q, k, v, mask, config), "o")
   x = rms_norm(h, layer["mlp_norm"], eps)
   gate, up = dense_group(x, ("gate", "up"))
   h = h + dense(jax.nn.silu(gate) * up, "down")
-  return h, (k, v)
+  return h, kv
 
 
 def embed_tokens(config: ModelConfig, params: Params, tokens: jax.Array) -> jax.Array:
@@ -233,22 +247,24 @@ def forward_hidden(
     tokens, positions: [B, S] token ids and RoPE positions.
     valid: [B, S] which of the tokens are real (False on left padding).
     cache: optional (k, v), each [L, B, K, T, hd], of earlier tokens (a list
-      of per-layer (k, v) [B, K, T, hd] when params["layers"] is unstacked); the
-      queries attend to its slots < cache_index where cache_valid [B, T].
+      of per-layer (k, v) [B, K, T, hd] when params["layers"] is unstacked).
+      The new tokens' keys and values are written at slots cache_index ..
+      cache_index + S - 1 first; each query then attends to the cache's slots
+      up to its own where cache_valid [B, T] (and `valid` at the new slots).
       Without a cache the second result is the new tokens' (k, v), each
-      [L, B, K, S, hd] (prefill); with one, it is the cache with them written
-      at slot cache_index (in place under jit when the cache is donated or
-      carried by a loop).
+      [L, B, K, S, hd] (prefill); with one, it is the written cache (in place
+      under jit when the cache is donated or carried by a loop).
     adapters, adapter_weights: LoRA slots and per-row routing (module doc).
     remat: recompute each layer's activations in the backward pass.
   """
-  s = tokens.shape[1]
-  mask = jnp.tril(jnp.ones((s, s), bool))[None] & valid[:, None, :]
-  cache_mask = None
-  if cache is not None:
+  b, s = tokens.shape
+  if cache is None:
+    mask = jnp.tril(jnp.ones((s, s), bool))[None] & valid[:, None, :]
+  else:
     t = cache_valid.shape[1]
-    cache_mask = ((jnp.arange(t) < cache_index)[None, :] & cache_valid)[:, None, :]
-    cache_mask = jnp.broadcast_to(cache_mask, (tokens.shape[0], s, t))
+    cache_valid = jax.lax.dynamic_update_slice(cache_valid, valid, (0, cache_index))
+    causal = jnp.arange(t)[None, :] <= cache_index + jnp.arange(s)[:, None]  # [S, T]
+    mask = causal[None] & cache_valid[:, None, :]
   inv_freq = rope_inv_freq(config)
   h = embed_tokens(config, params, tokens)
   lora_layers = None if adapters is None else adapters["layers"]
@@ -258,37 +274,36 @@ def forward_hidden(
     rank = next(iter(first.values()))["a"].shape[-1] // adapter_weights.shape[-1]
     route = jnp.repeat(adapter_weights.astype(h.dtype), rank, axis=-1)
   layer_fn = functools.partial(_layer, config, route=route, positions=positions, mask=mask,
-                               inv_freq=inv_freq, cache_mask=cache_mask)
+                               inv_freq=inv_freq, cache_index=cache_index)
   if isinstance(params["layers"], list):
     # Unstacked layers (see `unstack`): a Python loop over separate buffers.
     # XLA:CPU copies a layer's weights out of stacked arrays on every
     # iteration of a scan, which triples the memory traffic of a decode step.
     new_kv = []
     for i, layer in enumerate(params["layers"]):
-      layer_cache = None if cache is None else cache[i]
       h, kv = layer_fn(h, layer, None if lora_layers is None else lora_layers[i],
-                       cache=layer_cache)
-      if cache is not None:
-        kv = tuple(jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, 0, cache_index, 0))
-                   for c, n in zip(layer_cache, kv))
+                       cache=None if cache is None else cache[i])
       new_kv.append(kv)
     return rms_norm(h, params["final_norm"], config.rms_norm_eps), new_kv
 
-  def body(h, xs):
-    layer, lora, layer_cache = xs
-    return layer_fn(h, layer, lora, cache=layer_cache)
+  def body(carry, xs):
+    # With a cache, the whole stacked cache is the carry, written in place at
+    # each layer's index; without one, each layer's (k, v) is an output.
+    h, stacked = carry
+    layer, lora, index = xs
+    h, kv = layer_fn(h, layer, lora, cache=stacked, layer_index=index)
+    return ((h, None), kv) if stacked is None else ((h, kv), None)
 
   if remat:
     body = jax.checkpoint(body, prevent_cse=False)
   # Shallow stacks are unrolled: a scan's backward pass stacks every layer's
   # residuals into zero-initialised [L, ...] buffers and slices them back out,
   # which cost a 2-layer tiny model's update more than its matmuls.
-  h, new_kv = jax.lax.scan(body, h, (params["layers"], lora_layers, cache),
-                           unroll=config.num_layers <= UNROLL_MAX_LAYERS)
-  if cache is not None:
-    new_kv = tuple(jax.lax.dynamic_update_slice(c, new.astype(c.dtype), (0, 0, 0, cache_index, 0))
-                   for c, new in zip(cache, new_kv))
-  return rms_norm(h, params["final_norm"], config.rms_norm_eps), new_kv
+  (h, written), new_kv = jax.lax.scan(
+      body, (h, cache), (params["layers"], lora_layers, jnp.arange(config.num_layers)),
+      unroll=config.num_layers <= UNROLL_MAX_LAYERS)
+  return rms_norm(h, params["final_norm"], config.rms_norm_eps), (
+      new_kv if cache is None else written)
 
 
 def unstack(tree: Any, num_layers: int, fuse: bool = False) -> list:
