@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Any, Sequence
 
 from absl import logging
@@ -111,12 +112,38 @@ def _sample(rng, logits, sampling: SamplingParams):
     keep = (jnp.cumsum(probs, axis=-1) - probs) < sampling.top_p
     cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
     masked = jnp.where(masked < cutoff, -jnp.inf, masked)
-  # Inverse-CDF sampling: one uniform per row instead of a Gumbel per vocab
-  # entry (random bits dominate the cost of a decode step on CPU otherwise).
-  cdf = jnp.cumsum(jax.nn.softmax(masked, axis=-1), axis=-1)
-  u = jax.random.uniform(rng, (logits.shape[0], 1), minval=1e-7) * cdf[:, -1:]
-  ids = jnp.minimum(jnp.sum(cdf < u, axis=-1), logits.shape[-1] - 1)
+  ids = _inverse_cdf(jax.nn.softmax(masked, axis=-1),
+                     jax.random.uniform(rng, (logits.shape[0],), minval=1e-7))
   return ids, jnp.take_along_axis(logp, ids[:, None], -1)[:, 0]
+
+
+def _inverse_cdf(probs, u):
+  """Index i of each row with cdf[i - 1] < u * total <= cdf[i] (probs [B, V], u [B]).
+
+  Inverse-CDF sampling takes one uniform per row instead of a Gumbel per
+  vocabulary entry (random bits dominate a CPU decode step otherwise). The
+  search runs in two levels, over blocks of ~sqrt(V) entries and then inside
+  the chosen block, because a cumulative sum over a whole 49k vocabulary is a
+  multi-pass reduce-window on XLA:CPU. Entries of zero mass are never chosen.
+  """
+  batch, vocab = probs.shape
+  block = bucket(math.isqrt(vocab), 1)
+  blocks = -(-vocab // block)
+  probs = jnp.pad(probs, ((0, 0), (0, blocks * block - vocab))).reshape(batch, blocks, block)
+
+  def search(masses, target):
+    """First place where the running mass reaches target (> 0, so that places
+    of zero mass before it are passed over), and the mass before that place."""
+    cdf = jnp.cumsum(masses, axis=-1)
+    target = jnp.minimum(target, cdf[:, -1])
+    place = jnp.sum(cdf < target[:, None], axis=-1)
+    before = jnp.take_along_axis(jnp.pad(cdf, ((0, 0), (1, 0))), place[:, None], -1)[:, 0]
+    return place, target - before
+
+  sums = probs.sum(-1)
+  chosen, rest = search(sums, u * sums.sum(-1))
+  offset, _ = search(jnp.take_along_axis(probs, chosen[:, None, None], 1)[:, 0], rest)
+  return chosen * block + offset
 
 
 def unroll_default() -> bool:

@@ -103,6 +103,31 @@ def test_tiny_top_p_is_greedy(params):
   np.testing.assert_array_equal(greedy.tokens, topp.tokens)
 
 
+@pytest.mark.parametrize("vocab", [7, 300, 5000])
+def test_inverse_cdf_picks_the_first_entry_whose_cdf_reaches_u(vocab):
+  """The two-level search equals a flat searchsorted over the cumulative mass, and
+  never returns an entry of zero mass (zero blocks, zero runs, the padded tail)."""
+  rng = np.random.default_rng(vocab)
+  probs = rng.random((6, vocab)) * (rng.random((6, vocab)) < 0.3)
+  probs[:, : vocab // 2] = 0.0  # whole blocks without mass
+  probs[:, -1] = 0.0
+  probs[:, vocab // 2] += 0.05  # every row has mass
+  probs[0] = 0.0
+  probs[0, vocab // 2 + 1] = 1.0  # one entry holds all the mass
+  probs /= probs.sum(-1, keepdims=True)
+  u = rng.uniform(1e-7, 1.0, size=(200, 6))
+  got = np.stack([np.asarray(sampling._inverse_cdf(jnp.asarray(probs, jnp.float32),
+                                                   jnp.asarray(row, jnp.float32)))
+                  for row in u])
+  cdf = np.cumsum(probs.astype(np.float64), -1)
+  want = np.stack([[np.searchsorted(cdf[i], row[i] * cdf[i, -1]) for i in range(6)]
+                   for row in u])
+  assert np.all(probs[np.arange(6), got] > 0)
+  # float32 rounding may move a draw lying within 1e-5 of a boundary by one entry.
+  near = np.abs(cdf[np.arange(6), np.minimum(want, vocab - 1)] - u) < 1e-5
+  assert np.mean((got == want) | near) == 1.0
+
+
 def test_buckets_bound_compiled_shapes(params):
   sp = sampling.SamplingParams(temperature=0.0, max_new_tokens=4)
   before = sampling.compiled_shapes()
