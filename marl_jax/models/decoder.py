@@ -139,9 +139,12 @@ def _attend(q, k, v, mask, config: ModelConfig):
   """
   b, s, _, hd = q.shape
   n_kv, group = config.num_kv_heads, config.group_size
-  # Three-dimensional batched matmuls over (batch x kv head), the query heads
-  # of a group stacked along the query axis: XLA:CPU runs 5-D einsums with
-  # several batch dimensions through slow generic loops (4x slower forward).
+  # Batched matmuls over (batch, kv head), the query heads of a group stacked
+  # along the query axis: the 5-D einsum with a separate group axis ran
+  # through XLA:CPU's slow generic loops (4x slower forward). Keys and values
+  # are not reshaped to (batch x kv head): a reshape of the freshly written
+  # cache made XLA fuse (and so duplicate) the cache write into two
+  # consumers, which cost two copies of every layer's cache per token.
   q = q.reshape(b, s, n_kv, group, hd).transpose(0, 2, 3, 1, 4) * (1.0 / math.sqrt(hd))
   q = q.reshape(b, n_kv, group * s, hd)
   scores = jnp.einsum("bkqd,bktd->bkqt", q, k.astype(q.dtype),
