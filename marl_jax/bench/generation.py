@@ -6,11 +6,13 @@ import tempfile
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from marl_jax import sampling
 from marl_jax.bench.timing import median_seconds
 from marl_jax.models import count_params, save_pretrained
+from marl_jax.models.decoder import linear_shapes
 from marl_jax.models.config import ModelConfig
 
 
@@ -21,6 +23,35 @@ def decode_flops_per_token(config: ModelConfig, context: int) -> float:
   matmul = n - embed - (0 if config.tie_embeddings else embed) + embed  # LM head counts once
   attention = 2 * 2 * config.num_layers * config.num_heads * config.head_dim * context
   return 2 * matmul + attention
+
+
+def matmul_floor_seconds(config: ModelConfig, batch: int, repeats: int = 5) -> float:
+  """Seconds of one decode step's weight matmuls alone, at the decode batch.
+
+  The same chain of products a decode step makes (fused q/k/v, o, fused
+  gate/up and down per layer, then the LM head, in the decoder's layouts),
+  with nothing else: no attention, norms, sampling or loop. At a small batch
+  these skinny products are what bounds decode on a CPU, and both our
+  sampler and torch's `generate` run them; the floor says how much of a
+  step is left for everything else.
+  """
+  sizes = linear_shapes(config)
+  qkv = sizes["q"][1] + 2 * sizes["k"][1]
+  layer = lambda: [jnp.full((config.hidden_size, qkv), 0.01), jnp.full(sizes["o"], 0.01),
+                   jnp.full((config.hidden_size, 2 * sizes["gate"][1]), 0.01),
+                   jnp.full(sizes["down"], 0.01)]
+  weights = [layer() for _ in range(config.num_layers)]
+  head = jnp.full((config.vocab_size, config.hidden_size), 0.01)  # the tied layout
+
+  @jax.jit
+  def step(weights, head, x):
+    for w_qkv, w_o, w_gate_up, w_down in weights:
+      x = (x @ w_qkv)[:, :sizes["o"][0]] @ w_o
+      x = (x @ w_gate_up)[:, :sizes["down"][0]] @ w_down
+    return x @ head.T
+
+  x = jnp.ones((batch, config.hidden_size))
+  return median_seconds(lambda: step(weights, head, x), repeats)
 
 
 def torch_model(config: ModelConfig, params: Any, gguf_path: str | None = None):
@@ -59,6 +90,7 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
                             min_new_tokens=new_tokens, pad_token_id=config.pad_id)
 
   theirs = median_seconds(hf_generate, repeats)
+  floor = new_tokens * matmul_floor_seconds(config, batch, repeats)
   tokens = batch * new_tokens
   flops = tokens * decode_flops_per_token(config, prompt_len + new_tokens // 2)
   weight_bytes = 4 * count_params(config)  # float32, read once per decode step
@@ -66,4 +98,7 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
           f"{name}/flops_per_weight_byte": flops / new_tokens / weight_bytes,
           f"{name}/hf_generate_tokens_per_s": tokens / theirs,
           f"{name}/speedup_vs_hf": theirs / ours,
+          # 1.0: a decode step costs no more than its weight matmuls alone.
+          f"{name}/ours_fraction_of_matmul_floor": floor / ours,
+          f"{name}/hf_fraction_of_matmul_floor": floor / theirs,
           f"{name}/sampler_gflops": flops / ours / 1e9}
