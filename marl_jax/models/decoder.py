@@ -260,7 +260,7 @@ def forward_hidden(
     adapters, adapter_weights: LoRA slots and per-row routing (module doc).
     remat: recompute each layer's activations in the backward pass.
   """
-  b, s = tokens.shape
+  s = tokens.shape[1]
   if cache is None:
     mask = jnp.tril(jnp.ones((s, s), bool))[None] & valid[:, None, :]
   else:
