@@ -11,8 +11,7 @@ import numpy as np
 
 from marl_jax import sampling
 from marl_jax.bench.timing import median_seconds
-from marl_jax.models import count_params, save_pretrained
-from marl_jax.models.decoder import linear_shapes
+from marl_jax.models import count_params, decoder, save_pretrained
 from marl_jax.models.config import ModelConfig
 
 
@@ -25,33 +24,29 @@ def decode_flops_per_token(config: ModelConfig, context: int) -> float:
   return 2 * matmul + attention
 
 
-def matmul_floor_seconds(config: ModelConfig, batch: int, repeats: int = 5) -> float:
+def matmul_floor_seconds(config: ModelConfig, params: Any, batch: int,
+                         repeats: int = 5) -> float:
   """Seconds of one decode step's weight matmuls alone, at the decode batch.
 
-  The same chain of products a decode step makes (fused q/k/v, o, fused
-  gate/up and down per layer, then the LM head, in the decoder's layouts),
-  with nothing else: no attention, norms, sampling or loop. At a small batch
-  these skinny products are what bounds decode on a CPU, and both our
-  sampler and torch's `generate` run them; the floor says how much of a
-  step is left for everything else.
+  The products the sampler's decode step makes with these weights (the fused
+  q/k/v, o, fused gate/up and down of `decoder.unstack(fuse=True)` per layer,
+  then the LM head), with nothing else: no attention, norms, sampling or
+  loop. At a small batch these skinny products are what bounds decode on a
+  CPU, and both our sampler and torch's `generate` run them; the floor says
+  how much of a step is left for everything else.
   """
-  sizes = linear_shapes(config)
-  qkv = sizes["q"][1] + 2 * sizes["k"][1]
-  layer = lambda: [jnp.full((config.hidden_size, qkv), 0.01), jnp.full(sizes["o"], 0.01),
-                   jnp.full((config.hidden_size, 2 * sizes["gate"][1]), 0.01),
-                   jnp.full(sizes["down"], 0.01)]
-  weights = [layer() for _ in range(config.num_layers)]
-  head = jnp.full((config.vocab_size, config.hidden_size), 0.01)  # the tied layout
+  layers = decoder.unstack(params["layers"], config.num_layers, fuse=True)
+  sizes = decoder.linear_shapes(config)
 
   @jax.jit
-  def step(weights, head, x):
-    for w_qkv, w_o, w_gate_up, w_down in weights:
-      x = (x @ w_qkv)[:, :sizes["o"][0]] @ w_o
-      x = (x @ w_gate_up)[:, :sizes["down"][0]] @ w_down
-    return x @ head.T
+  def step(layers, params, x):
+    for layer in layers:
+      x = (x @ layer["q+k+v"])[:, :sizes["o"][0]] @ layer["o"]
+      x = (x @ layer["gate+up"])[:, :sizes["down"][0]] @ layer["down"]
+    return decoder.logits_from_hidden(config, params, x)
 
   x = jnp.ones((batch, config.hidden_size))
-  return median_seconds(lambda: step(weights, head, x), repeats)
+  return median_seconds(lambda: step(layers, params, x), repeats)
 
 
 def torch_model(config: ModelConfig, params: Any, gguf_path: str | None = None):
@@ -90,7 +85,7 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
                             min_new_tokens=new_tokens, pad_token_id=config.pad_id)
 
   theirs = median_seconds(hf_generate, repeats)
-  floor = new_tokens * matmul_floor_seconds(config, batch, repeats)
+  floor = new_tokens * matmul_floor_seconds(config, params, batch, repeats)
   tokens = batch * new_tokens
   flops = tokens * decode_flops_per_token(config, prompt_len + new_tokens // 2)
   weight_bytes = 4 * count_params(config)  # float32, read once per decode step

@@ -167,14 +167,11 @@ def _write_cache(cache, kv, cache_index, layer_index):
   updates it in place: the other order made XLA:CPU copy every layer's cache
   twice per decoded token.
   """
-  if layer_index is None:
-    new = tuple(jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, 0, cache_index, 0))
-                for c, n in zip(cache, kv))
-    return new, new
-  new = tuple(jax.lax.dynamic_update_slice(c, n.astype(c.dtype)[None],
-                                           (layer_index, 0, 0, cache_index, 0))
+  stacked = layer_index is not None
+  start = (layer_index,) * stacked + (0, 0, cache_index, 0)
+  new = tuple(jax.lax.dynamic_update_slice(c, n.astype(c.dtype)[(None,) * stacked], start)
               for c, n in zip(cache, kv))
-  return new, tuple(c[layer_index] for c in new)
+  return new, tuple(c[layer_index] for c in new) if stacked else new
 
 
 def _layer(config, h, layer, adapters, *, route, positions, mask, inv_freq, cache,
