@@ -8,22 +8,23 @@ r"""Sweep presets for launch/sweep.py: the experiment matrices (marl_jax.sweep).
 
 Presets (the argument):
   tiny    the tiny world: single, voting, eval_opt, orch_workers x math, code x
-          tiny_s, tiny_m, tiny_l x SP, IP x seeds 0, 1 (96 runs) on the
+          tiny_s, tiny_m, tiny_l x SP, IP x seeds 0, 1 (84 runs) on the
           warm-started tiny bases, with the RL settings of configs/demo.py
           (full copies, lr 3e-4) at the published study's budget: 30 steps
           of 8 problems x 8 samples, 256 sampled eval problems every 5 steps
           (~1-2 CPU-minutes a run; docs/tiny_study/report.md), plus 8
           N = 1 references (voting n = 1, orch_workers m = 1; tiny_m, IP).
   study   the reference study: the same workflows and tasks x Qwen3 0.6B, 1.7B,
-          4B x SP, IP x seeds 0, 1 (96 runs), configs/default.py:study=1 (500
+          4B x SP, IP x seeds 0, 1 (84 runs), configs/default.py:study=1 (500
           steps). Checkpoint and data paths go in `overrides`, e.g.
           --sweep.overrides="('task.options.path=/data/dapo.jsonl',)".
   smoke   2 runs (voting, math, tiny_s, SP and IP) on random tiny models,
           4 steps: checks the sweep, train and report pipeline end to end.
 Any field can be overridden: --sweep.axes.seed="(0,1,2)".
-Under the single workflow SP and IP are the same model; the cell stays in
-the matrix as the control and as the N = 1 reference of same-role gradient
-amplification (marl_jax.diagnostics.claims).
+Under the single workflow SP and IP are the same model, so `exclude` drops
+single's IP point (84 = 96 - 12 runs); single's SP cell stays in the matrix as
+the control and as the N = 1 reference of same-role gradient amplification
+(marl_jax.diagnostics.claims). --sweep.exclude="()" runs it anyway.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.args = ""            # extra get_config arguments for every run, e.g. 'kind=full'
   c.overrides = ()       # 'field=value' for every run
   c.variants = ml_collections.ConfigDict()  # <name>: when, args, overrides (marl_jax.sweep)
+  # One role: single's isolated run is the same model, data and seed as its
+  # shared run, so it would repeat it step for step.
+  c.exclude = ("workflow=single,policy=isolated",)
   if preset == "tiny":
     c.base_config = "configs/demo.py"
     c.overrides = ("rollout.batch_size=8", "train.steps=30", "train.eval_every=5",

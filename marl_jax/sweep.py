@@ -8,6 +8,9 @@ A sweep config (configs/sweeps.py) has
   variants   named extra runs: variants.<name>.when ('workflow=voting,policy=
              isolated': the matrix points they copy), .args, .overrides;
              a variant run is named '<point>-<name>'
+  exclude    matrix points not to run, each 'axis=value,...' (all must match),
+             e.g. 'workflow=single,policy=isolated': one role, so the same run
+             as its shared twin
   base_config  the run config file (configs/default.py)
 Each run gets its own workdir <root>/<workflow>-<task>-<model>-<policy>-s<seed>
 and runs as `python launch/train.py --config=<base_config>:<args> --workdir=..
@@ -83,6 +86,15 @@ def _parse_pairs(text: str, field: str) -> dict[str, str]:
   return out
 
 
+def _point_filter(text: str, field: str) -> dict[str, str]:
+  """An 'axis=value,...' filter of matrix points (variants' `when`, `exclude`)."""
+  when = _parse_pairs(text, field)
+  unknown = sorted(set(when) - set(AXES))
+  if unknown:
+    raise ValueError(f"sweep.{field} names {unknown}; valid axes: {AXES}.")
+  return when
+
+
 def run_name(point: dict[str, Any]) -> str:
   return f"{point['workflow']}-{point['task']}-{point['model']}-{point['policy']}-s{point['seed']}"
 
@@ -99,15 +111,19 @@ def expand(sweep: ml_collections.ConfigDict, root: str) -> list[RunSpec]:
     raise ValueError(f"sweep.args sets {clash}, which are sweep axes; set sweep.axes.{clash[0]}.")
   overrides = tuple(sweep.get("overrides", ()) or ())
   variants = sweep.get("variants") or {}
+  excluded = [_point_filter(e, f"exclude[{i}]")
+              for i, e in enumerate(tuple(sweep.get("exclude", ()) or ()))]
+  if any(not e for e in excluded):
+    raise ValueError("sweep.exclude has an empty filter, which would exclude every run; "
+                     "give each one as 'axis=value,...'.")
   specs, names = [], set()
   for values in itertools.product(*(tuple(axes[a]) for a in AXES)):
     point = dict(zip(AXES, (str(v) for v in values)))
+    if any(all(point[k] == v for k, v in e.items()) for e in excluded):
+      continue
     runs = [("", {}, ())]
     for vname, variant in sorted(variants.items()):
-      when = _parse_pairs(variant.get("when", ""), f"variants.{vname}.when")
-      unknown = sorted(set(when) - set(AXES))
-      if unknown:
-        raise ValueError(f"sweep.variants.{vname}.when names {unknown}; valid axes: {AXES}.")
+      when = _point_filter(variant.get("when", ""), f"variants.{vname}.when")
       if all(point[k] == v for k, v in when.items()):
         runs.append((f"-{vname}", _parse_pairs(variant.get("args", ""), f"variants.{vname}.args"),
                      tuple(variant.get("overrides", ()) or ())))

@@ -43,7 +43,9 @@ def _smoke(tmp_path, **axes):
 def test_tiny_preset_is_the_full_tiny_matrix_with_readable_names(tmp_path):
   specs = sweep.expand(sweeps.get_config("tiny"), str(tmp_path))
   main = [s for s in specs if not s.name.endswith("_n1")]
-  assert len(main) == 4 * 2 * 3 * 2 * 2 and len(specs) == len(main) + 8
+  # Every point but single's isolated twins (one role: the same run as shared).
+  assert len(main) == 4 * 2 * 3 * 2 * 2 - 2 * 3 * 2 and len(specs) == len(main) + 8
+  assert not [s for s in specs if s.name.startswith("single-") and "-isolated-" in s.name]
   reference = sweep.run_config(
       specs[[s.name for s in specs].index("orch_workers-code-tiny_m-isolated-s1-orch_workers_n1")])
   assert reference.workflow.options.to_dict() == {"m": 1}  # claim 3's N = 1 reference
@@ -56,7 +58,7 @@ def test_tiny_preset_is_the_full_tiny_matrix_with_readable_names(tmp_path):
   assert (config.workflow.name, config.task.family, config.model.preset,
           config.policy.mode, config.seed) == ("orch_workers", "code", "tiny_l", "isolated", 1)
   study = sweep.expand(sweeps.get_config("study"), str(tmp_path))
-  assert len(study) == 96 and sweep.run_config(study[0]).rollout.batch_size == 64
+  assert len(study) == 84 and sweep.run_config(study[0]).rollout.batch_size == 64
   with pytest.raises(ValueError, match="preset"):
     sweeps.get_config("huge")
 
@@ -86,13 +88,31 @@ def test_variants_add_named_runs_to_matching_points(tmp_path):
                         "overrides": ("rollout.group_size=4",)}
   specs = sweep.expand(config, str(tmp_path))
   names = [s.name for s in specs]
-  assert "voting-math-tiny_s-isolated-s0-g4" in names and len(specs) == 5
+  assert "voting-math-tiny_s-isolated-s0-g4" in names and len(specs) == 4  # no single IP
   variant = specs[names.index("voting-math-tiny_s-isolated-s0-g4")]
   assert sweep.run_config(variant).rollout.group_size == 4
   assert sweep.select(specs, "*-g4,single-*-shared-*") == [
       specs[names.index("single-math-tiny_s-shared-s0")], variant]
   config.variants.g4.when = "size=big"
   with pytest.raises(ValueError, match="variants.g4.when"):
+    sweep.expand(config, str(tmp_path))
+
+
+def test_excluded_points_and_their_variants_are_not_run(tmp_path):
+  config = sweeps.get_config("smoke")
+  config.axes.workflow = ("single", "voting")
+  config.axes.seed = (0, 1)
+  config.variants.g4 = {"when": "policy=isolated", "overrides": ("rollout.group_size=4",)}
+  config.exclude = ("workflow=single,policy=isolated", "workflow=voting,seed=1")
+  names = [s.name for s in sweep.expand(config, str(tmp_path))]
+  assert names == ["single-math-tiny_s-shared-s0", "single-math-tiny_s-shared-s1",
+                   "voting-math-tiny_s-shared-s0", "voting-math-tiny_s-isolated-s0",
+                   "voting-math-tiny_s-isolated-s0-g4"]
+  config.exclude = ("size=big",)
+  with pytest.raises(ValueError, match=r"exclude\[0\] names \['size'\]"):
+    sweep.expand(config, str(tmp_path))
+  config.exclude = ("",)
+  with pytest.raises(ValueError, match="sweep.exclude has an empty filter"):
     sweep.expand(config, str(tmp_path))
 
 
@@ -112,10 +132,11 @@ def test_commands_are_launch_train_with_config_args_and_overrides(tmp_path):
 def test_local_runner_runs_in_parallel_skips_finished_and_resumes(tmp_path):
   launcher = tmp_path / "fake_train.py"
   launcher.write_text(_FAKE_TRAIN)
-  config, specs = _smoke(tmp_path / "sw", workflow=("single", "voting"))
+  config, specs = _smoke(tmp_path / "sw", seed=(0, 1))
   steps = sweep.total_steps(specs)
   assert set(steps.values()) == {4}
-  failing = "voting-math-tiny_s-isolated-s0"
+  failing = "voting-math-tiny_s-isolated-s1"
+  assert specs[-1].name == failing
   env = {**os.environ, "FAKE_FAIL": failing}
   messages = []
   codes = sweep.run_local(specs, 2, launcher=str(launcher), env=env, poll_s=0.05,
@@ -124,7 +145,7 @@ def test_local_runner_runs_in_parallel_skips_finished_and_resumes(tmp_path):
   states = {s.name: sweep.status(s, 4) for s in specs}
   assert states[failing].state == "failed" and states[failing].step == 1
   assert {st.state for n, st in states.items() if n != failing} == {"done"}
-  done = states["single-math-tiny_s-shared-s0"]
+  done = states["voting-math-tiny_s-shared-s0"]
   assert (done.step, done.base, done.last) == (4, 0.1, pytest.approx(0.5))
   assert os.path.exists(tmp_path / "sw" / failing / sweep.LOG_FILE)
   # Second invocation: only the failed run is started, and it resumes at step 2.
