@@ -16,6 +16,8 @@ from marl_jax import sweep
 _SWEEP = config_flags.DEFINE_config_file("sweep", "configs/sweeps.py:tiny", lock_config=True)
 _DIR = flags.DEFINE_string("dir", None, "Sweep directory: one workdir per run inside it.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at a time (subprocesses).")
+_PIN = flags.DEFINE_bool("pin_cpus", True, "With --parallel > 1, run each run on its own "
+                         "share of this process's CPUs (Linux), so runs do not contend.")
 _ONLY = flags.DEFINE_string("only", "", "Comma-separated globs of run names to keep.")
 _PRINT = flags.DEFINE_bool("print_commands", False, "Print one command per run and exit.")
 _STATUS = flags.DEFINE_bool("status", False, "Print the status table and exit.")
@@ -40,7 +42,7 @@ def main(argv):
     return
   if not _STATUS.value:
     sweep.write_manifest(_DIR.value, _SWEEP.value, specs)
-    sweep.run_local(specs, _PARALLEL.value, steps=steps)
+    sweep.run_local(specs, _PARALLEL.value, steps=steps, pin_cpus=_PIN.value)
   print(sweep.status_table([sweep.status(s, steps[s.name]) for s in specs]))
 
 

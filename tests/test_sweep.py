@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -22,6 +23,8 @@ os.makedirs(workdir, exist_ok=True)
 with open(os.path.join(os.path.dirname(workdir), "launches.txt"), "a") as f:
   f.write(os.path.basename(workdir) + "\n")
 json.dump({"argv": sys.argv[1:]}, open(os.path.join(workdir, "config.json"), "w"))
+if hasattr(os, "sched_getaffinity"):
+  json.dump(sorted(os.sched_getaffinity(0)), open(os.path.join(workdir, "cpus.json"), "w"))
 path = os.path.join(workdir, "metrics.jsonl")
 done = sum(1 for _ in open(path)) if os.path.exists(path) else 0
 fail = os.environ.get("FAKE_FAIL") == os.path.basename(workdir)
@@ -167,6 +170,29 @@ def test_local_runner_runs_in_parallel_skips_finished_and_resumes(tmp_path):
   sweep.write_manifest(str(tmp_path / "sw"), config, specs[-1:])
   assert sorted(r["name"] for r in json.load(open(manifest))["runs"]) == sorted(
       s.name for s in specs)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs sched_setaffinity and two CPUs")
+def test_parallel_runs_each_get_their_own_share_of_the_cpus(tmp_path):
+  launcher = tmp_path / "fake_train.py"
+  launcher.write_text(_FAKE_TRAIN)
+  _, specs = _smoke(tmp_path / "sw", seed=(0, 1))
+  mine = os.sched_getaffinity(0)
+
+  def cpus_of_runs(**kwargs):
+    sweep.run_local(specs, 2, launcher=str(launcher), poll_s=0.05, out=lambda m: None, **kwargs)
+    cpus = [set(json.load(open(os.path.join(s.workdir, "cpus.json")))) for s in specs]
+    for spec in specs:
+      shutil.rmtree(spec.workdir)
+    return cpus
+
+  cpus = cpus_of_runs()
+  # The first two start together, on disjoint halves; later runs take a freed half.
+  assert not cpus[0] & cpus[1] and cpus[0] | cpus[1] == mine
+  assert all(c in (cpus[0], cpus[1]) for c in cpus)
+  assert cpus_of_runs(pin_cpus=False) == [mine] * len(specs)
+  assert sweep.cpu_slots(1) is None and sweep.cpu_slots(len(mine) + 1) is None
 
 
 def test_publish_copies_finished_results_without_checkpoints_and_they_count_as_done(tmp_path):
