@@ -8,6 +8,8 @@ r"""Runs a sweep of training runs locally, or prints one command per run for a s
 Re-running the same command skips finished runs and resumes interrupted ones.
 """
 
+import os
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -18,6 +20,10 @@ _DIR = flags.DEFINE_string("dir", None, "Sweep directory: one workdir per run in
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs at a time (subprocesses).")
 _PIN = flags.DEFINE_bool("pin_cpus", True, "With --parallel > 1, run each run on its own "
                          "share of this process's CPUs (Linux), so runs do not contend.")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", "xla_cache", "JAX's persistent compilation cache, shared by the "
+    "runs (relative paths are inside --dir; '' for none). An inherited "
+    "$JAX_COMPILATION_CACHE_DIR wins.")
 _ONLY = flags.DEFINE_string("only", "", "Comma-separated globs of run names to keep.")
 _PRINT = flags.DEFINE_bool("print_commands", False, "Print one command per run and exit.")
 _STATUS = flags.DEFINE_bool("status", False, "Print the status table and exit.")
@@ -42,7 +48,9 @@ def main(argv):
     return
   if not _STATUS.value:
     sweep.write_manifest(_DIR.value, _SWEEP.value, specs)
-    sweep.run_local(specs, _PARALLEL.value, steps=steps, pin_cpus=_PIN.value)
+    cache = _CACHE.value and os.path.join(_DIR.value, _CACHE.value)
+    sweep.run_local(specs, _PARALLEL.value, steps=steps, pin_cpus=_PIN.value,
+                    compilation_cache=cache)
   print(sweep.status_table([sweep.status(s, steps[s.name]) for s in specs]))
 
 

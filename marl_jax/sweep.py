@@ -366,12 +366,28 @@ def _launch(spec: RunSpec, python: str, launcher: str, env: dict | None,
   return proc
 
 
+def with_compilation_cache(env: dict | None, cache_dir: str | None) -> dict | None:
+  """`env` (None: this process's) with JAX's persistent compilation cache in
+  cache_dir, unless the caller's environment already names one. A sweep's
+  runs compile the same programs (every seed of a cell, every cell of a
+  scale): the tiny world's run start fell from 63 s to 23 s with a warm cache."""
+  if not cache_dir:
+    return env
+  env = dict(os.environ if env is None else env)
+  if not env.get("JAX_COMPILATION_CACHE_DIR"):
+    env["JAX_COMPILATION_CACHE_DIR"] = os.path.abspath(cache_dir)
+    env.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  return env
+
+
 def run_local(specs: Sequence[RunSpec], parallel: int = 1, *, python: str = sys.executable,
               launcher: str | None = None, env: dict | None = None, poll_s: float = 2.0,
               steps: dict[str, int] | None = None, pin_cpus: bool = True,
+              compilation_cache: str | None = None,
               out: Callable[[str], None] = print) -> dict[str, int]:
   """Runs every run that is not done, `parallel` subprocesses at a time, each
-  on its own share of the CPUs when pin_cpus (cpu_slots).
+  on its own share of the CPUs when pin_cpus (cpu_slots), sharing one XLA
+  compilation cache when compilation_cache names its directory.
 
   Returns {name: exit code} of the runs started. Ctrl-C stops the children
   it started (each resumes on the next invocation) and re-raises.
@@ -384,6 +400,7 @@ def run_local(specs: Sequence[RunSpec], parallel: int = 1, *, python: str = sys.
   out(f"{len(specs) - len(todo)} of {len(specs)} runs done; running {len(todo)}, "
       f"{parallel} at a time.")
   slots = (cpu_slots(parallel) if pin_cpus else None) or [None] * parallel
+  env = with_compilation_cache(env, compilation_cache)
   running: dict[str, tuple[subprocess.Popen, RunSpec, int]] = {}
   codes: dict[str, int] = {}
   try:

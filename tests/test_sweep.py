@@ -22,7 +22,8 @@ workdir, steps = args["workdir"], int(args.get("config.train.steps", 60))
 os.makedirs(workdir, exist_ok=True)
 with open(os.path.join(os.path.dirname(workdir), "launches.txt"), "a") as f:
   f.write(os.path.basename(workdir) + "\n")
-json.dump({"argv": sys.argv[1:]}, open(os.path.join(workdir, "config.json"), "w"))
+json.dump({"argv": sys.argv[1:], "xla_cache": os.environ.get("JAX_COMPILATION_CACHE_DIR")},
+          open(os.path.join(workdir, "config.json"), "w"))
 if hasattr(os, "sched_getaffinity"):
   json.dump(sorted(os.sched_getaffinity(0)), open(os.path.join(workdir, "cpus.json"), "w"))
 path = os.path.join(workdir, "metrics.jsonl")
@@ -141,14 +142,21 @@ def test_local_runner_runs_in_parallel_skips_finished_and_resumes(tmp_path):
   failing = "voting-math-tiny_s-isolated-s1"
   assert specs[-1].name == failing
   env = {**os.environ, "FAKE_FAIL": failing}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   messages = []
   codes = sweep.run_local(specs, 2, launcher=str(launcher), env=env, poll_s=0.05,
-                          steps=steps, out=messages.append)
+                          steps=steps, compilation_cache=str(tmp_path / "xla"), out=messages.append)
   assert codes[failing] == 1 and sum(codes.values()) == 1 and len(codes) == 4
   states = {s.name: sweep.status(s, 4) for s in specs}
   assert states[failing].state == "failed" and states[failing].step == 1
   assert {st.state for n, st in states.items() if n != failing} == {"done"}
   done = states["voting-math-tiny_s-shared-s0"]
+  # Every run shares the sweep's compilation cache; an inherited one wins.
+  assert json.load(open(os.path.join(specs[0].workdir, "config.json")))["xla_cache"] == str(
+      tmp_path / "xla")
+  assert sweep.with_compilation_cache({"JAX_COMPILATION_CACHE_DIR": "/mine"}, "/sweep") == {
+      "JAX_COMPILATION_CACHE_DIR": "/mine"}
+  assert sweep.with_compilation_cache({"A": "1"}, None) == {"A": "1"}
   assert (done.step, done.base, done.last) == (4, 0.1, pytest.approx(0.5))
   assert os.path.exists(tmp_path / "sw" / failing / sweep.LOG_FILE)
   # Second invocation: only the failed run is started, and it resumes at step 2.
