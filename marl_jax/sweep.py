@@ -30,6 +30,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -233,14 +234,20 @@ def _write_state(workdir: str, **state) -> None:
   os.replace(path + ".tmp", path)
 
 
-def _alive(pid: int | None) -> bool:
+def _alive(pid: int | None, workdir: str) -> bool:
+  """Whether `pid` lives and (where /proc shows it) is the run's own process,
+  not a later process that reuses its pid."""
   if not pid:
     return False
   try:
     os.kill(pid, 0)
   except OSError:
     return False
-  return True
+  try:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+      return os.fsencode(workdir) in f.read()
+  except OSError:
+    return True
 
 
 def status(spec: RunSpec, steps: int | None = None) -> RunStatus:
@@ -254,7 +261,7 @@ def status(spec: RunSpec, steps: int | None = None) -> RunStatus:
   state = _read_state(spec.workdir)
   if records and steps is not None and step >= steps:
     name = "done"
-  elif state.get("state") == "running" and _alive(state.get("pid")):
+  elif state.get("state") == "running" and _alive(state.get("pid"), spec.workdir):
     name = "running"
   elif state.get("state") == "failed":
     name = "failed"
@@ -389,20 +396,27 @@ def run_local(specs: Sequence[RunSpec], parallel: int = 1, *, python: str = sys.
   on its own share of the CPUs when pin_cpus (cpu_slots), sharing one XLA
   compilation cache when compilation_cache names its directory.
 
-  Returns {name: exit code} of the runs started. Ctrl-C stops the children
-  it started (each resumes on the next invocation) and re-raises.
+  Returns {name: exit code} of the runs started. A run another runner is
+  running is skipped. Ctrl-C or SIGTERM stops the children it started (each
+  resumes on the next invocation) and raises KeyboardInterrupt.
   """
   if parallel < 1:
     raise ValueError(f"--parallel={parallel} must be >= 1.")
   launcher = launcher or os.path.join(REPO, "launch", "train.py")
   steps = steps if steps is not None else total_steps(specs)
-  todo = [s for s in specs if status(s, steps.get(s.name)).state != "done"]
-  out(f"{len(specs) - len(todo)} of {len(specs)} runs done; running {len(todo)}, "
-      f"{parallel} at a time.")
+  states = {s.name: status(s, steps.get(s.name)).state for s in specs}
+  for spec in specs:
+    if states[spec.name] == "running":  # two writers would corrupt one workdir
+      out(f"skipping {spec.name}: already running as pid "
+          f"{_read_state(spec.workdir).get('pid')} (another sweep?); stop it or let it end.")
+  todo = [s for s in specs if states[s.name] not in ("done", "running")]
+  done = sum(v == "done" for v in states.values())
+  out(f"{done} of {len(specs)} runs done; running {len(todo)}, {parallel} at a time.")
   slots = (cpu_slots(parallel) if pin_cpus else None) or [None] * parallel
   env = with_compilation_cache(env, compilation_cache)
   running: dict[str, tuple[subprocess.Popen, RunSpec, int]] = {}
   codes: dict[str, int] = {}
+  on_term = _stop_on_sigterm()
   try:
     while todo or running:
       while todo and len(running) < parallel:
@@ -422,10 +436,25 @@ def run_local(specs: Sequence[RunSpec], parallel: int = 1, *, python: str = sys.
         _write_state(spec.workdir, state=state, returncode=code, ended=time.time())
         out(f"{state} {name} (exit {code}, step {st.step}/{st.steps}); "
             f"{len(running)} running, {len(todo)} waiting")
-  except KeyboardInterrupt:
+  except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a scheduler, `kill`)
     for name, (proc, spec, _) in running.items():
       proc.terminate()
       proc.wait()
       _write_state(spec.workdir, state="interrupted", returncode=proc.returncode)
     raise
+  finally:
+    on_term()
   return codes
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+  """Makes SIGTERM stop the runner like Ctrl-C, so its children stop with it
+  instead of training on unwatched; returns the function that restores the
+  previous handler. A no-op outside the main thread."""
+  def interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+  try:
+    previous = signal.signal(signal.SIGTERM, interrupt)
+  except ValueError:  # not the main thread
+    return lambda: None
+  return lambda: signal.signal(signal.SIGTERM, previous)

@@ -3,8 +3,10 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -14,7 +16,8 @@ from marl_jax import sweep
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Stands in for launch/train.py: writes config.json and one metrics record per step
-# (resuming after the last one); fails half-way when $FAKE_FAIL names the run.
+# (resuming after the last one); fails half-way when $FAKE_FAIL names the run;
+# sleeps first when $FAKE_SLEEP says so.
 _FAKE_TRAIN = r"""
 import json, os, sys
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:])
@@ -29,6 +32,7 @@ if hasattr(os, "sched_getaffinity"):
 path = os.path.join(workdir, "metrics.jsonl")
 done = sum(1 for _ in open(path)) if os.path.exists(path) else 0
 fail = os.environ.get("FAKE_FAIL") == os.path.basename(workdir)
+import time; time.sleep(float(os.environ.get("FAKE_SLEEP", 0)))
 with open(path, "a") as f:
   for step in range(done, steps + 1):
     if fail and step == 2:
@@ -201,6 +205,53 @@ def test_parallel_runs_each_get_their_own_share_of_the_cpus(tmp_path):
   assert all(c in (cpus[0], cpus[1]) for c in cpus)
   assert cpus_of_runs(pin_cpus=False) == [mine] * len(specs)
   assert sweep.cpu_slots(1) is None and sweep.cpu_slots(len(mine) + 1) is None
+
+
+def test_a_run_that_is_already_running_is_not_started_twice(tmp_path):
+  launcher = tmp_path / "fake_train.py"
+  launcher.write_text(_FAKE_TRAIN)
+  _, specs = _smoke(tmp_path / "sw")
+  busy = specs[0]
+  os.makedirs(busy.workdir)
+  other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", busy.workdir])
+  try:
+    sweep._write_state(busy.workdir, state="running", pid=other.pid)
+    assert sweep.status(busy, 4).state == "running"
+    messages = []
+    codes = sweep.run_local(specs, 1, launcher=str(launcher), poll_s=0.05, out=messages.append)
+    assert list(codes) == [specs[1].name]
+    assert any(m.startswith(f"skipping {busy.name}: already running as pid {other.pid}")
+               for m in messages)
+  finally:
+    other.kill()
+    other.wait()
+  # A dead pid (or, on Linux, a live one that is not this run's) is not running.
+  assert sweep.status(busy, 4).state == "pending"
+  sweep._write_state(busy.workdir, state="running", pid=os.getpid())
+  assert sweep.status(busy, 4).state == ("pending" if os.path.exists("/proc/self") else "running")
+
+
+def test_sigterm_stops_the_runner_and_its_runs(tmp_path):
+  launcher = tmp_path / "fake_train.py"
+  launcher.write_text(_FAKE_TRAIN)
+  root = tmp_path / "sw"
+  script = (f"import sys; sys.path.insert(0, {ROOT!r})\n"
+            "from configs import sweeps; from marl_jax import sweep\n"
+            f"specs = sweep.expand(sweeps.get_config('smoke'), {str(root)!r})\n"
+            f"sweep.run_local(specs, 2, launcher={str(launcher)!r}, poll_s=0.05)\n")
+  runner = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "FAKE_SLEEP": "60"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  specs = sweep.expand(sweeps.get_config("smoke"), str(root))
+  deadline = time.time() + 60
+  while not all(sweep.status(s, 4).state == "running" for s in specs):
+    assert time.time() < deadline and runner.poll() is None, runner.stdout.read()
+    time.sleep(0.1)
+  pids = [sweep._read_state(s.workdir)["pid"] for s in specs]
+  runner.send_signal(signal.SIGTERM)
+  assert runner.wait(timeout=30) != 0
+  for spec, pid in zip(specs, pids):
+    assert sweep._read_state(spec.workdir)["state"] == "interrupted"
+    assert not sweep._alive(pid, spec.workdir)
 
 
 def test_publish_copies_finished_results_without_checkpoints_and_they_count_as_done(tmp_path):
