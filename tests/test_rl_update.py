@@ -119,6 +119,15 @@ def test_updates_raise_logprob_of_positive_advantage_tokens():
   assert mean_logp(state["trainable"]) > before + 0.05
 
 
+def test_update_length_buckets_step_by_half_octaves():
+  assert batch_lib.length_ladder(200) == [16, 24, 32, 48, 64, 96, 128, 192]
+  assert batch_lib.length_ladder(64, per_octave=1) == [16, 32]
+  assert batch_lib.length_ladder(80, per_octave=4) == [16, 20, 24, 28, 32, 40, 48, 56, 64]
+  assert [batch_lib.length_bucket(n) for n in (1, 16, 17, 25, 33, 97, 129, 193)] == [
+      16, 16, 24, 32, 48, 128, 192, 256]
+  assert batch_lib.length_bucket(129, per_octave=1) == 256
+
+
 @pytest.mark.parametrize("mode,aggregation", [("shared", "seq_mean_token_mean"),
                                               ("isolated", "token_mean")])
 def test_length_chunks_change_no_number_of_the_update(mode, aggregation):
@@ -132,13 +141,13 @@ def test_length_chunks_change_no_number_of_the_update(mode, aggregation):
   host["mask"][5] = False           # an empty row counts in no denominator
   # Sorted by length: 8 short, 8 short, then 4 short + the 4 long rows.
   chunks = batch_lib.length_chunks(host["valid"], np.arange(24), 8)
-  assert [(length, padded) for _, length, padded in chunks] == [(32, 8), (32, 8), (48, 8)]
+  assert [(length, padded) for _, length, padded in chunks] == [(24, 8), (24, 8), (48, 8)]
   assert sorted(np.concatenate([rows for rows, _, _ in chunks])) == list(range(24))
   assert set(chunks[2][0]) >= {0, 1, 2, 3}
   (whole_rows, width, padded), = batch_lib.length_chunks(host["valid"], np.arange(24), 0)
   assert width == 48 and len(whole_rows) == padded == 24
   split = [batch_lib.group_arrays(host, rows, length, padded) for rows, length, padded in chunks]
-  assert split[0]["tokens"].shape == (8, 32) and split[2]["tokens"].shape == (8, 48)
+  assert split[0]["tokens"].shape == (8, 24) and split[2]["tokens"].shape == (8, 48)
   split_route = tuple(store.route([ROLES[roles[i]] for i in rows] + ["generator"] * (
       padded - len(rows))) for rows, _, padded in chunks)
   cfg = update.LossConfig(grad_clip=0.0, aggregation=aggregation)

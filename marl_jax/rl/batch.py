@@ -18,6 +18,23 @@ from marl_jax.episodes import Episode
 from marl_jax.rl import advantages as adv_lib
 
 MIN_LEN = 16  # the shortest length bucket of an update row
+PER_OCTAVE = 2  # update length buckets per doubling: 16, 24, 32, 48, 64, 96, 128, ..
+
+
+def length_ladder(upto: int, per_octave: int | None = None) -> list[int]:
+  """The update chunks' length buckets below `upto`: MIN_LEN 2^k (1 + i / per_octave)."""
+  per_octave = per_octave or PER_OCTAVE
+  out, octave = [], MIN_LEN
+  while octave < upto:
+    out += [n for n in (octave + octave * i // per_octave for i in range(per_octave)) if n < upto]
+    octave *= 2
+  return out
+
+
+def length_bucket(n: int, per_octave: int | None = None) -> int:
+  """The smallest update length bucket >= n (length_ladder)."""
+  return next(b for b in length_ladder(2 * max(n, MIN_LEN) + 1, per_octave) if b >= n)
+
 
 REWARD_MODES = ("final", "role")
 
@@ -124,7 +141,7 @@ def select(arrays: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
 
 
 def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: int = 8,
-                  min_len: int = MIN_LEN) -> list[tuple[np.ndarray, int, int]]:
+                  per_octave: int | None = None) -> list[tuple[np.ndarray, int, int]]:
   """Cuts a minibatch's rows into update chunks of `rows` rows of similar length.
 
   Rows padded to the batch's longest sequence waste most of an update when
@@ -132,7 +149,9 @@ def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: 
   generator's answer). The real rows (padding rows, with no valid token,
   weigh nothing and are dropped) are sorted by length and cut into chunks of
   `rows` (fewer rows in all: their bucket, sampling.bucket(n, min_rows)); each
-  chunk is padded to the length bucket of its longest row. Returns (row
+  chunk is padded to the length bucket of its longest row (length_bucket:
+  two per doubling by default, as the measured trade between padding and the
+  programs a run compiles). Returns (row
   indices, length, padded rows) per chunk. Every chunk of a run has one row
   count, so the update compiles once per length bucket, whatever mix of
   lengths a step brings. rows = 0: the whole minibatch, one chunk.
@@ -146,7 +165,7 @@ def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: 
   order = np.argsort(lengths[lengths > 0], kind="stable")
   real, lengths = real[order], lengths[lengths > 0][order]
   size = min(rows, sampling.bucket(len(real), min_rows))
-  return [(real[a:a + size], min(sampling.bucket(int(lengths[a:a + size].max()), min_len),
+  return [(real[a:a + size], min(length_bucket(int(lengths[a:a + size].max()), per_octave),
                                  valid.shape[1]), size)
           for a in range(0, len(real), size)]
 

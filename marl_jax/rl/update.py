@@ -220,8 +220,8 @@ class _Programs:
   """Ahead-of-time executables of the chunked update, by argument shapes and settings.
 
   jit compiles a program the first time a shape is met, mid-run. Here a new
-  length bucket compiles, at once, every bucket up to it (MIN_LEN, 2 MIN_LEN,
-  ..) for every role_grads variant the run will use, from shapes alone: once
+  length bucket compiles, at once, every bucket up to it
+  (rl.batch.length_ladder) for every role_grads variant the run will use, from shapes alone: once
   the longest row of a run has been met, nothing compiles again.
   """
 
@@ -243,7 +243,7 @@ class _Programs:
 
   def warm(self, state, store, chunk, route, grads_static, apply_static, variants) -> None:
     length = chunk["tokens"].shape[1]
-    for bucket in (*_buckets_below(length), length):
+    for bucket in (*batch_lib.length_ladder(length), length):
       specs = {k: _spec(v, width=bucket - length) for k, v in chunk.items()}
       for role_grads in variants:
         args = (state["trainable"], store, specs, route)
@@ -252,17 +252,6 @@ class _Programs:
         sums = jax.eval_shape(functools.partial(group_grads, **static), *args)
         self.get(_jit_add, (sums, sums), {})
         self.get(_jit_apply, (state, store, sums), {**apply_static, "role_grads": role_grads})
-
-
-MIN_LEN = batch_lib.MIN_LEN  # the shortest length bucket of rl.batch.length_chunks
-
-
-def _buckets_below(length: int) -> list[int]:
-  out, bucket = [], MIN_LEN
-  while bucket < length:
-    out.append(bucket)
-    bucket *= 2
-  return out
 
 
 def _spec(x: Any, width: int = 0) -> jax.ShapeDtypeStruct:
