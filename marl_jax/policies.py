@@ -208,14 +208,20 @@ class PolicyStore:
     """Per-row routing arrays (a pytree to pass into jitted scoring / losses).
 
     'adapter_weights' [B, S] with LoRA; with several full copies, 'index'
-    [F, sub] and 'position' [B] from sampling.slot_layout.
+    [F, sub] and 'position' [B] from sampling.slot_layout, or 'slot' (a
+    scalar) when every row uses one copy: only that copy runs, where the
+    sub-batch layout would run every copy on as many rows.
     """
     route = {}
     if self.routing.uses_lora:
       route["adapter_weights"] = self.adapter_weights(roles)
     if len(self.routing.full_storage) > 1:
-      route["index"], route["position"] = sampling_lib.slot_layout(
-          self.full_slots(roles), len(self.routing.full_storage), min_batch)
+      slots = self.full_slots(roles)
+      if len(slots) and (slots == slots[0]).all():  # one copy: no per-slot sub-batches
+        route["slot"] = np.int32(slots[0])
+      else:
+        route["index"], route["position"] = sampling_lib.slot_layout(
+            slots, len(self.routing.full_storage), min_batch)
     return route
 
   def replace(self, **changes) -> "PolicyStore":
@@ -290,7 +296,8 @@ class PolicyStore:
     weights = route.get("adapter_weights")
     full = trainable.get("full")
     if full is None or "index" not in route:
-      params = self.base if full is None else jax.tree.map(lambda x: x[0], full)
+      slot = route.get("slot", 0)
+      params = self.base if full is None else jax.tree.map(lambda x: x[slot], full)
       return scoring.token_logprobs(self.config, params, tokens, valid, adapters=adapters,
                                     adapter_weights=weights, **options)
     index, position = route["index"], route["position"]

@@ -105,10 +105,12 @@ def _update_rows(run, batch, arrays, host, index, update_rows: int, par):
     return (batch_lib.select(arrays, index),
             run.store.route([batch.row_roles[i] for i in index]))
   mbs, routes = [], []
-  for rows, length, padded in batch_lib.length_chunks(host["valid"], index, update_rows):
+  copies = run.store.full_slots(batch.row_roles)  # one full copy per chunk (policies.route)
+  for rows, length, padded in batch_lib.length_chunks(host["valid"], index, update_rows,
+                                                      groups=copies):
     mbs.append(par.put_rows(batch_lib.group_arrays(host, rows, length, padded)))
     roles = [batch.row_roles[i] for i in rows]
-    routes.append(run.store.route(roles + [batch.roles[0]] * (padded - len(roles))))
+    routes.append(run.store.route(roles + [roles[0]] * (padded - len(roles))))
   return tuple(mbs), tuple(routes)
 
 

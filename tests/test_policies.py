@@ -97,6 +97,11 @@ def test_full_copies_match_each_slots_params_run_alone(base):
     np.testing.assert_allclose(out.logprobs[rows], ref.logprobs, atol=1e-5)
     solo = PolicyStore.create(CONFIG, alone, ROLES, mode="shared", kind="full")
     np.testing.assert_allclose(scores[rows], np.asarray(_score(solo, ROWS))[rows], atol=1e-5)
+    # Rows of one role only run that role's copy alone (route 'slot'), to the same scores.
+    route = store.route([role] * len(ROWS))
+    assert set(route) == {"slot"} and int(route["slot"]) == store.routing.full_slot(role)
+    np.testing.assert_allclose(np.asarray(_score(store, [role] * len(ROWS)))[rows], scores[rows],
+                               atol=1e-5)
 
 
 def test_full_copies_sp_equals_ip_at_init_greedy(base):

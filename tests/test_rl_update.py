@@ -128,28 +128,39 @@ def test_update_length_buckets_step_by_half_octaves():
   assert batch_lib.length_bucket(129, per_octave=1) == 256
 
 
-@pytest.mark.parametrize("mode,aggregation", [("shared", "seq_mean_token_mean"),
-                                              ("isolated", "token_mean")])
-def test_length_chunks_change_no_number_of_the_update(mode, aggregation):
-  """Rows cut into update chunks by length (rl.batch.length_chunks) give the whole batch's step."""
-  store = _store(mode)
+@pytest.mark.parametrize("mode,aggregation,kind", [("shared", "seq_mean_token_mean", "lora"),
+                                                   ("isolated", "token_mean", "lora"),
+                                                   ("isolated", "token_mean", "full")])
+def test_length_chunks_change_no_number_of_the_update(mode, aggregation, kind):
+  """Rows cut into update chunks by length (rl.batch.length_chunks) give the whole batch's step;
+  with full copies, chunks by copy (each runs one copy) give it too."""
+  store = _store(mode, kind)
   roles = (0, 0, 0, 1) * 6
+  names = [ROLES[r] for r in roles]
   arrays, route = _batch(store, role_of_rows=roles, s=48)
   host = {k: np.array(v) for k, v in arrays.items()}
   host["valid"][4:, :30] = False    # 20 short rows (18 tokens), 4 long ones (48)
   host["tokens"][4:, :30] = 0
   host["mask"][5] = False           # an empty row counts in no denominator
-  # Sorted by length: 8 short, 8 short, then 4 short + the 4 long rows.
-  chunks = batch_lib.length_chunks(host["valid"], np.arange(24), 8)
-  assert [(length, padded) for _, length, padded in chunks] == [(24, 8), (24, 8), (48, 8)]
+  copies = store.full_slots(names)
+  chunks = batch_lib.length_chunks(host["valid"], np.arange(24), 8, groups=copies)
+  if kind == "full":  # generators: 15 short, 3 long; aggregators: 5 short, 1 long
+    assert [(length, padded) for _, length, padded in chunks] == [(24, 8), (48, 8), (48, 8),
+                                                                 (48, 8)]
+    assert [{names[i] for i in rows} for rows, _, _ in chunks] == [{"generator"}] * 3 + [
+        {"aggregator"}]
+  else:  # sorted by length: 8 short, 8 short, then 4 short + the 4 long rows
+    assert copies is None
+    assert [(length, padded) for _, length, padded in chunks] == [(24, 8), (24, 8), (48, 8)]
+    assert set(chunks[2][0]) >= {0, 1, 2, 3}
   assert sorted(np.concatenate([rows for rows, _, _ in chunks])) == list(range(24))
-  assert set(chunks[2][0]) >= {0, 1, 2, 3}
   (whole_rows, width, padded), = batch_lib.length_chunks(host["valid"], np.arange(24), 0)
   assert width == 48 and len(whole_rows) == padded == 24
   split = [batch_lib.group_arrays(host, rows, length, padded) for rows, length, padded in chunks]
-  assert split[0]["tokens"].shape == (8, 24) and split[2]["tokens"].shape == (8, 48)
-  split_route = tuple(store.route([ROLES[roles[i]] for i in rows] + ["generator"] * (
+  assert split[0]["tokens"].shape == (8, 24) and split[-1]["tokens"].shape == (8, 48)
+  split_route = tuple(store.route([names[i] for i in rows] + [names[rows[0]]] * (
       padded - len(rows))) for rows, _, padded in chunks)
+  assert all(("slot" in r) == (kind == "full") and "index" not in r for r in split_route)
   cfg = update.LossConfig(grad_clip=0.0, aggregation=aggregation)
   whole = jax.tree.map(jnp.asarray, host)
   new_w, m_w = _step(store, whole, route, role_grads=True, cfg=cfg)

@@ -141,7 +141,8 @@ def select(arrays: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
 
 
 def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: int = 8,
-                  per_octave: int | None = None) -> list[tuple[np.ndarray, int, int]]:
+                  per_octave: int | None = None, groups: np.ndarray | None = None
+                  ) -> list[tuple[np.ndarray, int, int]]:
   """Cuts a minibatch's rows into update chunks of `rows` rows of similar length.
 
   Rows padded to the batch's longest sequence waste most of an update when
@@ -150,11 +151,13 @@ def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: 
   weigh nothing and are dropped) are sorted by length and cut into chunks of
   `rows` (fewer rows in all: their bucket, sampling.bucket(n, min_rows)); each
   chunk is padded to the length bucket of its longest row (length_bucket:
-  two per doubling by default, as the measured trade between padding and the
-  programs a run compiles). Returns (row
-  indices, length, padded rows) per chunk. Every chunk of a run has one row
-  count, so the update compiles once per length bucket, whatever mix of
-  lengths a step brings. rows = 0: the whole minibatch, one chunk.
+  two per doubling, the measured trade between padding and the programs a
+  run compiles). Returns (row indices, length, padded rows) per chunk. Every
+  chunk of a run has one row count, so the update compiles once per length
+  bucket, whatever mix of lengths a step brings. rows = 0: the whole
+  minibatch, one chunk. `groups` ([B], e.g. each row's full policy copy)
+  keeps rows of different groups in different chunks, so that a chunk runs
+  one copy rather than every copy on as many rows (policies.route).
   """
   if rows < 0:
     raise ValueError(f"rl.update_rows={rows} must be >= 0 (0: the whole minibatch at once).")
@@ -162,12 +165,17 @@ def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: 
   real = index[lengths > 0]
   if rows == 0 or len(real) == 0:
     return [(index, valid.shape[1], len(index))]
-  order = np.argsort(lengths[lengths > 0], kind="stable")
-  real, lengths = real[order], lengths[lengths > 0][order]
+  lengths = lengths[lengths > 0]
   size = min(rows, sampling.bucket(len(real), min_rows))
-  return [(real[a:a + size], min(length_bucket(int(lengths[a:a + size].max()), per_octave),
-                                 valid.shape[1]), size)
-          for a in range(0, len(real), size)]
+  group = np.zeros(len(real), int) if groups is None else np.asarray(groups)[real]
+  chunks = []
+  for g in np.unique(group):
+    order = np.flatnonzero(group == g)
+    order = order[np.argsort(lengths[order], kind="stable")]
+    chunks += [(real[order[a:a + size]],
+                min(length_bucket(int(lengths[order[a:a + size]].max()), per_octave),
+                    valid.shape[1]), size) for a in range(0, len(order), size)]
+  return chunks
 
 
 def group_arrays(arrays: dict[str, np.ndarray], rows: np.ndarray, length: int,
