@@ -71,6 +71,20 @@ def rollout_sp_ip(repeats: int) -> dict:
   return out
 
 
+def update_sp_ip(repeats: int) -> dict:
+  """The RL update's seconds a step, shared vs isolated full copies (the tiny
+  study's policies), on orch_workers: three roles, one with three agents."""
+  del repeats
+  out = {}
+  for mode in ("shared", "isolated"):
+    steps = rl_step.rl_steps(6, f"workflow=orch_workers,task=math,model=tiny_m,policy={mode}",
+                             overrides=("rollout.batch_size=8",))
+    out[f"update_orch_workers/{mode}_s"] = steps["rl_step/update_s"]
+  out["update_orch_workers/ip_time_over_sp"] = (out["update_orch_workers/isolated_s"]
+                                                / out["update_orch_workers/shared_s"])
+  return out
+
+
 def rl_step_demo(repeats: int) -> dict:
   del repeats
   return rl_step.rl_steps(20)
@@ -82,6 +96,7 @@ BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "train_tiny": train_tiny,
     "train_6m": train_6m,
     "rollout_sp_ip": rollout_sp_ip,
+    "update_sp_ip": update_sp_ip,
     "rl_step": rl_step_demo,
 }
 
