@@ -236,7 +236,8 @@ def _write_state(workdir: str, **state) -> None:
 
 def _alive(pid: int | None, workdir: str) -> bool:
   """Whether `pid` lives and (where /proc shows it) is the run's own process,
-  not a later process that reuses its pid."""
+  not a later process that reuses its pid: its command line names the run's
+  directory (by name: the runner may have been given a relative --dir)."""
   if not pid:
     return False
   try:
@@ -245,9 +246,11 @@ def _alive(pid: int | None, workdir: str) -> bool:
     return False
   try:
     with open(f"/proc/{pid}/cmdline", "rb") as f:
-      return os.fsencode(workdir) in f.read()
+      cmdline = f.read()
   except OSError:
     return True
+  # Empty while a process is still being set up: no evidence it is another one.
+  return not cmdline or os.fsencode(os.path.basename(os.path.normpath(workdir))) in cmdline
 
 
 def status(spec: RunSpec, steps: int | None = None) -> RunStatus:

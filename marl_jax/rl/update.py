@@ -220,9 +220,9 @@ class _Programs:
   """Ahead-of-time executables of the chunked update, by argument shapes and settings.
 
   jit compiles a program the first time a shape is met, mid-run. Here a new
-  length bucket compiles, at once, every bucket up to it
-  (rl.batch.length_ladder) for every role_grads variant the run will use, from shapes alone: once
-  the longest row of a run has been met, nothing compiles again.
+  length bucket compiles, at once, every bucket up to it (rl.batch.length_ladder)
+  for every role_grads variant the run will use, from shapes alone: once the
+  longest row of a run has been met, nothing compiles again.
   """
 
   def __init__(self):
