@@ -14,6 +14,10 @@ Presets (the argument):
           of 8 problems x 8 samples, 256 sampled eval problems every 5 steps
           (~1-2 CPU-minutes a run; docs/tiny_study/report.md), plus 8
           N = 1 references (voting n = 1, orch_workers m = 1; tiny_m, IP).
+  tiny_long  the tiny world's multi-agent workflows x math, code x tiny_m x
+          SP, IP, seed 0 (12 runs) at 150 steps, evaluated every 10: long
+          enough to look for claim 2's terminal cliffs, which 30 steps may
+          end before.
   study   the reference study: the same workflows and tasks x Qwen3 0.6B, 1.7B,
           4B x SP, IP x seeds 0, 1 (84 runs), configs/default.py:study=1 (500
           steps). Checkpoint and data paths go in `overrides`, e.g.
@@ -32,7 +36,7 @@ from __future__ import annotations
 import ml_collections
 
 WORKFLOWS = ("single", "voting", "eval_opt", "orch_workers")
-PRESETS = ("tiny", "study", "smoke")
+PRESETS = ("tiny", "tiny_long", "study", "smoke")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -54,7 +58,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # One role: single's isolated run is the same model, data and seed as its
   # shared run, so it would repeat it step for step.
   c.exclude = ("workflow=single,policy=isolated",)
-  if preset == "tiny":
+  if preset == "tiny_long":
+    # Claim 2 is about terminal cliffs, which the reference study met late in
+    # 500-step runs; 30 steps may end before any. Five times longer, one scale.
+    c.base_config = "configs/demo.py"
+    c.axes.workflow = WORKFLOWS[1:]
+    c.axes.model = ("tiny_m",)
+    c.axes.seed = (0,)
+    c.overrides = ("rollout.batch_size=8", "train.steps=150", "train.eval_every=10",
+                   "train.checkpoint_every=25", "train.save_rollouts_every=10",
+                   "eval.num_problems=256")
+  elif preset == "tiny":
     c.base_config = "configs/demo.py"
     c.overrides = ("rollout.batch_size=8", "train.steps=30", "train.eval_every=5",
                    "train.checkpoint_every=10", "train.save_rollouts_every=5",

@@ -65,6 +65,8 @@ def test_tiny_preset_is_the_full_tiny_matrix_with_readable_names(tmp_path):
   config = sweep.run_config(spec)
   assert (config.workflow.name, config.task.family, config.model.preset,
           config.policy.mode, config.seed) == ("orch_workers", "code", "tiny_l", "isolated", 1)
+  long = sweep.expand(sweeps.get_config("tiny_long"), str(tmp_path))
+  assert len(long) == 3 * 2 * 2 and {sweep.run_config(s).train.steps for s in long} == {150}
   study = sweep.expand(sweeps.get_config("study"), str(tmp_path))
   assert len(study) == 84 and sweep.run_config(study[0]).rollout.batch_size == 64
   with pytest.raises(ValueError, match="preset"):
