@@ -78,6 +78,7 @@ def test_claims_are_computed_from_the_runs(sweep_dir):
       "dominant": "supported"}
   assert "4/4 cells gain at the end" in found["gains"].lines[0]
   assert "IP higher in 2/2" in found["ip_peaks"].lines[0]  # voting only: single is one role
+  assert "standard error 0.000: IP higher" in found["ip_peaks"].lines[0]
   assert "Terminal cliffs: IP 2/2, SP 0/2" in found["ip_peaks"].lines[2]
   assert "3.000 ± 0.000 (n=2)" in found["amplify"].lines[0]  # voting n=3 vs single proxy
   assert "generator dominates in 2/2" in found["dominant"].lines[1]
@@ -106,6 +107,23 @@ def test_claims_can_fail(tmp_path):
   verdicts = {c.key: c.verdict for c in claims.all_claims(scored, dominant_share=0.9)}
   assert verdicts == {"gains": "not supported", "ip_peaks": "supported",
                       "amplify": "no data", "dominant": "not supported"}
+
+
+def test_ip_peaks_need_more_than_noise():
+  """Paired IP - SP peaks of mean +0.001 and spread 0.009 (the tiny study's
+  first 14 pairs) are not 'IP higher', though IP is higher in half of them."""
+  def run(policy, seed, peak):
+    config = {"workflow": {"name": "voting"}, "task": {"family": "math"},
+              "model": {"preset": "tiny_m"}, "policy": {"mode": policy}, "seed": seed}
+    return analysis.RunData(name=f"voting-math-tiny_m-{policy}-s{seed}", workdir="",
+                            config=config, records=[{"step": 0, "eval/accuracy": 0.3},
+                                                    {"step": 10, "eval/accuracy": peak}])
+  diffs = [0.01, -0.008, 0.012, -0.01, 0.005, -0.006, 0.003]
+  runs = [r for seed, d in enumerate(diffs)
+          for r in (run("shared", seed, 0.4), run("isolated", seed, 0.4 + d))]
+  claim = claims.claim_ip_peaks(claims.score(runs))
+  assert claim.verdict == "not supported"
+  assert "not above zero by two standard errors" in claim.lines[0]
 
 
 def test_sweep_report_has_every_section_and_its_figures(sweep_dir):

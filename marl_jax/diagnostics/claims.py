@@ -5,7 +5,8 @@
                 (over seeds) gain of the final evaluation over the base.
   2 ip_peaks    IP reaches higher peaks but falls off cliffs more often: the
                 mean paired (same workflow, task, scale, seed) peak of IP minus
-                SP is positive, and the share of IP runs with a terminal cliff
+                SP is above zero by more than two standard errors (its sign,
+                for a single pair), and the share of IP runs with a terminal cliff
                 (analysis.CliffConfig) exceeds SP's. One-role workflows (single)
                 are left out: there SP and IP are the same model.
   3 amplify     Under IP, parallel same-role agents amplify their role's
@@ -127,15 +128,19 @@ def claim_ip_peaks(scored: Sequence[Scored]) -> Claim:
   for policy in ("shared", "isolated"):
     runs = [p[policy] for p in both]
     rate[policy] = (sum(r.summary.cliff.found for r in runs), len(runs))
-  mean_diff = analysis.spread(diffs)[0]
-  higher = None if math.isnan(mean_diff) else mean_diff > 0
+  mean_diff, std_diff, n = analysis.spread(diffs)
+  stderr = std_diff / math.sqrt(n) if n else math.nan
+  higher = None if math.isnan(mean_diff) else mean_diff > (2 * stderr if n > 1 else 0.0)
   more = rate["isolated"][0] > rate["shared"][0]
   by_workflow = collections.defaultdict(list)
   for p, d in zip(both, diffs):
     by_workflow[p["shared"].cell["workflow"]].append(d)
   fmt = lambda values: analysis.format_spread(values, signed=True)
+  test = ("one pair: its sign, untested against a spread" if n < 2 else
+          f"standard error {stderr:.3f}: " + ("IP higher" if higher else
+                                               "not above zero by two standard errors"))
   lines = [f"Peak accuracy IP - SP over {len(both)} paired runs: {fmt(diffs)}; "
-           f"IP higher in {sum(d > 0 for d in diffs)}/{len(diffs)}.",
+           f"IP higher in {sum(d > 0 for d in diffs)}/{len(diffs)}; {test}.",
            "By workflow: " + "; ".join(f"{w} {fmt(d)}"
                                        for w, d in sorted(by_workflow.items())) + ".",
            f"Terminal cliffs: IP {rate['isolated'][0]}/{rate['isolated'][1]}, "
