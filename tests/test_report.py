@@ -77,6 +77,8 @@ def test_claims_are_computed_from_the_runs(sweep_dir):
       "gains": "supported", "ip_peaks": "supported", "amplify": "supported",
       "dominant": "supported"}
   assert "4/4 cells gain at the end" in found["gains"].lines[0]
+  assert "4/4 cells with two or more seeds gain by more than one seed std" in found[
+      "gains"].lines[0]
   assert "IP higher in 2/2" in found["ip_peaks"].lines[0]  # voting only: single is one role
   assert "standard error 0.000: IP higher" in found["ip_peaks"].lines[0]
   assert "Terminal cliffs: IP 2/2, SP 0/2" in found["ip_peaks"].lines[2]

@@ -98,12 +98,14 @@ def claim_gains(scored: Sequence[Scored]) -> Claim:
     return Claim("gains", statement, "no data", ["No cell has a base and a final evaluation."])
   end = [analysis.spread(e)[0] for _, e, _ in rows]
   peak = [analysis.spread(p)[0] for _, _, p in rows]
-  firm = sum(1 for _, e, _ in rows if analysis.spread(e)[0] - analysis.spread(e)[1] > 0)
+  seeded = [e for _, e, _ in rows if analysis.spread(e)[2] > 1]  # a std needs two seeds
+  firm = sum(1 for e in seeded if analysis.spread(e)[0] - analysis.spread(e)[1] > 0)
   up = sum(g > 0 for g in end)
   fmt = lambda values: analysis.format_spread(values, signed=True)
   lines = [f"{up}/{len(rows)} cells gain at the end (mean over seeds); "
            f"{sum(g > 0 for g in peak)}/{len(rows)} at the peak; "
-           f"{firm}/{len(rows)} gain by more than one seed std at the end.",
+           f"{firm}/{len(seeded)} cells with two or more seeds gain by more than one seed "
+           "std at the end.",
            f"Gain at the end over cells: {fmt(end)}; at the peak: {fmt(peak)}."]
   best = max(rows, key=lambda r: analysis.spread(r[1])[0])
   worst = min(rows, key=lambda r: analysis.spread(r[1])[0])
