@@ -75,6 +75,7 @@ class RunStatus:
   steps: int | None
   base: float | None
   last: float | None
+  minutes: float | None = None  # the last launch's wall time, once it has ended
 
 
 def _parse_pairs(text: str, field: str) -> dict[str, str]:
@@ -270,7 +271,9 @@ def status(spec: RunSpec, steps: int | None = None) -> RunStatus:
     name = "failed"
   else:
     name = "partial" if records else "pending"
-  return RunStatus(spec.name, name, step, steps, base, evals[-1] if evals else None)
+  minutes = ((state["ended"] - state["started"]) / 60
+             if state.get("ended") and state.get("started") else None)
+  return RunStatus(spec.name, name, step, steps, base, evals[-1] if evals else None, minutes)
 
 
 def total_steps(specs: Sequence[RunSpec]) -> dict[str, int]:
@@ -278,16 +281,18 @@ def total_steps(specs: Sequence[RunSpec]) -> dict[str, int]:
 
 
 def status_table(statuses: Sequence[RunStatus]) -> str:
-  fmt = lambda x: "-" if x is None else f"{x:.3f}"
-  rows = [("run", "state", "step", "base acc", "last acc")]
+  fmt = lambda x, spec=".3f": "-" if x is None else f"{x:{spec}}"
+  rows = [("run", "state", "step", "base acc", "last acc", "minutes")]
   rows += [(s.name, s.state, f"{s.step}/{s.steps if s.steps is not None else '?'}",
-            fmt(s.base), fmt(s.last)) for s in statuses]
-  widths = [max(len(r[i]) for r in rows) for i in range(5)]
+            fmt(s.base), fmt(s.last), fmt(s.minutes, ".1f")) for s in statuses]
+  widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
   lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
   counts = {}
   for s in statuses:
     counts[s.state] = counts.get(s.state, 0) + 1
-  lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+  timed = [s.minutes for s in statuses if s.minutes is not None]
+  lines.append(", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+               + (f"; {sum(timed):.0f} run-minutes over {len(timed)} timed runs" if timed else ""))
   return "\n".join(lines)
 
 
@@ -436,7 +441,8 @@ def run_local(specs: Sequence[RunSpec], parallel: int = 1, *, python: str = sys.
         codes[name] = code
         st = status(spec, steps.get(name))
         state = "done" if st.state == "done" else ("failed" if code else "exited")
-        _write_state(spec.workdir, state=state, returncode=code, ended=time.time())
+        _write_state(spec.workdir, state=state, returncode=code, ended=time.time(),
+                     started=_read_state(spec.workdir).get("started"))
         out(f"{state} {name} (exit {code}, step {st.step}/{st.steps}); "
             f"{len(running)} running, {len(todo)} waiting")
   except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (a scheduler, `kill`)

@@ -176,8 +176,12 @@ def test_local_runner_runs_in_parallel_skips_finished_and_resumes(tmp_path):
   launches = (tmp_path / "sw" / "launches.txt").read_text().split()
   assert sorted(launches) == sorted([s.name for s in specs] + [failing])
   table = sweep.status_table([sweep.status(s, 4) for s in specs])
-  assert table.splitlines()[0].split() == ["run", "state", "step", "base", "acc", "last", "acc"]
-  assert "4/4" in table and table.splitlines()[-1] == "4 done"
+  assert table.splitlines()[0].split() == ["run", "state", "step", "base", "acc", "last", "acc",
+                                           "minutes"]
+  # Each run's wall time: the failed run's is its second launch's.
+  assert "4/4" in table and table.splitlines()[-1].endswith("run-minutes over 4 timed runs")
+  assert table.splitlines()[-1].startswith("4 done; ")
+  assert all(sweep.status(s, 4).minutes < 1 for s in specs)
   manifest = sweep.write_manifest(str(tmp_path / "sw"), config, specs)
   assert [r["name"] for r in json.load(open(manifest))["runs"]] == [s.name for s in specs]
   # A later --only subset adds to the manifest; the report still sees every run.
