@@ -12,7 +12,7 @@ Presets (the argument):
           warm-started tiny bases, with the RL settings of configs/demo.py
           (full copies, lr 3e-4) at the published study's budget: 30 steps
           of 8 problems x 8 samples, 256 sampled eval problems every 5 steps
-          (~1-2 CPU-minutes a run; docs/tiny_study/report.md), plus 8
+          (1-6 core-minutes a run, 3.1 on average; docs/tiny_study), plus 8
           N = 1 references (voting n = 1, orch_workers m = 1; tiny_m, IP).
   tiny_long  the tiny world's multi-agent workflows x math, code x tiny_m x
           SP, IP, seed 0 (12 runs) at 150 steps, evaluated every 10: long
