@@ -373,9 +373,13 @@ def _launch(spec: RunSpec, python: str, launcher: str, env: dict | None,
   log = open(os.path.join(spec.workdir, LOG_FILE), "a")
   log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.shell_command()}\n")
   log.flush()
-  pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
   proc = subprocess.Popen(spec.command(python, launcher, base), stdout=log,
-                          stderr=subprocess.STDOUT, env=env, preexec_fn=pin)
+                          stderr=subprocess.STDOUT, env=env)
+  if cpus:  # not preexec_fn, unsafe in a threaded parent; the child starts no thread this early
+    try:
+      os.sched_setaffinity(proc.pid, cpus)
+    except ProcessLookupError:  # it has already exited; its exit code tells why
+      pass
   log.close()  # the child holds its own descriptor
   _write_state(spec.workdir, state="running", pid=proc.pid, started=time.time())
   return proc
