@@ -112,23 +112,24 @@ def expand(sweep: ml_collections.ConfigDict, root: str) -> list[RunSpec]:
   if clash:
     raise ValueError(f"sweep.args sets {clash}, which are sweep axes; set sweep.axes.{clash[0]}.")
   overrides = tuple(sweep.get("overrides", ()) or ())
-  variants = sweep.get("variants") or {}
+  variants = [(f"-{vname}", _point_filter(v.get("when", ""), f"variants.{vname}.when"),
+               _parse_pairs(v.get("args", ""), f"variants.{vname}.args"),
+               tuple(v.get("overrides", ()) or ()))
+              for vname, v in sorted((sweep.get("variants") or {}).items())]
   excluded = [_point_filter(e, f"exclude[{i}]")
               for i, e in enumerate(tuple(sweep.get("exclude", ()) or ()))]
   if any(not e for e in excluded):
     raise ValueError("sweep.exclude has an empty filter, which would exclude every run; "
                      "give each one as 'axis=value,...'.")
+  matches = lambda point, when: all(point[k] == v for k, v in when.items())
   specs, names = [], set()
   for values in itertools.product(*(tuple(axes[a]) for a in AXES)):
     point = dict(zip(AXES, (str(v) for v in values)))
-    if any(all(point[k] == v for k, v in e.items()) for e in excluded):
+    if any(matches(point, e) for e in excluded):
       continue
-    runs = [("", {}, ())]
-    for vname, variant in sorted(variants.items()):
-      when = _point_filter(variant.get("when", ""), f"variants.{vname}.when")
-      if all(point[k] == v for k, v in when.items()):
-        runs.append((f"-{vname}", _parse_pairs(variant.get("args", ""), f"variants.{vname}.args"),
-                     tuple(variant.get("overrides", ()) or ())))
+    runs = [("", {}, ())] + [(suffix, vargs, voverrides)
+                             for suffix, when, vargs, voverrides in variants
+                             if matches(point, when)]
     for suffix, vargs, voverrides in runs:
       name = run_name(point) + suffix
       if name in names:
