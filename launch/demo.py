@@ -8,6 +8,9 @@ multi-agent GRPO, evaluates base and trained policies on held-out problems,
 prints a table and writes <workdir>/report.md with the accuracy curve.
 """
 
+from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+hostmem.reexec()  # before anything else: glibc reads malloc settings at start
+
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -6,6 +6,9 @@ r"""Evaluates a base model or a run's checkpoint on held-out problems; writes JS
   python launch/evaluate.py --workdir=runs/voting_sp --export_dir=export/    # per-role HF dirs
 """
 
+from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+hostmem.reexec()  # before anything else: glibc reads malloc settings at start
+
 import json
 
 from absl import app, flags

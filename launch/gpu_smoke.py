@@ -11,6 +11,9 @@ On a CPU, as a check that it runs: python launch/gpu_smoke.py --preset=tiny_s
 object; formulas in marl_jax/bench/smoke.py.
 """
 
+from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+hostmem.reexec()  # before anything else: glibc reads malloc settings at start
+
 import json
 
 from absl import app, flags

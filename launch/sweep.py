@@ -8,6 +8,9 @@ r"""Runs a sweep of training runs locally, or prints one command per run for a s
 Re-running the same command skips finished runs and resumes interrupted ones.
 """
 
+from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+hostmem.reexec()  # before anything else: glibc reads malloc settings at start
+
 import os
 
 from absl import app, flags

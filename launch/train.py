@@ -6,6 +6,9 @@ r"""Trains a workflow with multi-agent GRPO.
 Re-running the same command with the same --workdir resumes the run.
 """
 
+from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+hostmem.reexec()  # before anything else: glibc reads malloc settings at start
+
 from absl import app, flags
 from ml_collections import config_flags
 

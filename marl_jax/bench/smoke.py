@@ -20,6 +20,7 @@ reports the bytes it must read per step (weights + KV cache) per second.
 
 from __future__ import annotations
 
+import resource
 import time
 from typing import Any
 
@@ -152,7 +153,8 @@ def train_timing(store, par, arrays: dict[str, np.ndarray], steps: int, peak: fl
   """Median seconds of the jitted PPO update on `arrays` (one row per sequence).
 
   peak: TFLOP/s per device; returns update_s, update_tokens_per_s,
-  update_gflops (model FLOP/s), update_mfu and update_loss.
+  update_gflops (model FLOP/s), update_mfu, update_loss and update_page_faults
+  (this process's minor page faults a step).
   """
   rows, length = arrays["tokens"].shape
   route = store.route([store.roles[r] for r in arrays["role"]])
@@ -164,15 +166,19 @@ def train_timing(store, par, arrays: dict[str, np.ndarray], steps: int, peak: fl
   state, metrics = par.train_step(state, frozen, batch, route, **static)  # compile
   jax.block_until_ready(metrics)
   times = []
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(steps):
     start = time.perf_counter()
     state, metrics = par.train_step(state, frozen, batch, route, **static)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - start)
+  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
   seconds = float(np.median(times))
   passes = 3 if store.kind == "full" else 2
   flops = passes * forward_flops(store.config, rows * length, length / 2)
   return {"update_s": seconds, "update_tokens_per_s": rows * length / seconds,
           "update_gflops": flops / seconds / 1e9 / jax.device_count(),
           "update_mfu": flops / seconds / (peak * 1e12 * jax.device_count()),
-          "update_loss": float(metrics["loss"])}
+          "update_loss": float(metrics["loss"]),
+          # Host page faults a step: XLA:CPU's buffers mapped afresh (marl_jax/hostmem.py).
+          "update_page_faults": faults}

@@ -9,7 +9,7 @@ from typing import Callable
 
 import jax
 
-from marl_jax import rollout_bench
+from marl_jax import hostmem, rollout_bench
 from marl_jax.bench import generation, rl_step, training
 from marl_jax.bench.timing import matmul_peak_gflops, memory_bandwidth_gbs
 from marl_jax.models import get_preset, init_params, load_pretrained
@@ -107,7 +107,9 @@ def run(only: list[str], repeats: int = 5) -> dict:
     raise ValueError(f"Unknown benchmarks {sorted(unknown)}; available: {list(BENCHMARKS)}.")
   _torch_threads()
   results = {"matmul_peak_gflops": matmul_peak_gflops(),
-             "memory_bandwidth_gbs": memory_bandwidth_gbs()}
+             "memory_bandwidth_gbs": memory_bandwidth_gbs(),
+             # Both sides run under these malloc settings (marl_jax/hostmem.py).
+             "host_malloc_tuned": hostmem.active()}
   for name, bench in BENCHMARKS.items():
     if not only or name in only:
       figures = bench(repeats)

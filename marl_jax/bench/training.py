@@ -76,4 +76,5 @@ def compare_train_step(name: str, config: ModelConfig, rows: int, length: int,
           f"{name}/ours_s": ours["update_s"], f"{name}/torch_eager_s": theirs,
           f"{name}/speedup_vs_torch": theirs / ours["update_s"],
           f"{name}/gflops": ours["update_gflops"],
-          f"{name}/fraction_of_peak": ours["update_mfu"]}
+          f"{name}/fraction_of_peak": ours["update_mfu"],
+          f"{name}/page_faults_per_step": ours["update_page_faults"]}
