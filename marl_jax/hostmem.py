@@ -29,6 +29,8 @@ import platform
 import sys
 from typing import Mapping
 
+from absl import logging
+
 SETTINGS = {
     "MALLOC_ARENA_MAX": "1",               # worker threads allocate from the main heap
     "MALLOC_MMAP_MAX_": "0",               # ... in it, never in a chunk of its own
@@ -57,6 +59,17 @@ def active(env: Mapping[str, str] | None = None) -> bool:
   """Whether this process (started with `env`) runs under the settings."""
   env = os.environ if env is None else env
   return applies(env) and all(env.get(k) == v for k, v in SETTINGS.items())
+
+
+def advise() -> None:
+  """Logs, on a CPU backend without the settings, how to run with them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if applies() and not active() and jax.default_backend() == "cpu":
+    logging.warning(
+        "XLA:CPU re-maps its temporary buffers at every step under this process's "
+        "malloc settings (~1.3x slower updates); start Python with %s, or from a "
+        "script that calls marl_jax.hostmem.reexec() first (the launch scripts do). "
+        "%s=1 silences this.", " ".join(f"{k}={v}" for k, v in SETTINGS.items()), OPT_OUT)
 
 
 def reexec() -> None:

@@ -26,6 +26,7 @@ from marl_jax import build as build_lib
 from marl_jax import checkpointing
 from marl_jax import distributed
 from marl_jax import episodes as episodes_lib
+from marl_jax import hostmem
 from marl_jax import evaluate as evaluate_lib
 from marl_jax import metrics as metrics_lib
 from marl_jax import rollout
@@ -190,6 +191,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   Returns the last evaluation's metrics.
   """
   distributed.initialize(config.mesh.distributed)
+  hostmem.advise()
   if distributed.is_main():  # one writer on a shared run directory
     rundir.check_or_save_config(config, workdir)
   run = build_lib.build(config)

@@ -71,3 +71,18 @@ def test_reexec_removes_the_page_faults_of_xlas_temporary_buffer():
   assert not system["active"] and system["env"] == {k: None for k in hostmem.SETTINGS}
   assert system["faults"] > 0.5 * system["temp_pages"], (tuned, system)
   assert tuned["faults"] < 0.05 * tuned["temp_pages"], (tuned, system)
+
+
+def test_advise_names_the_settings_only_when_they_are_missing(monkeypatch, caplog):
+  for key, value in hostmem.SETTINGS.items():
+    monkeypatch.setenv(key, value)
+  monkeypatch.delenv(hostmem.OPT_OUT, raising=False)
+  hostmem.advise()
+  assert "MALLOC_ARENA_MAX" not in caplog.text
+  monkeypatch.delenv("MALLOC_MMAP_MAX_")
+  hostmem.advise()
+  assert "MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0" in caplog.text
+  caplog.clear()
+  monkeypatch.setenv(hostmem.OPT_OUT, "1")
+  hostmem.advise()
+  assert not caplog.text
