@@ -15,8 +15,8 @@ Their sum is the update, so those steps cost R backward passes, not R + 1.
 A minibatch given as a tuple of length chunks (rl.batch.length_chunks) is
 accumulated: `group_grads` per chunk (loss and gradient sums), `apply_grads`
 once with the minibatch's denominator. `train_step` compiles those programs
-ahead of time per length bucket, so a run stops compiling once its longest
-row has been met.
+ahead of time per length bucket, up to twice the longest row met, so a run
+compiles only when its rows outgrow that.
 """
 
 from __future__ import annotations
@@ -216,13 +216,16 @@ _jit_apply = jax.jit(apply_grads, static_argnames=("cfg", "optimizer", "role_gra
                      donate_argnames=("state",))
 
 
+HEADROOM = 2  # warm-up compiles update buckets up to this multiple of a new length
+
+
 class _Programs:
   """Ahead-of-time executables of the chunked update, by argument shapes and settings.
 
   jit compiles a program the first time a shape is met, mid-run. Here a new
-  length bucket compiles, at once, every bucket up to it (rl.batch.length_ladder)
-  for every role_grads variant the run will use, from shapes alone: once the
-  longest row of a run has been met, nothing compiles again.
+  length bucket compiles, at once, every bucket up to HEADROOM times it
+  (rl.batch.length_ladder) for every role_grads variant the run will use, from
+  shapes alone: nothing compiles again until a row outgrows that.
   """
 
   def __init__(self):
@@ -243,7 +246,10 @@ class _Programs:
 
   def warm(self, state, store, chunk, route, grads_static, apply_static, variants) -> None:
     length = chunk["tokens"].shape[1]
-    for bucket in (*batch_lib.length_ladder(length), length):
+    # HEADROOM x the met length: RL rows grow as a run trains, and the demo's
+    # first rows longer than step 0's bucket came at step 10, a mid-run compile.
+    top = batch_lib.length_bucket(HEADROOM * length)
+    for bucket in sorted({*batch_lib.length_ladder(top), top, length}):
       specs = {k: _spec(v, width=bucket - length) for k, v in chunk.items()}
       for role_grads in variants:
         args = (state["trainable"], store, specs, route)
@@ -282,9 +288,9 @@ def train_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg
   (rl.batch.length_chunks: one row count, several lengths) is accumulated:
   each chunk's gradient is a program of its (rows, length) shape, then one
   program applies their sum. Those programs are compiled ahead of time
-  (_Programs): a new length bucket compiles every bucket up to it, for each
-  role_grads value in `warm_role_grads` (default: this step's), so a run
-  stops compiling once its longest row has been met.
+  (_Programs): a new length bucket compiles every bucket up to HEADROOM times
+  it, for each role_grads value in `warm_role_grads` (default: this step's),
+  so a run compiles only when its rows outgrow that.
   """
   groups, routes = _groups(batch, route)
   if len(groups) == 1 and not isinstance(batch, (tuple, list)):
