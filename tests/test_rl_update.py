@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from marl_jax.bench import timing
 from marl_jax.models import get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.policies import PolicyStore
@@ -177,7 +178,6 @@ def test_length_chunks_change_no_number_of_the_update(mode, aggregation, kind):
 
 def test_a_new_update_length_compiles_the_buckets_up_to_twice_it_at_once():
   """Rows that grow up to HEADROOM x the first chunk's length compile nothing more."""
-  from jax._src import dispatch, monitoring  # pylint: disable=g-import-not-at-top
   store = _store("shared")
   opt = update.make_optimizer(1e-3, total_steps=10, schedule="constant")
   state = update.init_state(jax.tree.map(jnp.copy, store.trainable), opt)
@@ -187,17 +187,10 @@ def test_a_new_update_length_compiles_the_buckets_up_to_twice_it_at_once():
     arrays, _ = _batch(store, role_of_rows=(0, 1) * 4, s=length)
     return (arrays,), (store.route(names),)
 
-  compiles = [0]
-
-  def count(event: str, duration: float, **kwargs) -> None:
-    del duration, kwargs
-    compiles[0] += event == dispatch.BACKEND_COMPILE_EVENT
-
   static = dict(cfg=update.LossConfig(), optimizer=opt, num_roles=2)
   frozen = store.replace(trainable={})
   chunks = {length: chunk(length) for length in (48, 32, 64, 96, 128)}
-  monitoring.register_event_duration_secs_listener(count)
-  try:
+  with timing.counting_compiles() as compiles:
     state, _ = update.train_step(state, frozen, *chunks[48], **static)
     first = compiles[0]
     for length in (32, 64, 96):  # buckets <= length_bucket(2 x 48) = 96
@@ -205,5 +198,3 @@ def test_a_new_update_length_compiles_the_buckets_up_to_twice_it_at_once():
     assert compiles[0] == first > 0
     state, _ = update.train_step(state, frozen, *chunks[128], **static)
     assert compiles[0] > first  # past the headroom
-  finally:
-    monitoring.unregister_event_duration_listener(count)

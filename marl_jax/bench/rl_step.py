@@ -19,10 +19,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax._src import dispatch, monitoring
 
 from marl_jax import build as build_lib
 from marl_jax import sampling, sweep, train
+from marl_jax.bench import timing
 from marl_jax.rl import update
 
 DEMO = os.path.join(sweep.REPO, "configs", "demo.py")
@@ -40,27 +40,19 @@ def rl_steps(steps: int = 20, args: str = "workflow=voting,task=math,model=tiny_
   init_trainable = run.store.trainable
   state = update.init_state(jax.tree.map(jnp.copy, init_trainable), optimizer)
   cfg = train.loss_config(config)
-  compiles = [0]
-
-  def count(event: str, duration: float, **kwargs) -> None:
-    del duration, kwargs
-    if event == dispatch.BACKEND_COMPILE_EVENT:
-      compiles[-1] += 1
-
-  monitoring.register_event_duration_secs_listener(count)
+  compiles = []
   split = {"generate_s": [], "verify_s": [], "update_s": []}
   valid, unchunked = [], []
-  try:
+  with timing.counting_compiles() as count:
     for step in range(steps):
-      compiles.append(0)
+      before = count[0]
       state, metrics, _ = train.train_step(run, state, step, optimizer, cfg, init_trainable)
+      compiles.append(count[0] - before)
       for key in split:
         split[key].append(metrics[f"time/{key}"])
       valid.append(metrics["update/valid_token_fraction"])
       unchunked.append(metrics["update/valid_token_fraction_unchunked"])
-  finally:
-    monitoring.unregister_event_duration_listener(count)
-  first, later = compiles[1], compiles[2:]
+  first, later = compiles[0], compiles[1:]
   out = {f"rl_step/{k}": float(np.median(v[1:])) for k, v in split.items()}
   out["rl_step/step_s"] = sum(out[f"rl_step/{k}"] for k in split)
   for key in split:

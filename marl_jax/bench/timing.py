@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
+from jax._src import dispatch, monitoring
 import jax.numpy as jnp
+
+
+@contextlib.contextmanager
+def counting_compiles() -> Iterator[list[int]]:
+  """Counts XLA backend compilations while the block runs, in the yielded [count]."""
+  count = [0]
+
+  def listener(event: str, duration: float, **kwargs) -> None:
+    del duration, kwargs
+    count[0] += event == dispatch.BACKEND_COMPILE_EVENT
+
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield count
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
