@@ -119,6 +119,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rl.kl_role_coefs = ml_collections.ConfigDict()  # role -> coefficient (per-role KL anchor)
   c.rl.kl_reference = "base"     # 'base' (adapters off) or 'init'
   c.rl.role_grad_every = 1       # per-role gradient diagnostics every k steps (0: off)
+  c.rl.compile_ahead = True      # compile update programs up to 2x the longest row at once (False: as met)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 500 if study else 60

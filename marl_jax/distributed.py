@@ -314,7 +314,8 @@ class Parallel:
     from marl_jax.rl import update  # pylint: disable=g-import-not-at-top
     if not self.enabled:
       return update.train_step(state, store, batch, jax.device_put(route), **static)
-    static.pop("warm_role_grads", None)  # the mesh's one program per minibatch compiles as met
+    for key in ("warm_role_grads", "compile_ahead"):  # the mesh's one program per
+      static.pop(key, None)                           # minibatch compiles as met
     return sharding.jit_train_step(self.mesh, state, store, batch, route,
                                    rules=self.state_rules, **static)
 

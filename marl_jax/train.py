@@ -148,7 +148,8 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
   chunked = rl.update_rows != 0 and not par.enabled  # below 0: length_chunks raises
   host = jax.device_get(arrays) if chunked else None  # once per step, for every minibatch
   role_grads = bool(rl.role_grad_every) and step % rl.role_grad_every == 0
-  warm = (False, True) if rl.role_grad_every else (False,)  # the update programs a run uses
+  # the update programs a run uses: with diagnostics every step, only the role_grads one
+  warm = {0: (False,), 1: (True,)}.get(rl.role_grad_every, (False, True))
   icfg = interventions.from_config(config, run.workflow)  # off unless config.interventions
   rng = np.random.default_rng([config.seed, step])
   parts, processed = [], 0
@@ -160,7 +161,8 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
       state, raw = par.train_step(state, frozen, mb, mb_route,
                                   cfg=cfg, optimizer=optimizer,
                                   num_roles=len(run.store.roles), role_grads=role_grads,
-                                  interventions=icfg, warm_role_grads=warm)
+                                  interventions=icfg, warm_role_grads=warm,
+                                  compile_ahead=rl.compile_ahead)
       raw = jax.device_get(raw)
       _check_finite(raw, step, run.store)
       parts.append(raw)

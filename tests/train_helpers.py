@@ -17,6 +17,7 @@ def tiny_config(arg: str = "", steps: int = 2):
   config.train.save_rollouts_every = 1
   config.eval.num_problems = 2
   config.eval.greedy = False
+  config.rl.compile_ahead = False  # a few steps: compile only the update programs met
   return config
 
 

@@ -280,7 +280,8 @@ def train_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg
                optimizer: optax.GradientTransformation, num_roles: int,
                role_grads: bool = False,
                interventions: interventions_lib.Interventions | None = None,
-               warm_role_grads: tuple[bool, ...] | None = None
+               warm_role_grads: tuple[bool, ...] | None = None,
+               compile_ahead: bool = True
                ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
   """`step`, jitted; the state is donated.
 
@@ -290,7 +291,9 @@ def train_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg
   program applies their sum. Those programs are compiled ahead of time
   (_Programs): a new length bucket compiles every bucket up to HEADROOM times
   it, for each role_grads value in `warm_role_grads` (default: this step's),
-  so a run compiles only when its rows outgrow that.
+  so a run compiles only when its rows outgrow that. compile_ahead=False
+  compiles each program when first met instead: less compile time for runs
+  of a few steps (tests), compiles mid-run for long ones.
   """
   groups, routes = _groups(batch, route)
   if len(groups) == 1 and not isinstance(batch, (tuple, list)):
@@ -305,7 +308,7 @@ def train_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg
   for g, r in zip(groups, routes):
     args = (state["trainable"], store, g, r)
     static = {**grads_static, "role_grads": role_grads}
-    if not _PROGRAMS.known(_jit_group_grads, args, static):
+    if compile_ahead and not _PROGRAMS.known(_jit_group_grads, args, static):
       _PROGRAMS.warm(state, store, g, r, grads_static, apply_static, variants)
     part = _PROGRAMS.get(_jit_group_grads, args, static)(*args)
     sums = part if sums is None else _PROGRAMS.get(_jit_add, (sums, part), {})(sums, part)
