@@ -151,9 +151,38 @@ def unroll_default() -> bool:
   return jax.default_backend() == "cpu"
 
 
+@functools.partial(jax.jit, static_argnames=("config", "slots"))
+def _decode_layout(config: ModelConfig, params, slots: bool = False):
+  """decoder.decode_layout (per slot with `slots`) as a program of its own:
+  inside the decode program XLA would lay the transposes out in place."""
+  layout = functools.partial(decoder.decode_layout, config)
+  return (jax.vmap(layout) if slots else layout)(params)
+
+
+def _decode_params(config: ModelConfig, params, rows: int, slots: bool = False):
+  """The weights a CPU decode step of `rows` rows reads fastest (output-major,
+  decoder.decode_layout), or None: the decode step then uses `params`."""
+  if not unroll_default() or rows > decoder.SKINNY_ROWS:
+    return None
+  return _decode_layout(config, params, slots)
+
+
+def _unstacked(config: ModelConfig, params):
+  return {**params, "layers": decoder.unstack(params["layers"], config.num_layers, fuse=True)}
+
+
+def decode_weights(config: ModelConfig, params, rows: int):
+  """The weights a CPU decode step of `rows` rows multiplies by: the decode
+  layout, or the stored kernels one array per layer (q/k/v and gate/up fused)."""
+  layout = _decode_params(config, params, rows)
+  return _unstacked(config, params) if layout is None else layout
+
+
 @functools.partial(jax.jit, static_argnames=("config", "sampling", "unroll"))
 def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, valid, rng,
-              adapters, adapter_weights, unroll: bool = False):
+              adapters, adapter_weights, decode_params=None, unroll: bool = False):
+  """Prefill with `params`; decode with `decode_params` (decoder.decode_layout)
+  when given, else with `params`, unstacked first when `unroll`."""
   # Rows over the mesh's batch axes when one is set (jax.set_mesh); no-ops otherwise.
   tokens, valid, adapter_weights = sharding.constrain_rows(tokens, valid, adapter_weights)
   batch, prompt_len = tokens.shape
@@ -162,22 +191,25 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
   dtype = as_dtype(config.compute_dtype)
   cache_valid = jnp.concatenate([valid, jnp.ones((batch, n_new), bool)], axis=1)
   positions = decoder.left_pad_positions(valid)
-  if unroll:  # one copy of the weights per call instead of one per decode step
-    params = {**params, "layers": decoder.unstack(params["layers"], config.num_layers,
-                                                  fuse=True)}
+  # The prefill's many rows multiply best by the stored [in, out] kernels.
+  hidden, kv = decoder.forward_hidden(config, params, tokens, positions, valid,
+                                      adapters=adapters, adapter_weights=adapter_weights)
+  logits = decoder.logits_from_hidden(config, params, hidden[:, -1:])[:, 0]
+  unroll = unroll or decode_params is not None
+  if unroll:
+    # Unstacked layers: one copy of the weights per call, where a scan copies
+    # each layer's weights out of the stack at every decode step on CPU.
+    params = _unstacked(config, params) if decode_params is None else decode_params
     if adapters is not None:
       adapters = {"layers": decoder.unstack(adapters["layers"], config.num_layers)}
-  model = functools.partial(decoder.forward_hidden, config, params,
-                            adapters=adapters, adapter_weights=adapter_weights)
-  hidden, kv = model(tokens, positions, valid)
-  if unroll:
     pad = ((0, 0), (0, 0), (0, n_new), (0, 0))
-    cache = sharding.constrain_kv_cache(
-        [tuple(jnp.pad(c.astype(dtype), pad) for c in layer_kv) for layer_kv in kv])
+    cache = sharding.constrain_kv_cache([tuple(jnp.pad(c[i].astype(dtype), pad) for c in kv)
+                                         for i in range(config.num_layers)])
   else:
     pad = ((0, 0), (0, 0), (0, 0), (0, n_new), (0, 0))
     cache = sharding.constrain_kv_cache(tuple(jnp.pad(c.astype(dtype), pad) for c in kv))
-  logits = decoder.logits_from_hidden(config, params, hidden[:, -1:])[:, 0]
+  model = functools.partial(decoder.forward_hidden, config, params,
+                            adapters=adapters, adapter_weights=adapter_weights)
   stop_ids = jnp.asarray(tuple(config.eos_ids) + tuple(sampling.stop_ids), jnp.int32)
   first, first_logp = _sample(jax.random.fold_in(rng, 0), logits, sampling)
   out_tokens = jnp.full((batch, n_new), config.pad_id, jnp.int32).at[:, 0].set(first)
@@ -274,7 +306,8 @@ def generate(
                 f"batch {batch}, prompt {prompt_len}, new {sampling.max_new_tokens}")
   adapter_weights = None if adapter_weights is None else jnp.asarray(adapter_weights)
   out = _generate(config, sampling, params, jnp.asarray(tokens), jnp.asarray(valid), rng,
-                  adapters, adapter_weights, unroll=unroll_default())
+                  adapters, adapter_weights, _decode_params(config, params, batch),
+                  unroll=unroll_default())
   out_tokens, out_logp, lengths, truncated = (np.asarray(x)[:n] for x in out)
   return Generation(out_tokens, out_logp, lengths, truncated)
 
@@ -306,14 +339,14 @@ def slot_layout(slots: Sequence[int], num_slots: int,
 
 @functools.partial(jax.jit, static_argnames=("config", "sampling"))
 def _generate_slots(config: ModelConfig, sampling: SamplingParams, params, tokens, valid, rngs,
-                    adapters, adapter_weights):
-  def one_slot(slot_params, slot_tokens, slot_valid, rng, weights):
+                    adapters, adapter_weights, decode_params=None):
+  def one_slot(slot_params, slot_tokens, slot_valid, rng, weights, slot_decode):
     return _generate(config, sampling, slot_params, slot_tokens, slot_valid, rng, adapters,
-                     weights)
+                     weights, slot_decode)
   weights_axis = None if adapter_weights is None else 0
-  return jax.vmap(one_slot, in_axes=(0, 0, 0, 0, weights_axis),
+  return jax.vmap(one_slot, in_axes=(0, 0, 0, 0, weights_axis, 0),
                   spmd_axis_name=sharding.slot_axis(tokens.shape[0]))(
-      params, tokens, valid, rngs, adapter_weights)
+      params, tokens, valid, rngs, adapter_weights, decode_params)
 
 
 def generate_slots(
@@ -353,7 +386,8 @@ def generate_slots(
                 f"new {sampling.max_new_tokens}")
   out = _generate_slots(config, sampling, params, jnp.asarray(tokens[index]),
                         jnp.asarray(valid[index]), jax.random.split(rng, num_slots),
-                        adapters, weights)
+                        adapters, weights,
+                        _decode_params(config, params, index.shape[1], slots=True))
   flat = (np.asarray(x).reshape(-1, *x.shape[2:])[position] for x in out)
   out_tokens, out_logp, lengths, truncated = flat
   return Generation(out_tokens, out_logp, lengths, truncated)

@@ -24,11 +24,16 @@ def _prompts(lengths, seed=0):
   return [rng.randint(3, 128, size=n).tolist() for n in lengths]
 
 
-@pytest.mark.parametrize("unroll", [True, False], ids=["layer_list", "scanned_stack"])
-def test_cached_greedy_equals_full_forward_on_left_padded_batch(params, unroll, monkeypatch):
-  """Each greedy token is the argmax of a cache-free, unpadded forward over its prefix,
-  with per-layer caches (CPU's default) and with the scan's stacked cache (accelerators')."""
+@pytest.mark.parametrize("unroll,skinny_rows", [(True, 64), (True, 0), (False, 64)],
+                         ids=["decode_layout", "layer_list", "scanned_stack"])
+def test_cached_greedy_equals_full_forward_on_left_padded_batch(params, unroll, skinny_rows,
+                                                                 monkeypatch):
+  """Each greedy token is the argmax of a cache-free, unpadded forward over its prefix:
+  with per-layer caches and output-major kernels (CPU's default up to SKINNY_ROWS
+  rows), per-layer caches and stored kernels (CPU, more rows), and the scan's
+  stacked cache (accelerators')."""
   monkeypatch.setattr(sampling, "unroll_default", lambda: unroll)
+  monkeypatch.setattr(decoder, "SKINNY_ROWS", skinny_rows)
   prompts = _prompts([5, 17, 9])
   n_new = 12
   out = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(1),
@@ -144,3 +149,26 @@ def test_bad_inputs_raise_clear_errors(params):
                       sampling.SamplingParams(max_new_tokens=64))
   with pytest.raises(ValueError, match="temperature"):
     sampling.SamplingParams(temperature=-1)
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("rows", [4, 80], ids=["skinny", "wide"])
+def test_decode_layout_computes_what_the_stored_layout_does(tied, rows):
+  """Output-major kernels (decoder.decode_layout: fused, transposed, one array per
+  layer) give the stored layout's logits, as (W x^T)^T for few rows and x W^T for many."""
+  config = CONFIG.replace(tie_embeddings=tied)
+  params = init_params(config, jax.random.PRNGKey(3))
+  layout = jax.jit(decoder.decode_layout, static_argnums=0)(config, params)
+  assert all(isinstance(layout["layers"][0][name], decoder.Transposed)
+             for name in ("q+k+v", "o", "gate+up", "down"))
+  assert isinstance(decoder.lm_head(config, layout), decoder.Transposed)
+  tokens = jnp.asarray(np.random.RandomState(0).randint(3, 128, size=(rows, 5)))
+  positions = jnp.broadcast_to(jnp.arange(5), tokens.shape)
+  valid = jnp.ones(tokens.shape, bool)
+
+  @jax.jit
+  def logits(p):
+    hidden, _ = decoder.forward_hidden(config, p, tokens[:, :1], positions[:, :1], valid[:, :1])
+    return decoder.logits_from_hidden(config, p, hidden)
+
+  np.testing.assert_allclose(logits(layout), logits(params), rtol=0, atol=1e-5)

@@ -28,25 +28,26 @@ def matmul_floor_seconds(config: ModelConfig, params: Any, batch: int,
                          repeats: int = 5) -> float:
   """Seconds of one decode step's weight matmuls alone, at the decode batch.
 
-  The products the sampler's decode step makes with these weights (the fused
-  q/k/v, o, fused gate/up and down of `decoder.unstack(fuse=True)` per layer,
-  then the LM head), with nothing else: no attention, norms, sampling or
-  loop. At a small batch these skinny products are what bounds decode on a
-  CPU, and both our sampler and torch's `generate` run them; the floor says
-  how much of a step is left for everything else.
+  The products the sampler's decode step makes with these weights, in the
+  layout it reads them (`sampling.decode_weights`: the fused q/k/v, o, fused
+  gate/up and down per layer, then the LM head), with nothing else: no
+  attention, norms, sampling or loop. At a small batch these skinny products
+  are what bounds decode on a CPU, and both our sampler and torch's `generate`
+  run them; the floor says how much of a step is left for everything else.
   """
-  layers = decoder.unstack(params["layers"], config.num_layers, fuse=True)
+  weights = sampling.decode_weights(config, params, batch)
   sizes = decoder.linear_shapes(config)
 
   @jax.jit
-  def step(layers, params, x):
-    for layer in layers:
-      x = (x @ layer["q+k+v"])[:, :sizes["o"][0]] @ layer["o"]
-      x = (x @ layer["gate+up"])[:, :sizes["down"][0]] @ layer["down"]
-    return decoder.logits_from_hidden(config, params, x)
+  def step(weights, x):
+    for layer in weights["layers"]:
+      x = decoder.project(decoder.project(x, layer["q+k+v"])[:, :sizes["o"][0]], layer["o"])
+      x = decoder.project(decoder.project(x, layer["gate+up"])[:, :sizes["down"][0]],
+                          layer["down"])
+    return decoder.logits_from_hidden(config, weights, x)
 
   x = jnp.ones((batch, config.hidden_size))
-  return median_seconds(lambda: step(layers, params, x), repeats)
+  return median_seconds(lambda: step(weights, x), repeats)
 
 
 def torch_model(config: ModelConfig, params: Any, gguf_path: str | None = None):
