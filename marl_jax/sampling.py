@@ -162,7 +162,8 @@ def _decode_layout(config: ModelConfig, params, slots: bool = False):
 def _decode_params(config: ModelConfig, params, rows: int, slots: bool = False):
   """The weights a CPU decode step of `rows` rows reads fastest (output-major,
   decoder.decode_layout), or None: the decode step then uses `params`."""
-  if not unroll_default() or rows > decoder.SKINNY_ROWS:
+  if (not unroll_default() or rows > decoder.SKINNY_ROWS
+      or config.hidden_size < decoder.DECODE_LAYOUT_MIN_HIDDEN):
     return None
   return _decode_layout(config, params, slots)
 

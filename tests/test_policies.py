@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from marl_jax import sampling
-from marl_jax.models import get_preset, init_params
+from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.models.scoring import token_logprobs
 from marl_jax.policies import PolicyStore
@@ -81,7 +81,11 @@ def test_hybrid_rows_equal_the_base_with_shared_plus_role_deltas_merged(base):
                                atol=2e-4)
 
 
-def test_full_copies_match_each_slots_params_run_alone(base):
+def test_full_copies_match_each_slots_params_run_alone(base, monkeypatch):
+  # Every decode here reads the CPU decode layout, per slot under generate_slots'
+  # vmap (the tiny model is narrower than the default threshold);
+  # test_full_copies_sp_equals_ip_at_init_greedy runs the stored kernels.
+  monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", 0)
   store = PolicyStore.create(CONFIG, base, ROLES, mode="isolated", kind="full")
   noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
                        store.trainable["full"])

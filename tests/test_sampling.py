@@ -30,10 +30,11 @@ def test_cached_greedy_equals_full_forward_on_left_padded_batch(params, unroll, 
                                                                  monkeypatch):
   """Each greedy token is the argmax of a cache-free, unpadded forward over its prefix:
   with per-layer caches and output-major kernels (CPU's default up to SKINNY_ROWS
-  rows), per-layer caches and stored kernels (CPU, more rows), and the scan's
+  rows of a wide model), per-layer caches and stored kernels (CPU otherwise), and the scan's
   stacked cache (accelerators')."""
   monkeypatch.setattr(sampling, "unroll_default", lambda: unroll)
   monkeypatch.setattr(decoder, "SKINNY_ROWS", skinny_rows)
+  monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", 0)  # tiny_s is narrower
   prompts = _prompts([5, 17, 9])
   n_new = 12
   out = sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(1),

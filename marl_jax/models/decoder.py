@@ -136,7 +136,13 @@ class Transposed:
   t: jax.Array
 
 
-SKINNY_ROWS = 64  # up to this many rows, products take the [out, rows] form
+# Up to this many rows, products by a Transposed kernel take the [out, rows]
+# form, and a CPU decode step reads the decode layout from models this wide.
+# Interleaved A/B of generate (64 new tokens), layout over stored kernels:
+# 16 rows 0.93x at hidden 128, 1.16x at 256, 1.2-1.3x at 384-576 (SmolLM2
+# 1.37x); 64 rows 0.91-1.10x.
+SKINNY_ROWS = 32
+DECODE_LAYOUT_MIN_HIDDEN = 256
 
 
 def project(x: jax.Array, w: Any, dtype: Any = None) -> jax.Array:
