@@ -14,8 +14,8 @@ with them).
 The settings keep every allocation in the main heap (one arena, no mmap'd
 chunks) and never trim it, so a freed buffer stays mapped and the next
 execution reuses it. They are read by glibc when a process starts, so the
-launch scripts re-execute themselves with them (`reexec`), and tests/conftest.py
-puts them in the environment of pytest's workers. A value already in the
+launch scripts re-execute themselves with them (`reexec`); pytest's workers
+keep the system's settings (tests/conftest.py says why). A value already in the
 environment wins; MARL_JAX_SYSTEM_MALLOC=1 keeps the system's settings.
 Elsewhere than Linux with glibc nothing changes. The cost is memory: the
 process keeps its peak heap mapped until it exits, and that heap holds the
