@@ -182,8 +182,11 @@ def decode_weights(config: ModelConfig, params, rows: int):
 @functools.partial(jax.jit, static_argnames=("config", "sampling", "unroll"))
 def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, valid, rng,
               adapters, adapter_weights, decode_params=None, unroll: bool = False):
-  """Prefill with `params`; decode with `decode_params` (decoder.decode_layout)
-  when given, else with `params`, unstacked first when `unroll`."""
+  """Prefill with `params`, decode with `decode_params` (decoder.decode_layout:
+  the prefill's many rows multiply best by the stored kernels) when given;
+  with `unroll`, prefill and decode read the stored kernels one array per
+  layer: one copy of the weights per call, where a scan copies each layer's
+  weights out of the stack at every decode step on CPU."""
   # Rows over the mesh's batch axes when one is set (jax.set_mesh); no-ops otherwise.
   tokens, valid, adapter_weights = sharding.constrain_rows(tokens, valid, adapter_weights)
   batch, prompt_len = tokens.shape
@@ -192,20 +195,23 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
   dtype = as_dtype(config.compute_dtype)
   cache_valid = jnp.concatenate([valid, jnp.ones((batch, n_new), bool)], axis=1)
   positions = decoder.left_pad_positions(valid)
-  # The prefill's many rows multiply best by the stored [in, out] kernels.
+  layout, unroll = decode_params is not None, unroll or decode_params is not None
+  if unroll:
+    decode_adapters = None if adapters is None else {
+        "layers": decoder.unstack(adapters["layers"], config.num_layers)}
+  if unroll and not layout:
+    params = decode_params = _unstacked(config, params)
+    adapters = decode_adapters
   hidden, kv = decoder.forward_hidden(config, params, tokens, positions, valid,
                                       adapters=adapters, adapter_weights=adapter_weights)
   logits = decoder.logits_from_hidden(config, params, hidden[:, -1:])[:, 0]
-  unroll = unroll or decode_params is not None
   if unroll:
-    # Unstacked layers: one copy of the weights per call, where a scan copies
-    # each layer's weights out of the stack at every decode step on CPU.
-    params = _unstacked(config, params) if decode_params is None else decode_params
-    if adapters is not None:
-      adapters = {"layers": decoder.unstack(adapters["layers"], config.num_layers)}
+    if layout:  # the prefill's stacked [L, ...] keys and values, per layer
+      kv = [tuple(c[i] for c in kv) for i in range(config.num_layers)]
+    params, adapters = decode_params, decode_adapters
     pad = ((0, 0), (0, 0), (0, n_new), (0, 0))
-    cache = sharding.constrain_kv_cache([tuple(jnp.pad(c[i].astype(dtype), pad) for c in kv)
-                                         for i in range(config.num_layers)])
+    cache = sharding.constrain_kv_cache(
+        [tuple(jnp.pad(c.astype(dtype), pad) for c in layer_kv) for layer_kv in kv])
   else:
     pad = ((0, 0), (0, 0), (0, 0), (0, n_new), (0, 0))
     cache = sharding.constrain_kv_cache(tuple(jnp.pad(c.astype(dtype), pad) for c in kv))

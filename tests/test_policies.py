@@ -81,6 +81,24 @@ def test_hybrid_rows_equal_the_base_with_shared_plus_role_deltas_merged(base):
                                atol=2e-4)
 
 
+@pytest.mark.parametrize("min_hidden", [0, None], ids=["decode_layout", "stored_kernels"])
+def test_lora_rows_generate_what_their_merged_weights_generate(base, min_hidden, monkeypatch):
+  """Routed adapters in the sampler (prefill on the stacked kernels, decode on the
+  CPU decode layout or the stored kernels) equal each role's merged weights."""
+  if min_hidden is not None:
+    monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", min_hidden)
+  store = PolicyStore.create(CONFIG, base, ROLES, mode="isolated")
+  for slot in range(len(store.routing.lora_storage)):
+    store = _perturb_b(store, slot, seed=slot)
+  out = store.generate(PROMPTS, ROWS, jax.random.PRNGKey(0), GREEDY)
+  for role in ROLES:
+    rows = [i for i, r in enumerate(ROWS) if r == role]
+    ref = sampling.generate(CONFIG, store.params_for(role), [PROMPTS[i] for i in rows],
+                            jax.random.PRNGKey(0), GREEDY)
+    np.testing.assert_array_equal(out.tokens[rows], ref.tokens)
+    np.testing.assert_allclose(out.logprobs[rows], ref.logprobs, atol=1e-4)
+
+
 def test_full_copies_match_each_slots_params_run_alone(base, monkeypatch):
   # Every decode here reads the CPU decode layout, per slot under generate_slots'
   # vmap (the tiny model is narrower than the default threshold);
