@@ -383,11 +383,11 @@ def logits_from_hidden(config: ModelConfig, params: Params, hidden: jax.Array) -
   shape = hidden.shape
   flat = hidden.reshape(-1, shape[-1]).astype(dtype)
   head = lm_head(config, params)
-  if dtype != jnp.float32 or not isinstance(head, Transposed):
-    head = head.t.T if isinstance(head, Transposed) else head
-    return jnp.dot(flat, head.astype(dtype), preferred_element_type=jnp.float32).reshape(
-        *shape[:-1], -1)
-  return project(flat, head).reshape(*shape[:-1], -1)
+  if dtype == jnp.float32:
+    return project(flat, head, dtype).reshape(*shape[:-1], -1)
+  head = head.t.T if isinstance(head, Transposed) else head  # f32 logits of bf16 products
+  return jnp.dot(flat, head.astype(dtype), preferred_element_type=jnp.float32).reshape(
+      *shape[:-1], -1)
 
 
 def forward_logits(config: ModelConfig, params: Params, tokens: jax.Array) -> jax.Array:
