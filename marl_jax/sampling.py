@@ -224,6 +224,9 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
   done = jnp.isin(first, stop_ids)
   lengths = jnp.ones((batch,), jnp.int32)
   next_pos = positions[:, -1] + 1
+  # Every decode step's RoPE tables, computed before the loop (forward_hidden's rope).
+  rope = decoder.rope_tables(next_pos[:, None] + jnp.arange(max(n_new - 1, 1)),
+                             decoder.rope_inv_freq(config))
 
   def cond(state):
     step, _, _, done, *_ = state
@@ -232,9 +235,10 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
   def body(state):
     step, cache, last, done, out_tokens, out_logp, lengths = state
     slot = prompt_len + step - 1
+    step_rope = tuple(jax.lax.dynamic_slice_in_dim(t, step - 1, 1, axis=1) for t in rope)
     hidden, cache = model(last[:, None], (next_pos + step - 1)[:, None],
                           jnp.ones((batch, 1), bool), cache=cache, cache_valid=cache_valid,
-                          cache_index=slot)
+                          cache_index=slot, rope=step_rope)
     cache = sharding.constrain_kv_cache(cache)
     logits = decoder.logits_from_hidden(config, params, hidden)[:, 0]
     ids, logp = _sample(jax.random.fold_in(rng, step), logits, sampling)

@@ -112,10 +112,15 @@ def rope_inv_freq(config: ModelConfig) -> jax.Array:
   return inv
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
-  """Rotates x [B, S, heads, hd] by positions [B, S] (rotate-half convention, as HF)."""
-  angles = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, S, hd/2]
-  cos, sin = jnp.cos(angles)[:, :, None, :], jnp.sin(angles)[:, :, None, :]
+def rope_tables(positions: jax.Array, inv_freq: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """cos and sin [B, S, 1, hd/2] of positions [B, S] times the frequencies."""
+  angles = positions.astype(jnp.float32)[..., None, None] * inv_freq
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, tables: tuple[jax.Array, jax.Array]) -> jax.Array:
+  """Rotates x [B, S, heads, hd] by `rope_tables` (rotate-half convention, as HF)."""
+  cos, sin = tables
   x32 = x.astype(jnp.float32)
   x1, x2 = jnp.split(x32, 2, axis=-1)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
@@ -213,7 +218,7 @@ def _write_cache(cache, kv, cache_index, layer_index):
   return new, tuple(c[layer_index] for c in new) if stacked else new
 
 
-def _layer(config, h, layer, adapters, *, route, positions, mask, inv_freq, cache,
+def _layer(config, h, layer, adapters, *, route, rope, mask, cache,
            cache_index=0, layer_index=None):
   dtype = as_dtype(config.compute_dtype)
   b, s, _ = h.shape
@@ -246,7 +251,7 @@ def _layer(config, h, layer, adapters, *, route, positions, mask, inv_freq, cach
   if config.qk_norm:
     q = rms_norm(q, layer["q_norm"], eps)
     k = rms_norm(k, layer["k_norm"], eps)
-  q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
+  q, k = apply_rope(q, rope), apply_rope(k, rope)
   kv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # head-major [B, K, S, hd]
   if cache is not None:
     kv, (k, v) = _write_cache(cache, kv, cache_index, layer_index)
@@ -279,6 +284,7 @@ def forward_hidden(
     adapters: Params | None = None,
     adapter_weights: jax.Array | None = None,
     remat: bool = False,
+    rope: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """Runs the decoder; returns (final-normed hidden [B, S, D], keys and values).
 
@@ -295,6 +301,10 @@ def forward_hidden(
       under jit when the cache is donated or carried by a loop).
     adapters, adapter_weights: LoRA slots and per-row routing (module doc).
     remat: recompute each layer's activations in the backward pass.
+    rope: the `rope_tables` of `positions`, when the caller computed them
+      (the sampler, once for every decode step: computed inside the step,
+      XLA:CPU fuses the cosine and sine into each layer's q and k and
+      evaluates them once per element, ~0.1 ms a SmolLM2 layer).
   """
   s = tokens.shape[1]
   if cache is None:
@@ -304,7 +314,8 @@ def forward_hidden(
     cache_valid = jax.lax.dynamic_update_slice(cache_valid, valid, (0, cache_index))
     causal = jnp.arange(t)[None, :] <= cache_index + jnp.arange(s)[:, None]  # [S, T]
     mask = causal[None] & cache_valid[:, None, :]
-  inv_freq = rope_inv_freq(config)
+  if rope is None:
+    rope = rope_tables(positions, rope_inv_freq(config))
   h = embed_tokens(config, params, tokens)
   lora_layers = None if adapters is None else adapters["layers"]
   route = None
@@ -312,8 +323,8 @@ def forward_hidden(
     first = lora_layers[0] if isinstance(lora_layers, list) else lora_layers
     rank = next(iter(first.values()))["a"].shape[-1] // adapter_weights.shape[-1]
     route = jnp.repeat(adapter_weights.astype(h.dtype), rank, axis=-1)
-  layer_fn = functools.partial(_layer, config, route=route, positions=positions, mask=mask,
-                               inv_freq=inv_freq, cache_index=cache_index)
+  layer_fn = functools.partial(_layer, config, route=route, rope=rope, mask=mask,
+                               cache_index=cache_index)
   if isinstance(params["layers"], list):
     # Unstacked layers (see `unstack`): a Python loop over separate buffers.
     # XLA:CPU copies a layer's weights out of stacked arrays on every
