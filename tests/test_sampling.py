@@ -173,3 +173,32 @@ def test_decode_layout_computes_what_the_stored_layout_does(tied, rows):
     return decoder.logits_from_hidden(config, p, hidden)
 
   np.testing.assert_allclose(logits(layout), logits(params), rtol=0, atol=1e-5)
+
+
+def test_decode_layout_is_reused_for_the_same_weights_only(params, monkeypatch):
+  """Calls with the same arrays share one layout; other weights (new values under
+  the same tree) get their own, so their tokens are their own; the layout goes
+  when the weights it was made from are freed."""
+  monkeypatch.setattr(sampling, "unroll_default", lambda: True)
+  monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", 0)
+  made = []
+  monkeypatch.setattr(sampling, "_decode_layout",
+                      lambda *a: made.append(1) or decoder.decode_layout(a[0], a[1]))
+  prompts = _prompts([5, 9])
+  greedy = sampling.SamplingParams(temperature=0.0, max_new_tokens=8)
+
+  def tokens(p):
+    return sampling.generate(CONFIG, p, prompts, jax.random.PRNGKey(0), greedy).tokens
+
+  first = tokens(params)
+  np.testing.assert_array_equal(tokens(params), first)
+  assert len(made) == 1
+  other = jax.tree.map(lambda x: -x if x.ndim >= 2 else x, params)
+  monkeypatch.setattr(sampling, "unroll_default", lambda: False)  # the stored kernels
+  expected = tokens(other)
+  monkeypatch.setattr(sampling, "unroll_default", lambda: True)
+  assert not np.array_equal(expected, first)
+  np.testing.assert_array_equal(tokens(other), expected)
+  assert len(made) == 2
+  del other
+  assert not sampling._LAST_LAYOUT
