@@ -10,18 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from marl_jax import sampling
+from marl_jax.bench.smoke import forward_flops
 from marl_jax.bench.timing import median_seconds
 from marl_jax.models import count_params, decoder, save_pretrained
 from marl_jax.models.config import ModelConfig
-
-
-def decode_flops_per_token(config: ModelConfig, context: int) -> float:
-  """Forward FLOPs of one decoded token at a given context length."""
-  n = count_params(config)
-  embed = config.vocab_size * config.hidden_size
-  matmul = n - embed - (0 if config.tie_embeddings else embed) + embed  # LM head counts once
-  attention = 2 * 2 * config.num_layers * config.num_heads * config.head_dim * context
-  return 2 * matmul + attention
 
 
 def matmul_floor_seconds(config: ModelConfig, params: Any, batch: int,
@@ -88,13 +80,19 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
   theirs = median_seconds(hf_generate, repeats)
   floor = new_tokens * matmul_floor_seconds(config, params, batch, repeats)
   tokens = batch * new_tokens
-  flops = tokens * decode_flops_per_token(config, prompt_len + new_tokens // 2)
+  # Model FLOPs: the prefill over the real prompt tokens (the LM head at each
+  # row's last one, which samples the first token), then new_tokens - 1 decode
+  # steps attending to the prompt and half the completion on average.
+  prefill = forward_flops(config, batch * prompt_len, prompt_len / 2, lm_head_tokens=batch)
+  decode = forward_flops(config, batch * (new_tokens - 1), prompt_len + new_tokens / 2)
   weight_bytes = 4 * count_params(config)  # float32, read once per decode step
   return {f"{name}/ours_tokens_per_s": tokens / ours,
-          f"{name}/flops_per_weight_byte": flops / new_tokens / weight_bytes,
           f"{name}/hf_generate_tokens_per_s": tokens / theirs,
           f"{name}/speedup_vs_hf": theirs / ours,
           # 1.0: a decode step costs no more than its weight matmuls alone.
           f"{name}/ours_fraction_of_matmul_floor": floor / ours,
           f"{name}/hf_fraction_of_matmul_floor": floor / theirs,
-          f"{name}/sampler_gflops": flops / ours / 1e9}
+          f"{name}/prefill_gflop": prefill / 1e9,
+          f"{name}/decode_gflop": decode / 1e9,
+          f"{name}/flops_per_weight_byte": decode / (new_tokens - 1) / weight_bytes,
+          f"{name}/sampler_gflops": (prefill + decode) / ours / 1e9}

@@ -64,9 +64,14 @@ def matmul_weights(config) -> int:
   return config.num_layers * per_layer + config.vocab_size * config.hidden_size
 
 
-def forward_flops(config, tokens: int, context: float) -> float:
+def forward_flops(config, tokens: int, context: float,
+                  lm_head_tokens: int | None = None) -> float:
+  """Model FLOPs of a forward pass over `tokens` tokens that attend to `context`
+  keys on average, `lm_head_tokens` of them (all by default) through the LM head."""
   attention = 4 * config.num_layers * config.num_heads * config.head_dim * context
-  return tokens * (2 * matmul_weights(config) + attention)
+  lm_head = 2 * config.vocab_size * config.hidden_size
+  heads = tokens if lm_head_tokens is None else lm_head_tokens
+  return tokens * (2 * matmul_weights(config) - lm_head + attention) + heads * lm_head
 
 
 def _store(preset: str, mode: str, kind: str, rank: int, mesh) -> PolicyStore:
@@ -112,8 +117,9 @@ def run(preset: str = "qwen3_0_6b", *, batch: int = 64, prompt_len: int = 512,
     gen = policy.generate(prompts, roles, jax.random.PRNGKey(1), sp)
     seconds = time.perf_counter() - start
   generated = int(gen.lengths.sum())
-  flops = (forward_flops(config, batch * prompt_len, prompt_len / 2)
-           + forward_flops(config, generated, prompt_len + new_tokens / 2))
+  # The prefill runs the LM head at each row's last position only.
+  flops = (forward_flops(config, batch * prompt_len, prompt_len / 2, lm_head_tokens=batch)
+           + forward_flops(config, generated - batch, prompt_len + new_tokens / 2))
   c = 2  # bf16 bytes
   kv = 2 * config.num_layers * config.num_kv_heads * config.head_dim * c
   read = new_tokens * (matmul_weights(config) * c + batch * kv * (prompt_len + new_tokens / 2))

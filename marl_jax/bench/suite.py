@@ -109,10 +109,12 @@ def run(only: list[str], repeats: int = 5) -> dict:
   peak = max(results["matmul_peak_gflops"], results["matmul_peak_gflops_end"])
   for key in [k for k in results if k.endswith("sampler_gflops")]:
     results[key.replace("sampler_gflops", "fraction_of_peak")] = results[key] / peak
-    # Decode reads every weight once per step: its roofline is
-    # min(peak, arithmetic intensity x memory bandwidth).
-    intensity = results[key.replace("sampler_gflops", "flops_per_weight_byte")]
-    roofline = min(peak, intensity * results["memory_bandwidth_gbs"])
+    # The prefill's roofline is the peak; decode reads every weight once per
+    # step, so its roofline is min(peak, arithmetic intensity x bandwidth).
+    figure = lambda name: results[key.replace("sampler_gflops", name)]
+    decode_roofline = min(peak, figure("flops_per_weight_byte") * results["memory_bandwidth_gbs"])
+    roofline = (figure("prefill_gflop") + figure("decode_gflop")) / (
+        figure("prefill_gflop") / peak + figure("decode_gflop") / decode_roofline)
     results[key.replace("sampler_gflops", "roofline_gflops")] = roofline
     results[key.replace("sampler_gflops", "fraction_of_roofline")] = results[key] / roofline
   return results
