@@ -181,6 +181,7 @@ def test_decode_layout_is_reused_for_the_same_weights_only(params, monkeypatch):
   when the weights it was made from are freed."""
   monkeypatch.setattr(sampling, "unroll_default", lambda: True)
   monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", 0)
+  monkeypatch.setattr(sampling, "_LAST_LAYOUT", [])  # earlier tests' entry: the same params
   made = []
   monkeypatch.setattr(sampling, "_decode_layout",
                       lambda *a: made.append(1) or decoder.decode_layout(a[0], a[1]))
