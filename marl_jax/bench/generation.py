@@ -11,7 +11,7 @@ import numpy as np
 
 from marl_jax import sampling
 from marl_jax.bench.smoke import forward_flops
-from marl_jax.bench.timing import median_seconds
+from marl_jax.bench.timing import interleaved_median_seconds, median_seconds
 from marl_jax.models import count_params, decoder, save_pretrained
 from marl_jax.models.config import ModelConfig
 
@@ -66,8 +66,6 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
   never_stop = config.replace(eos_ids=())
   sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
   keys = iter(jax.random.split(jax.random.PRNGKey(0), repeats + 1))
-  ours = median_seconds(lambda: sampling.generate(
-      never_stop, params, prompts.tolist(), next(keys), sp).tokens, repeats)
   model = torch_model(config, params, gguf_path)
   ids = torch.as_tensor(prompts)
 
@@ -77,7 +75,11 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
                             temperature=1.0, top_k=0, max_new_tokens=new_tokens,
                             min_new_tokens=new_tokens, pad_token_id=config.pad_id)
 
-  theirs = median_seconds(hf_generate, repeats)
+  seconds = interleaved_median_seconds({
+      "ours": lambda: sampling.generate(never_stop, params, prompts.tolist(), next(keys),
+                                        sp).tokens,
+      "theirs": hf_generate}, repeats)
+  ours, theirs = seconds["ours"], seconds["theirs"]
   floor = new_tokens * matmul_floor_seconds(config, params, batch, repeats)
   tokens = batch * new_tokens
   # Model FLOPs: the prefill over the real prompt tokens (the LM head at each

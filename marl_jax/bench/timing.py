@@ -30,14 +30,28 @@ def counting_compiles() -> Iterator[list[int]]:
 
 def median_seconds(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> float:
   """Median wall time of fn() (its result is blocked on), after warm-up calls."""
+  return interleaved_median_seconds({"fn": fn}, repeats, warmup)["fn"]
+
+
+def interleaved_median_seconds(fns: dict[str, Callable[[], Any]], repeats: int = 5,
+                               warmup: int = 1) -> dict[str, float]:
+  """Median wall time of each fn(), the functions called in turn in every round.
+
+  On a shared machine whose speed drifts over minutes, timing one side's
+  repeats and then the other's puts them in different conditions (SmolLM2
+  decode vs `generate`: 1.8x timed one after the other, 2.2-2.6x round by
+  round, minutes apart); alternating them gives both sides the same ones.
+  """
   for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times = []
+    for fn in fns.values():
+      jax.block_until_ready(fn())
+  times: dict[str, list[float]] = {name: [] for name in fns}
   for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 7) -> float:
