@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import resource
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from marl_jax import distributed, sharding
-from marl_jax.bench.timing import median_seconds
+from marl_jax.bench.timing import interleaved_median_seconds, median_seconds
 from marl_jax.models import decoder, get_preset
 from marl_jax.models.lora import LoraConfig
 from marl_jax.policies import PolicyStore
@@ -154,13 +154,17 @@ def _train(store, par, rows: int, length: int, new_tokens: int, steps: int, peak
   return train_timing(store, par, arrays, steps, peak)
 
 
-def train_timing(store, par, arrays: dict[str, np.ndarray], steps: int, peak: float,
-                 remat: bool = True) -> dict[str, float]:
+def train_timing(store, par, arrays: dict[str, np.ndarray], steps: int, peak: float | None,
+                 remat: bool = True,
+                 alongside: dict[str, Callable[[], Any]] | None = None) -> dict[str, float]:
   """Median seconds of the jitted PPO update on `arrays` (one row per sequence).
 
-  peak: TFLOP/s per device; returns update_s, update_tokens_per_s,
-  update_gflops (model FLOP/s), update_mfu, update_loss and update_page_faults
-  (this process's minor page faults a step).
+  peak: TFLOP/s per device (None: no update_mfu); returns update_s,
+  update_tokens_per_s, update_flops (model FLOPs a step), update_gflops (model
+  FLOP/s), update_mfu, update_loss and update_page_faults
+  (this process's minor page faults a step). `alongside`: other steps (name
+  -> fn) timed in turn with ours, round by round
+  (timing.interleaved_median_seconds); their medians come back as `<name>_s`.
   """
   rows, length = arrays["tokens"].shape
   route = store.route([store.roles[r] for r in arrays["role"]])
@@ -169,22 +173,27 @@ def train_timing(store, par, arrays: dict[str, np.ndarray], steps: int, peak: fl
   static = dict(cfg=update.LossConfig(remat=remat), optimizer=optimizer,
                 num_roles=len(store.roles))
   frozen, batch = store.replace(trainable={}), par.put_rows(arrays)
-  state, metrics = par.train_step(state, frozen, batch, route, **static)  # compile
-  jax.block_until_ready(metrics)
-  times = []
+  carry = {"state": state}
+
+  def step():
+    carry["state"], carry["metrics"] = par.train_step(carry["state"], frozen, batch, route,
+                                                      **static)
+    return carry["metrics"]
+
+  jax.block_until_ready(step())  # compile
   faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-  for _ in range(steps):
-    start = time.perf_counter()
-    state, metrics = par.train_step(state, frozen, batch, route, **static)
-    jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - start)
-  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
-  seconds = float(np.median(times))
+  for _ in range(2):
+    jax.block_until_ready(step())
+  faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / 2
+  seconds = interleaved_median_seconds({"update": step, **(alongside or {})}, steps)
+  metrics = carry["metrics"]
+  others = {f"{name}_s": seconds[name] for name in alongside or {}}
+  seconds = seconds["update"]
   passes = 3 if store.kind == "full" else 2
   flops = passes * forward_flops(store.config, rows * length, length / 2)
   return {"update_s": seconds, "update_tokens_per_s": rows * length / seconds,
-          "update_gflops": flops / seconds / 1e9 / jax.device_count(),
-          "update_mfu": flops / seconds / (peak * 1e12 * jax.device_count()),
+          "update_flops": flops, "update_gflops": flops / seconds / 1e9 / jax.device_count(),
+          "update_mfu": peak and flops / seconds / (peak * 1e12 * jax.device_count()),
           "update_loss": float(metrics["loss"]),
           # Host page faults a step: XLA:CPU's buffers mapped afresh (marl_jax/hostmem.py).
-          "update_page_faults": faults}
+          "update_page_faults": faults, **others}

@@ -10,7 +10,6 @@ thread per core. Model FLOPs follow marl_jax.bench.smoke (forward x 3).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import jax
@@ -33,9 +32,8 @@ def mid_config() -> ModelConfig:
   return get_preset("tiny_m", **MID)
 
 
-def torch_step_seconds(config: ModelConfig, params: Any, arrays: dict[str, np.ndarray],
-                       repeats: int) -> float:
-  """Median seconds of an eager forward + backward + AdamW step of transformers' model."""
+def torch_step(config: ModelConfig, params: Any, arrays: dict[str, np.ndarray]):
+  """An eager forward + backward + AdamW step of transformers' model (a closure)."""
   import torch
   model = torch_model(config, params).train()
   optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
@@ -54,27 +52,24 @@ def torch_step_seconds(config: ModelConfig, params: Any, arrays: dict[str, np.nd
     optimizer.step()
     return loss
 
-  step()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  return step
 
 
 def compare_train_step(name: str, config: ModelConfig, rows: int, length: int,
-                       new_tokens: int, peak_gflops: float, repeats: int = 5) -> dict[str, Any]:
-  """Our step (marl_jax.rl.update via PolicyStore, full copies) vs torch eager."""
+                       new_tokens: int, repeats: int = 5) -> dict[str, Any]:
+  """Our step (marl_jax.rl.update via PolicyStore, full copies) vs torch eager; both
+  sides' model GFLOP/s (bench.suite turns them into fractions of the run's peak)."""
   params = init_params(config, jax.random.PRNGKey(0))
   store = PolicyStore.create(config, params, ("generator",), mode="shared", kind="full")
   arrays = smoke.synthetic_rows(config.vocab_size, rows, length, new_tokens)
+  # Timed in turn, round by round: this shared machine's speed drifts.
   ours = smoke.train_timing(store, distributed.Parallel(None), arrays, repeats,
-                            peak_gflops / 1e3, remat=False)  # as marl_jax.train
-  theirs = torch_step_seconds(config, params, arrays, repeats)
+                            None, remat=False,  # as marl_jax.train
+                            alongside={"torch_eager": torch_step(config, params, arrays)})
+  theirs = ours["torch_eager_s"]
   return {f"{name}/params": count_params(config),
           f"{name}/ours_s": ours["update_s"], f"{name}/torch_eager_s": theirs,
           f"{name}/speedup_vs_torch": theirs / ours["update_s"],
           f"{name}/gflops": ours["update_gflops"],
-          f"{name}/fraction_of_peak": ours["update_mfu"],
+          f"{name}/torch_gflops": ours["update_flops"] / theirs / 1e9,
           f"{name}/page_faults_per_step": ours["update_page_faults"]}
