@@ -161,8 +161,9 @@ def train_timing(store, par, arrays: dict[str, np.ndarray], steps: int, peak: fl
 
   peak: TFLOP/s per device (None: no update_mfu); returns update_s,
   update_tokens_per_s, update_flops (model FLOPs a step), update_gflops (model
-  FLOP/s), update_mfu, update_loss and update_page_faults
-  (this process's minor page faults a step). `alongside`: other steps (name
+  FLOP/s), update_mfu, update_loss and update_page_faults (this process's
+  minor page faults a step, over the two steps after the compiling one, before
+  `alongside` runs). `alongside`: other steps (name
   -> fn) timed in turn with ours, round by round
   (timing.interleaved_median_seconds); their medians come back as `<name>_s`.
   """
