@@ -38,9 +38,10 @@ def interleaved_median_seconds(fns: dict[str, Callable[[], Any]], repeats: int =
   """Median wall time of each fn(), the functions called in turn in every round.
 
   On a shared machine whose speed drifts over minutes, timing one side's
-  repeats and then the other's puts them in different conditions (SmolLM2
-  decode vs `generate`: 1.8x timed one after the other, 2.2-2.6x round by
-  round, minutes apart); alternating them gives both sides the same ones.
+  repeats as a block and then the other's puts them in different conditions
+  (our SmolLM2 generate over transformers': 1.78x and 1.81x in two such
+  runs, 2.15-2.58x round by round in one process); alternating them gives
+  both sides the same ones.
   """
   for _ in range(warmup):
     for fn in fns.values():
