@@ -140,6 +140,11 @@ class Transposed:
   """
   t: jax.Array
 
+  @classmethod
+  def of(cls, w: jax.Array) -> "Transposed":
+    """The output-major copy of a stored [..., D_in, D_out] kernel."""
+    return cls(jnp.swapaxes(w, -1, -2))
+
 
 # Up to this many rows, products by a Transposed kernel take the [out, rows]
 # form, and a CPU decode step reads the decode layout from models this wide.
@@ -368,7 +373,7 @@ def unstack(tree: Any, num_layers: int, fuse: bool = False, transpose: bool = Fa
     for group in (("q", "k", "v"), ("gate", "up")) if fuse else ():
       layer["+".join(group)] = jnp.concatenate([layer.pop(n) for n in group], axis=-1)
     for name in [n for n in layer if transpose and set(n.split("+")) <= set(LINEAR_NAMES)]:
-      layer[name] = Transposed(jnp.swapaxes(layer[name], -1, -2))
+      layer[name] = Transposed.of(layer[name])
   return layers
 
 
@@ -380,7 +385,7 @@ def decode_layout(config: ModelConfig, params: Params) -> Params:
   out = {**params, "layers": unstack(params["layers"], config.num_layers, fuse=True,
                                      transpose=True)}
   if "lm_head" in params:
-    out["lm_head"] = Transposed(jnp.swapaxes(params["lm_head"], -1, -2))
+    out["lm_head"] = Transposed.of(params["lm_head"])
   return out
 
 
