@@ -176,11 +176,10 @@ def _decode_params(config: ModelConfig, params, rows: int, slots: bool = False):
   leaves = jax.tree_util.tree_leaves(params)
   if not all(isinstance(x, jax.Array) for x in leaves):  # numpy arrays can change in place
     return _decode_layout(config, params, slots)
-  # The same live jax arrays hold the same values, and no live object shares
-  # another's id.
-  key = (config, slots, jax.tree_util.tree_structure(params), tuple(map(id, leaves)))
-  if _LAST_LAYOUT and _LAST_LAYOUT[0][0] == key and all(r() is not None
-                                                        for r in _LAST_LAYOUT[0][1]):
+  # The same jax arrays (identical objects, immutable) hold the same values.
+  key = (config, slots, jax.tree_util.tree_structure(params))
+  if _LAST_LAYOUT and _LAST_LAYOUT[0][0] == key and all(
+      r() is x for r, x in zip(_LAST_LAYOUT[0][1], leaves)):
     return _LAST_LAYOUT[0][2]
   layout = _decode_layout(config, params, slots)
   _LAST_LAYOUT[:] = [(key, [weakref.ref(x, lambda _: _LAST_LAYOUT.clear()) for x in leaves],
