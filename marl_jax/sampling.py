@@ -152,11 +152,11 @@ def unroll_default() -> bool:
   return jax.default_backend() == "cpu"
 
 
-@functools.partial(jax.jit, static_argnames=("config", "slots"))
-def _decode_layout(config: ModelConfig, params, slots: bool = False):
+@functools.partial(jax.jit, static_argnames=("config", "slots", "packed"))
+def _decode_layout(config: ModelConfig, params, slots: bool = False, packed: bool = False):
   """decoder.decode_layout (per slot with `slots`) as a program of its own:
   inside the decode program XLA would lay the transposes out in place."""
-  layout = functools.partial(decoder.decode_layout, config)
+  layout = functools.partial(decoder.decode_layout, config, packed=packed)
   return (jax.vmap(layout) if slots else layout)(params)
 
 
@@ -174,14 +174,15 @@ def _decode_params(config: ModelConfig, params, rows: int, slots: bool = False):
       or config.hidden_size < decoder.DECODE_LAYOUT_MIN_HIDDEN):
     return None
   leaves = jax.tree_util.tree_leaves(params)
+  packed = decoder.packs_for_decode(config)
   if not all(isinstance(x, jax.Array) for x in leaves):  # numpy arrays can change in place
-    return _decode_layout(config, params, slots)
+    return _decode_layout(config, params, slots, packed)
   # The same jax arrays (identical objects, immutable) hold the same values.
-  key = (config, slots, jax.tree_util.tree_structure(params))
+  key = (config, slots, packed, jax.tree_util.tree_structure(params))
   if _LAST_LAYOUT and _LAST_LAYOUT[0][0] == key and all(
       r() is x for r, x in zip(_LAST_LAYOUT[0][1], leaves)):
     return _LAST_LAYOUT[0][2]
-  layout = _decode_layout(config, params, slots)
+  layout = _decode_layout(config, params, slots, packed)
   _LAST_LAYOUT[:] = [(key, [weakref.ref(x, lambda _: _LAST_LAYOUT.clear()) for x in leaves],
                       layout)]
   return layout

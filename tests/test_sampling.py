@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax import sampling
+from marl_jax import cpu_kernels, sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.scoring import token_logprobs
 
@@ -152,17 +152,23 @@ def test_bad_inputs_raise_clear_errors(params):
     sampling.SamplingParams(temperature=-1)
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["cpu_kernels", "xla"])
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
 @pytest.mark.parametrize("rows", [4, 80], ids=["skinny", "wide"])
-def test_decode_layout_computes_what_the_stored_layout_does(tied, rows):
-  """Output-major kernels (decoder.decode_layout: fused, transposed, one array per
-  layer) give the stored layout's logits, as (W x^T)^T for few rows and x W^T for many."""
+def test_decode_layout_computes_what_the_stored_layout_does(tied, rows, kernels):
+  """The decode layout (decoder.decode_layout: fused, one array per layer, kernels
+  packed for cpu_kernels or else output-major) gives the stored layout's logits:
+  through the hand-written product and attention, or as (W x^T)^T for few rows
+  and x W^T for many."""
+  if kernels and not cpu_kernels.available():
+    pytest.skip(f"cpu_kernels unavailable: {cpu_kernels.unavailable_reason()}")
   config = CONFIG.replace(tie_embeddings=tied)
   params = init_params(config, jax.random.PRNGKey(3))
-  layout = jax.jit(decoder.decode_layout, static_argnums=0)(config, params)
-  assert all(isinstance(layout["layers"][0][name], decoder.Transposed)
+  layout = jax.jit(decoder.decode_layout, static_argnums=(0, 2))(config, params, kernels)
+  form = decoder.Packed if kernels else decoder.Transposed
+  assert all(isinstance(layout["layers"][0][name], form)
              for name in ("q+k+v", "o", "gate+up", "down"))
-  assert isinstance(decoder.lm_head(config, layout), decoder.Transposed)
+  assert isinstance(decoder.lm_head(config, layout), form)
   tokens = jnp.asarray(np.random.RandomState(0).randint(3, 128, size=(rows, 5)))
   positions = jnp.broadcast_to(jnp.arange(5), tokens.shape)
   valid = jnp.ones(tokens.shape, bool)
@@ -184,7 +190,7 @@ def test_decode_layout_is_reused_for_the_same_weights_only(params, monkeypatch):
   monkeypatch.setattr(sampling, "_LAST_LAYOUT", [])  # earlier tests' entry: the same params
   made = []
   monkeypatch.setattr(sampling, "_decode_layout",
-                      lambda *a: made.append(1) or decoder.decode_layout(a[0], a[1]))
+                      lambda *a: made.append(1) or decoder.decode_layout(a[0], a[1], a[3]))
   prompts = _prompts([5, 9])
   greedy = sampling.SamplingParams(temperature=0.0, max_new_tokens=8)
 

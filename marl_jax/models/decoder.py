@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from marl_jax import cpu_kernels
 from marl_jax.models.config import ModelConfig, as_dtype
 
 Params = dict[str, Any]
@@ -136,7 +137,7 @@ class Transposed:
   [576, 49152] LM head takes 14-24 ms one way and 8 ms the other. XLA
   rewrites the product and a transpose back into the slow form, and it lays a
   transpose out in place of a copy, so the kernels are transposed by a
-  separate program before decoding (`unstack(transpose=True)`).
+  separate program before decoding (`decode_layout`).
   """
   t: jax.Array
 
@@ -144,6 +145,20 @@ class Transposed:
   def of(cls, w: jax.Array) -> "Transposed":
     """The output-major copy of a stored [..., D_in, D_out] kernel."""
     return cls(jnp.swapaxes(w, -1, -2))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Packed:
+  """A kernel packed for `cpu_kernels.skinny_matmul`, p [..., panels, D_in, 6]:
+  the CPU decode layout where the hand-written kernel runs (decode_layout)."""
+  p: jax.Array
+  d_out: int = dataclasses.field(metadata=dict(static=True))
+
+  @classmethod
+  def of(cls, w: jax.Array) -> "Packed":
+    """The packed copy of a stored [..., D_in, D_out] kernel."""
+    return cls(cpu_kernels.pack(w), w.shape[-1])
 
 
 # Up to this many rows, products by a Transposed kernel take the [out, rows]
@@ -156,11 +171,13 @@ DECODE_LAYOUT_MIN_HIDDEN = 256
 
 
 def project(x: jax.Array, w: Any, dtype: Any = None) -> jax.Array:
-  """x [N, D_in] @ w, where w is [D_in, D_out] or Transposed.
+  """x [N, D_in] @ w, where w is [D_in, D_out], Transposed or Packed (float32).
 
   Few rows by an output-major kernel (a decode step on a CPU) run as
   (W x^T)^T, with a barrier that keeps XLA from rewriting them back.
   """
+  if isinstance(w, Packed):
+    return cpu_kernels.skinny_matmul(x, w.p, w.d_out)
   if not isinstance(w, Transposed):
     return x @ (w if dtype is None else w.astype(dtype))
   wt = w.t if dtype is None else w.t.astype(dtype)
@@ -180,14 +197,18 @@ def _dense(x, w, adapter, route, dtype):
   return y.reshape(b, s, -1)
 
 
-def _attend(q, k, v, mask, config: ModelConfig):
+def _attend(q, k, v, mask, config: ModelConfig, kernel: bool = False):
   """Grouped-query attention of q [B,S,H,hd] over k/v [B,K,T,hd] (mask [B,S,T]).
 
   Keys and values are head-major ([B,K,T,hd]), the layout of the KV cache,
-  so decoding attends to the cache without a per-step transpose.
+  so decoding attends to the cache without a per-step transpose. With
+  `kernel`, one query per row runs as cpu_kernels.decode_attention.
   """
   b, s, _, hd = q.shape
   n_kv, group = config.num_kv_heads, config.group_size
+  if kernel and s == 1:
+    q = q.reshape(b, n_kv, group, hd) * (1.0 / math.sqrt(hd))
+    return cpu_kernels.decode_attention(q, k, v, mask[:, 0]).reshape(b, 1, -1)
   # Batched matmuls over (batch, kv head), the query heads of a group stacked
   # along the query axis: the 5-D einsum with a separate group axis ran
   # through XLA:CPU's slow generic loops (4x slower forward). Keys and values
@@ -262,7 +283,9 @@ def _layer(config, h, layer, adapters, *, route, rope, mask, cache,
     kv, (k, v) = _write_cache(cache, kv, cache_index, layer_index)
   else:
     k, v = kv
-  h = h + dense(_attend(q, k, v, mask, config), "o")
+  # The decode layout's Packed kernels mean the CPU kernels are built and run.
+  attention = _attend(q, k, v, mask, config, kernel=isinstance(layer["o"], Packed))
+  h = h + dense(attention, "o")
   x = rms_norm(h, layer["mlp_norm"], eps)
   gate, up = dense_group(x, ("gate", "up"))
   h = h + dense(jax.nn.silu(gate) * up, "down")
@@ -361,37 +384,47 @@ def forward_hidden(
       new_kv if cache is None else written)
 
 
-def unstack(tree: Any, num_layers: int, fuse: bool = False, transpose: bool = False) -> list:
+def unstack(tree: Any, num_layers: int, fuse: bool = False, kernel: Any = None) -> list:
   """Splits a pytree stacked on a leading layer axis into a list of per-layer pytrees.
 
   With fuse, each layer's q/k/v and gate/up weights are concatenated into one
   'q+k+v' and one 'gate+up' matrix: fewer, larger matmuls for decoding. With
-  transpose, the linear kernels become `Transposed` (the CPU decode layout).
+  kernel (`Transposed.of` or `Packed.of`), the linear kernels take that form.
   """
   layers = [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(num_layers)]
   for layer in layers:
     for group in (("q", "k", "v"), ("gate", "up")) if fuse else ():
       layer["+".join(group)] = jnp.concatenate([layer.pop(n) for n in group], axis=-1)
-    for name in [n for n in layer if transpose and set(n.split("+")) <= set(LINEAR_NAMES)]:
-      layer[name] = Transposed.of(layer[name])
+    for name in [n for n in layer if kernel and set(n.split("+")) <= set(LINEAR_NAMES)]:
+      layer[name] = kernel(layer[name])
   return layers
 
 
-def decode_layout(config: ModelConfig, params: Params) -> Params:
+def packs_for_decode(config: ModelConfig) -> bool:
+  """Whether the CPU decode layout should be `Packed` for cpu_kernels:
+  float32 weights and compute, and the kernels built for this CPU."""
+  f32 = as_dtype(config.param_dtype) == as_dtype(config.compute_dtype) == jnp.float32
+  return f32 and cpu_kernels.available()
+
+
+def decode_layout(config: ModelConfig, params: Params, packed: bool = False) -> Params:
   """The parameters as a CPU decode step reads them best: unstacked layers,
-  fused q/k/v and gate/up, output-major kernels (`Transposed`). Run it as
-  its own program: inside the decode program XLA lays the transposes out in
-  place and the products stay in the slow form."""
+  fused q/k/v and gate/up, and kernels `Packed` for the hand-written kernels
+  (`packed`; see packs_for_decode), else output-major (`Transposed`), the LM
+  head too. Run it as its own program: inside the decode program XLA lays
+  the transposes out in place and the products stay in the slow form."""
+  kernel = Packed.of if packed else Transposed.of
   out = {**params, "layers": unstack(params["layers"], config.num_layers, fuse=True,
-                                     transpose=True)}
-  if "lm_head" in params:
-    out["lm_head"] = Transposed.of(params["lm_head"])
+                                     kernel=kernel)}
+  if "lm_head" in params or packed:
+    out["lm_head"] = kernel(params["embed"].T if config.tie_embeddings else params["lm_head"])
   return out
 
 
 def lm_head(config: ModelConfig, params: Params) -> Any:
-  """The output projection: [D, V], or the embedding [V, D] as `Transposed` when tied."""
-  return Transposed(params["embed"]) if config.tie_embeddings else params["lm_head"]
+  """The output projection: params['lm_head'] ([D, V], or the decode layout's
+  form of it), else the tied embedding [V, D] as `Transposed`."""
+  return params["lm_head"] if "lm_head" in params else Transposed(params["embed"])
 
 
 def logits_from_hidden(config: ModelConfig, params: Params, hidden: jax.Array) -> jax.Array:

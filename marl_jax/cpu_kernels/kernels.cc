@@ -1,0 +1,236 @@
+// Hand-written kernels for a decode step on an x86-64 CPU (AVX2 + FMA),
+// called from jitted programs through XLA's FFI (marl_jax/cpu_kernels).
+//
+// SkinnyMatmul: y[g, m, n] = sum_k x[g, m, k] * w[g, n, k], the weight packed
+// as panels of kCols output columns, wp[g, p, k, c] = w[g, p * kCols + c, k]
+// (zero past N). Each panel is read once from memory, contiguously: the rows
+// ride in the vector lanes (x transposed to [k, 16 rows]), each weight is
+// broadcast, and 16 rows x 6 columns of sums live in 12 AVX registers.
+// XLA's GEMMs pack their weight operand at every call, which at 16 rows
+// streams the weights at well under this CPU's memory bandwidth.
+//
+// DecodeAttention: one new query per row against its cached keys and values,
+// out[g, kv, j, :] = softmax_t(q[g, kv, j] . k[g, kv, t] where mask[g, t]) v,
+// as XLA computes it with scores of -1e30 where masked (so a row with no
+// valid slot averages all of them). One (row, kv head) per work item: the
+// einsum / softmax / einsum chain it replaces cost ~0.4 ms a layer at 16 rows,
+// nearly all of it dispatch of tiny batched products.
+//
+// Work is shared with XLA's intra-op thread pool: every participant claims
+// items from one atomic counter; the caller waits only for the items claimed,
+// so a helper that starts late finds nothing left and touches no buffer.
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+constexpr int64_t kCols = 6;   // output columns per panel (COLUMNS in __init__.py)
+constexpr int64_t kRows = 16;  // rows per register tile: two 8-lane vectors
+constexpr float kNegInf = -1e30f;  // decoder._NEG_INF
+
+// Runs fn(item) for item in [0, total) on the caller and XLA's pool threads.
+void ParallelFor(ffi::ThreadPool& pool, int64_t total, std::function<void(int64_t)> fn) {
+  struct Shared {
+    std::function<void(int64_t)> fn;
+    int64_t total;
+    std::atomic<int64_t> next{0}, done{0};
+    void Drain() {
+      for (int64_t item; (item = next.fetch_add(1)) < total;) {
+        fn(item);
+        done.fetch_add(1, std::memory_order_release);
+      }
+    }
+  };
+  auto shared = std::make_shared<Shared>();
+  shared->fn = std::move(fn);
+  shared->total = total;
+  const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, total - 1);
+  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([shared] { shared->Drain(); });
+  shared->Drain();
+  for (int spins = 0; shared->done.load(std::memory_order_acquire) < total; ++spins) {
+    if (spins < 4096) _mm_pause(); else std::this_thread::yield();
+  }
+}
+
+int64_t Product(ffi::Span<const int64_t> dims, size_t from, size_t to) {
+  int64_t n = 1;
+  for (size_t i = from; i < to; ++i) n *= dims[i];
+  return n;
+}
+
+bool SameLead(ffi::Span<const int64_t> a, ffi::Span<const int64_t> b, size_t lead) {
+  for (size_t i = 0; i < lead; ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
+bool Same(ffi::Span<const int64_t> a, ffi::Span<const int64_t> b) {
+  return a.size() == b.size() && SameLead(a, b, a.size());
+}
+
+float HorizontalSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <int R>  // 8-row vectors per tile (1 or 2)
+void Panel(const float* xt, const float* wp, int64_t k_dim, float* out) {
+  __m256 acc[kCols][R];
+  for (int c = 0; c < kCols; ++c)
+    for (int r = 0; r < R; ++r) acc[c][r] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < k_dim; ++k) {
+    __m256 xv[R];
+    for (int r = 0; r < R; ++r) xv[r] = _mm256_loadu_ps(xt + k * kRows + 8 * r);
+    const float* w = wp + k * kCols;
+    for (int c = 0; c < kCols; ++c) {
+      const __m256 wb = _mm256_broadcast_ss(w + c);
+      for (int r = 0; r < R; ++r) acc[c][r] = _mm256_fmadd_ps(wb, xv[r], acc[c][r]);
+    }
+  }
+  for (int c = 0; c < kCols; ++c)
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(out + c * kRows + 8 * r, acc[c][r]);
+}
+
+ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                        ffi::Buffer<ffi::F32> wp, ffi::ResultBuffer<ffi::F32> y) {
+  const auto xd = x.dimensions(), wd = wp.dimensions(), yd = y->dimensions();
+  const size_t rank = xd.size();
+  if (rank < 2 || wd.size() != rank + 1 || yd.size() != rank || wd[rank] != kCols ||
+      !SameLead(xd, wd, rank - 2) || wd[rank - 1] != xd[rank - 1] ||
+      yd[rank - 2] != xd[rank - 2] || wd[rank - 2] * kCols < yd[rank - 1])
+    return ffi::Error::InvalidArgument(
+        "skinny_matmul: expected x [..., M, K], packed w [..., P, K, 6], y [..., M, N <= 6P]");
+  const int64_t g = Product(xd, 0, rank - 2), m = xd[rank - 2], k = xd[rank - 1];
+  const int64_t n = yd[rank - 1], panels = wd[rank - 2], tiles = (m + kRows - 1) / kRows;
+  const float* xs = x.typed_data();
+  const float* ws = wp.typed_data();
+  float* ys = y->typed_data();
+  std::vector<float> xt(g * tiles * k * kRows, 0.0f);  // [g, tiles, k, kRows]
+  for (int64_t slot = 0; slot < g; ++slot)
+    for (int64_t row = 0; row < m; ++row) {
+      const float* src = xs + (slot * m + row) * k;
+      float* dst = xt.data() + (slot * tiles + row / kRows) * k * kRows + row % kRows;
+      for (int64_t kk = 0; kk < k; ++kk) dst[kk * kRows] = src[kk];
+    }
+  // ~4 items per thread, so a slow thread does not hold the rest up.
+  const int64_t per_slot = std::max<int64_t>(1, 4 * std::max<int64_t>(1, pool.num_threads()) / g);
+  const int64_t chunk = (panels + per_slot - 1) / per_slot;
+  const int64_t chunks = (panels + chunk - 1) / chunk;
+  ParallelFor(pool, g * chunks, [&](int64_t item) {
+    const int64_t slot = item / chunks, p0 = (item % chunks) * chunk;
+    float tile_out[kCols * kRows];
+    for (int64_t p = p0; p < std::min(panels, p0 + chunk); ++p) {
+      const float* w = ws + (slot * panels + p) * k * kCols;
+      for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t rows = std::min(kRows, m - t * kRows);
+        const float* xtile = xt.data() + (slot * tiles + t) * k * kRows;
+        if (rows > 8) Panel<2>(xtile, w, k, tile_out); else Panel<1>(xtile, w, k, tile_out);
+        for (int64_t c = 0; c < kCols && p * kCols + c < n; ++c)
+          for (int64_t r = 0; r < rows; ++r)
+            ys[(slot * m + t * kRows + r) * n + p * kCols + c] = tile_out[c * kRows + r];
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
+                           ffi::Buffer<ffi::F32> keys, ffi::Buffer<ffi::F32> values,
+                           ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<ffi::F32> out) {
+  const auto qd = q.dimensions(), kd = keys.dimensions(), md = mask.dimensions();
+  const size_t rank = qd.size();  // q [..., KV, G, hd], keys/values [..., KV, T, hd], mask [..., T]
+  if (rank < 3 || kd.size() != rank || !Same(values.dimensions(), kd) || md.size() != rank - 2 ||
+      !SameLead(qd, kd, rank - 2) || !SameLead(qd, md, rank - 3) || kd[rank - 1] != qd[rank - 1] ||
+      md[rank - 3] != kd[rank - 2] || !Same(out->dimensions(), qd))
+    return ffi::Error::InvalidArgument(
+        "decode_attention: expected q [..., KV, G, hd], keys and values [..., KV, T, hd], "
+        "mask [..., T]");
+  const int64_t rows = Product(qd, 0, rank - 3), heads = qd[rank - 3], group = qd[rank - 2];
+  const int64_t hd = qd[rank - 1], steps = kd[rank - 2];
+  const float* qs = q.typed_data();
+  const float* ks = keys.typed_data();
+  const float* vs = values.typed_data();
+  const bool* ms = mask.typed_data();
+  float* os = out->typed_data();
+  ParallelFor(pool, rows * heads, [&](int64_t item) {
+    const int64_t row = item / heads;
+    const bool* valid = ms + row * steps;
+    const bool any = std::any_of(valid, valid + steps, [](bool b) { return b; });
+    const float* kk = ks + item * steps * hd;
+    const float* vv = vs + item * steps * hd;
+    std::vector<float> p(steps);
+    for (int64_t j = 0; j < group; ++j) {
+      const float* qj = qs + (item * group + j) * hd;
+      float top = kNegInf;
+      for (int64_t t = 0; t < steps; ++t) {
+        if (any && !valid[t]) continue;
+        float s;
+        if (!valid[t]) {
+          s = kNegInf;
+        } else {
+          __m256 acc = _mm256_setzero_ps();
+          int64_t d = 0;
+          for (; d + 8 <= hd; d += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(qj + d), _mm256_loadu_ps(kk + t * hd + d), acc);
+          s = HorizontalSum(acc);
+          for (; d < hd; ++d) s += qj[d] * kk[t * hd + d];
+        }
+        p[t] = s;
+        top = std::max(top, s);
+      }
+      float total = 0.0f;
+      for (int64_t t = 0; t < steps; ++t) {
+        if (any && !valid[t]) continue;
+        p[t] = std::exp(p[t] - top);
+        total += p[t];
+      }
+      float* oj = os + (item * group + j) * hd;
+      std::fill(oj, oj + hd, 0.0f);
+      const float scale = 1.0f / total;
+      for (int64_t t = 0; t < steps; ++t) {
+        if (any && !valid[t]) continue;
+        const float w = p[t] * scale;
+        const __m256 wb = _mm256_set1_ps(w);
+        int64_t d = 0;
+        for (; d + 8 <= hd; d += 8)
+          _mm256_storeu_ps(oj + d, _mm256_fmadd_ps(wb, _mm256_loadu_ps(vv + t * hd + d),
+                                                   _mm256_loadu_ps(oj + d)));
+        for (; d < hd; ++d) oj[d] += w * vv[t * hd + d];
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MarlJaxSkinnyMatmul, SkinnyMatmul,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MarlJaxDecodeAttention, DecodeAttention,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::PRED>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
