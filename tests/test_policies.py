@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax import sampling
+from marl_jax import cpu_kernels, sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.models.scoring import token_logprobs
@@ -81,10 +81,21 @@ def test_hybrid_rows_equal_the_base_with_shared_plus_role_deltas_merged(base):
                                atol=2e-4)
 
 
-@pytest.mark.parametrize("min_hidden", [0, None], ids=["decode_layout", "stored_kernels"])
-def test_lora_rows_generate_what_their_merged_weights_generate(base, min_hidden, monkeypatch):
+def _kernels(on: bool, monkeypatch) -> None:
+  """Decode with the hand-written CPU kernels (skips where they cannot run) or without."""
+  if on and not cpu_kernels.available():
+    pytest.skip(f"cpu_kernels unavailable: {cpu_kernels.unavailable_reason()}")
+  monkeypatch.setattr(cpu_kernels, "available", lambda: on)
+
+
+@pytest.mark.parametrize("kernels,min_hidden", [(True, None), (False, 0), (False, None)],
+                         ids=["cpu_kernels", "decode_layout", "stored_kernels"])
+def test_lora_rows_generate_what_their_merged_weights_generate(base, kernels, min_hidden,
+                                                               monkeypatch):
   """Routed adapters in the sampler (prefill on the stacked kernels, decode on the
-  CPU decode layout or the stored kernels) equal each role's merged weights."""
+  CPU decode layout, packed or output-major, or the stored kernels) equal each
+  role's merged weights."""
+  _kernels(kernels, monkeypatch)
   if min_hidden is not None:
     monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", min_hidden)
   store = PolicyStore.create(CONFIG, base, ROLES, mode="isolated")
@@ -99,10 +110,12 @@ def test_lora_rows_generate_what_their_merged_weights_generate(base, min_hidden,
     np.testing.assert_allclose(out.logprobs[rows], ref.logprobs, atol=1e-4)
 
 
-def test_full_copies_match_each_slots_params_run_alone(base, monkeypatch):
-  # Every decode here reads the CPU decode layout, per slot under generate_slots'
-  # vmap (the tiny model is narrower than the default threshold);
-  # test_full_copies_sp_equals_ip_at_init_greedy runs the stored kernels.
+@pytest.mark.parametrize("kernels", [True, False], ids=["cpu_kernels", "decode_layout"])
+def test_full_copies_match_each_slots_params_run_alone(base, kernels, monkeypatch):
+  # Every decode here reads the CPU decode layout, packed or output-major, per
+  # slot under generate_slots' vmap (the tiny model is narrower than the
+  # output-major layout's threshold).
+  _kernels(kernels, monkeypatch)
   monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", 0)
   store = PolicyStore.create(CONFIG, base, ROLES, mode="isolated", kind="full")
   noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
@@ -126,7 +139,8 @@ def test_full_copies_match_each_slots_params_run_alone(base, monkeypatch):
                                atol=1e-5)
 
 
-def test_full_copies_sp_equals_ip_at_init_greedy(base):
+def test_full_copies_sp_equals_ip_at_init_greedy(base, monkeypatch):
+  _kernels(False, monkeypatch)  # the stored kernels, per slot under generate_slots' vmap
   sp = PolicyStore.create(CONFIG, base, ROLES, mode="shared", kind="full")
   ip = PolicyStore.create(CONFIG, base, ROLES, mode="isolated", kind="full")
   a = sp.generate(PROMPTS, ROWS, jax.random.PRNGKey(0), GREEDY)

@@ -24,14 +24,20 @@ def _prompts(lengths, seed=0):
   return [rng.randint(3, 128, size=n).tolist() for n in lengths]
 
 
-@pytest.mark.parametrize("unroll,skinny_rows", [(True, 64), (True, 0), (False, 64)],
-                         ids=["decode_layout", "layer_list", "scanned_stack"])
+@pytest.mark.parametrize("unroll,skinny_rows,kernels",
+                         [(True, 64, True), (True, 64, False), (True, 0, False),
+                          (False, 64, False)],
+                         ids=["cpu_kernels", "decode_layout", "layer_list", "scanned_stack"])
 def test_cached_greedy_equals_full_forward_on_left_padded_batch(params, unroll, skinny_rows,
-                                                                 monkeypatch):
+                                                                 kernels, monkeypatch):
   """Each greedy token is the argmax of a cache-free, unpadded forward over its prefix:
-  with per-layer caches and output-major kernels (CPU's default up to SKINNY_ROWS
-  rows of a wide model), per-layer caches and stored kernels (CPU otherwise), and the scan's
+  with per-layer caches and kernels packed for the hand-written CPU kernels (CPU's
+  default where they build), output-major kernels (else, up to SKINNY_ROWS rows of a
+  wide model), per-layer caches and stored kernels (CPU otherwise), and the scan's
   stacked cache (accelerators')."""
+  if kernels and not cpu_kernels.available():
+    pytest.skip(f"cpu_kernels unavailable: {cpu_kernels.unavailable_reason()}")
+  monkeypatch.setattr(cpu_kernels, "available", lambda: kernels)
   monkeypatch.setattr(sampling, "unroll_default", lambda: unroll)
   monkeypatch.setattr(decoder, "SKINNY_ROWS", skinny_rows)
   monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", 0)  # tiny_s is narrower
