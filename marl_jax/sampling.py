@@ -160,11 +160,18 @@ def _decode_layout(config: ModelConfig, params, slots: bool = False, packed: boo
   return (jax.vmap(layout) if slots else layout)(params)
 
 
-# The decode layout of the weights last decoded from: (key, weak references
-# to the weights, layout). A rollout's stages, and every step of a LoRA run
-# (whose base never changes), decode from the same arrays; the entry dies with
-# them. ~0.2-0.3 s of a 5-6 s SmolLM2 call at 16 rows.
-_LAST_LAYOUT: list = []
+# The decode layouts of the weights last decoded from, most recent first: (key,
+# weak references to the weights, layout, token), at most LAYOUTS_KEPT. A
+# rollout's stages, and every step of a LoRA run (whose base never changes),
+# decode from the same arrays; an entry dies with them. ~0.2-0.3 s of a
+# SmolLM2 call at 16 rows. Two are kept so that alternating callers (shared
+# and per-slot calls, or an A/B of the CPU kernels) do not rebuild each time.
+_LAYOUTS: list = []
+LAYOUTS_KEPT = 2
+
+
+def _forget_layout(token: object) -> None:
+  _LAYOUTS[:] = [e for e in _LAYOUTS if e[3] is not token]
 
 
 def _decode_params(config: ModelConfig, params, rows: int, slots: bool = False):
@@ -184,12 +191,13 @@ def _decode_params(config: ModelConfig, params, rows: int, slots: bool = False):
     return _decode_layout(config, params, slots, packed)
   # The same jax arrays (identical objects, immutable) hold the same values.
   key = (config, slots, packed, jax.tree_util.tree_structure(params))
-  if _LAST_LAYOUT and _LAST_LAYOUT[0][0] == key and all(
-      r() is x for r, x in zip(_LAST_LAYOUT[0][1], leaves)):
-    return _LAST_LAYOUT[0][2]
-  layout = _decode_layout(config, params, slots, packed)
-  _LAST_LAYOUT[:] = [(key, [weakref.ref(x, lambda _: _LAST_LAYOUT.clear()) for x in leaves],
-                      layout)]
+  for entry in _LAYOUTS:
+    if entry[0] == key and all(r() is x for r, x in zip(entry[1], leaves)):
+      _LAYOUTS[:] = [entry] + [e for e in _LAYOUTS if e is not entry]
+      return entry[2]
+  layout, token = _decode_layout(config, params, slots, packed), object()
+  refs = [weakref.ref(x, lambda _, t=token: _forget_layout(t)) for x in leaves]
+  _LAYOUTS[:] = [(key, refs, layout, token)] + _LAYOUTS[:LAYOUTS_KEPT - 1]
   return layout
 
 

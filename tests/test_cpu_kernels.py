@@ -106,24 +106,27 @@ def test_mismatched_operands_name_their_shapes():
 @pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
 def test_sampler_with_kernels_equals_the_sampler_without(temperature, monkeypatch):
   """Same tokens and log-probabilities (to float rounding) from the decode layout
-  with the hand-written kernels and with XLA's own products."""
+  with the hand-written kernels and, under cpu_kernels.disabled(), with XLA's own
+  products; both layouts stay cached side by side."""
   monkeypatch.setattr(sampling, "unroll_default", lambda: True)
   monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", 0)
-  monkeypatch.setattr(sampling, "_LAST_LAYOUT", [])
+  monkeypatch.setattr(sampling, "_LAYOUTS", [])
   params = jax.tree.map(lambda x: x * 4 if x.ndim >= 2 else x,
                         init_params(CONFIG, jax.random.PRNGKey(0)))
   prompts = [list(np.random.RandomState(i).randint(3, 128, size=n)) for i, n in
              enumerate([3, 17, 9, 30, 12])]
   sp = sampling.SamplingParams(temperature=temperature, max_new_tokens=16)
 
-  def run(kernels):
-    monkeypatch.setattr(cpu_kernels, "available", lambda: kernels)
-    monkeypatch.setattr(sampling, "_LAST_LAYOUT", [])
+  def run(form):
     layout = sampling._decode_params(CONFIG, params, 8)
-    assert isinstance(layout["layers"][0]["o"], decoder.Packed if kernels else decoder.Transposed)
+    assert isinstance(layout["layers"][0]["o"], form)
     return sampling.generate(CONFIG, params, prompts, jax.random.PRNGKey(7), sp)
 
-  ours, xla = run(True), run(False)
+  ours = run(decoder.Packed)
+  with cpu_kernels.disabled():
+    assert not cpu_kernels.available()
+    xla = run(decoder.Transposed)
+  assert cpu_kernels.available() and len(sampling._LAYOUTS) == 2
   np.testing.assert_array_equal(ours.tokens, xla.tokens)
   np.testing.assert_array_equal(ours.lengths, xla.lengths)
   np.testing.assert_allclose(ours.logprobs, xla.logprobs, atol=1e-5)

@@ -189,11 +189,12 @@ def test_decode_layout_computes_what_the_stored_layout_does(tied, rows, kernels)
 
 def test_decode_layout_is_reused_for_the_same_weights_only(params, monkeypatch):
   """Calls with the same arrays share one layout; other weights (new values under
-  the same tree) get their own, so their tokens are their own; the layout goes
-  when the weights it was made from are freed."""
+  the same tree) get their own, so their tokens are their own; the two most
+  recently used layouts are kept, and a layout goes when the weights it was made
+  from are freed."""
   monkeypatch.setattr(sampling, "unroll_default", lambda: True)
   monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", 0)
-  monkeypatch.setattr(sampling, "_LAST_LAYOUT", [])  # earlier tests' entry: the same params
+  monkeypatch.setattr(sampling, "_LAYOUTS", [])  # earlier tests' entry: the same params
   made = []
   monkeypatch.setattr(sampling, "_decode_layout",
                       lambda *a: made.append(1) or decoder.decode_layout(a[0], a[1], a[3]))
@@ -203,15 +204,25 @@ def test_decode_layout_is_reused_for_the_same_weights_only(params, monkeypatch):
   def tokens(p):
     return sampling.generate(CONFIG, p, prompts, jax.random.PRNGKey(0), greedy).tokens
 
+  def scaled(factor):
+    return jax.tree.map(lambda x: factor * x if x.ndim >= 2 else x, params)
+
   first = tokens(params)
   np.testing.assert_array_equal(tokens(params), first)
   assert len(made) == 1
-  other = jax.tree.map(lambda x: -x if x.ndim >= 2 else x, params)
+  other = scaled(-1)
   monkeypatch.setattr(sampling, "unroll_default", lambda: False)  # the stored kernels
   expected = tokens(other)
   monkeypatch.setattr(sampling, "unroll_default", lambda: True)
   assert not np.array_equal(expected, first)
   np.testing.assert_array_equal(tokens(other), expected)
+  np.testing.assert_array_equal(tokens(params), first)  # both kept
   assert len(made) == 2
-  del other
-  assert not sampling._LAST_LAYOUT
+  third = scaled(2)
+  tokens(third)  # evicts the least recently used: other's
+  tokens(params)
+  assert len(made) == 3 and len(sampling._LAYOUTS) == sampling.LAYOUTS_KEPT
+  tokens(other)
+  assert len(made) == 4
+  del other, third
+  assert len(sampling._LAYOUTS) == 1  # each layout went with its weights

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from marl_jax import sampling
+from marl_jax import cpu_kernels, sampling
 from marl_jax.bench.smoke import forward_flops
 from marl_jax.bench.timing import interleaved_median_seconds, median_seconds
 from marl_jax.models import count_params, decoder, save_pretrained
@@ -65,7 +65,6 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
   prompts = rng.integers(3, min(config.vocab_size, 100), size=(batch, prompt_len))
   never_stop = config.replace(eos_ids=())
   sp = sampling.SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
-  keys = iter(jax.random.split(jax.random.PRNGKey(0), repeats + 1))
   model = torch_model(config, params, gguf_path)
   ids = torch.as_tensor(prompts)
 
@@ -75,10 +74,18 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
                             temperature=1.0, top_k=0, max_new_tokens=new_tokens,
                             min_new_tokens=new_tokens, pad_token_id=config.pad_id)
 
-  seconds = interleaved_median_seconds({
-      "ours": lambda: sampling.generate(never_stop, params, prompts.tolist(), next(keys),
-                                        sp).tokens,
-      "theirs": hf_generate}, repeats)
+  def ours_generate():
+    return sampling.generate(never_stop, params, prompts.tolist(), next(keys), sp).tokens
+
+  def ours_without_kernels():
+    with cpu_kernels.disabled():
+      return ours_generate()
+
+  sides = {"ours": ours_generate, "theirs": hf_generate}
+  if cpu_kernels.available():  # the same sampler on XLA's own products, for their share
+    sides["xla"] = ours_without_kernels
+  keys = iter(jax.random.split(jax.random.PRNGKey(0), len(sides) * (repeats + 1)))
+  seconds = interleaved_median_seconds(sides, repeats)
   ours, theirs = seconds["ours"], seconds["theirs"]
   floor = new_tokens * matmul_floor_seconds(config, params, batch, repeats)
   tokens = batch * new_tokens
@@ -97,4 +104,5 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
           f"{name}/prefill_gflop": prefill / 1e9,
           f"{name}/decode_gflop": decode / 1e9,
           f"{name}/flops_per_weight_byte": decode / (new_tokens - 1) / weight_bytes,
-          f"{name}/sampler_gflops": (prefill + decode) / ours / 1e9}
+          f"{name}/sampler_gflops": (prefill + decode) / ours / 1e9,
+          **({f"{name}/cpu_kernels_speedup": seconds["xla"] / ours} if "xla" in seconds else {})}

@@ -21,6 +21,7 @@ callers keep XLA's own products.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -111,8 +112,25 @@ def _load() -> str | None:
   return None
 
 
+_OFF = [0]  # depth of `disabled()` blocks
+
+
+@contextlib.contextmanager
+def disabled():
+  """Within the block, available() is False: decode layouts made there use
+  XLA's own products (an A/B of the kernels in one process)."""
+  _OFF[0] += 1
+  try:
+    yield
+  finally:
+    _OFF[0] -= 1
+
+
 def available() -> bool:
-  """True when the CPU kernels can run here (built and registered on first call)."""
+  """True when the CPU kernels can run here (built and registered on first
+  call) and no `disabled()` block is open."""
+  if _OFF[0]:
+    return False
   reason = _load()
   if reason is not None:
     _log_once(reason)
