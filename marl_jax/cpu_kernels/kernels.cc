@@ -39,7 +39,6 @@ namespace {
 
 constexpr int64_t kCols = 6;   // output columns per panel (COLUMNS in __init__.py)
 constexpr int64_t kRows = 16;  // rows per register tile: two 8-lane vectors
-constexpr float kNegInf = -1e30f;  // decoder._NEG_INF
 
 // Runs fn(item) for item in [0, total) on the caller and XLA's pool threads.
 void ParallelFor(ffi::ThreadPool& pool, int64_t total, std::function<void(int64_t)> fn) {
@@ -151,6 +150,98 @@ ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return ffi::Error::Success();
 }
 
+// exp of 8 lanes: Cephes' polynomial on the reduced argument, as XLA's and
+// Eigen's vectorised exp; within 2 ulp of std::exp on [-88, 88].
+__m256 Exp(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f)),
+                    _mm256_set1_ps(-88.3762626647949f));
+  const __m256 n = _mm256_floor_ps(
+      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
+                  5.0000001201e-1f})
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(c));
+  y = _mm256_add_ps(_mm256_fmadd_ps(y, _mm256_mul_ps(x, x), x), _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(0x7f)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+constexpr int64_t kQ = 3;  // queries sharing each key and value row's loads
+
+// One (row, kv head): the group's queries against the slots in `slots`.
+void AttendOne(const float* q, const float* keys, const float* values, const int64_t* slots,
+               int64_t n, int64_t group, int64_t hd, float* scores, float* out) {
+  const int64_t vec = hd / 8 * 8;
+  for (int64_t g0 = 0; g0 < group; g0 += kQ) {
+    const int64_t gn = std::min(kQ, group - g0);
+    const float* qg = q + g0 * hd;
+    for (int64_t i = 0; i < n; ++i) {  // scores: each key row loaded once for gn queries
+      const float* k = keys + slots[i] * hd;
+      if (g0 == 0) {  // the cache is read from memory: fetch ahead, values too
+        const float* ahead = keys + slots[std::min(i + 4, n - 1)] * hd;
+        for (int64_t d = 0; d < hd; d += 16) {
+          _mm_prefetch(reinterpret_cast<const char*>(ahead + d), _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(values + slots[i] * hd + d), _MM_HINT_T0);
+        }
+      }
+      __m256 acc[kQ];
+      for (int64_t j = 0; j < kQ; ++j) acc[j] = _mm256_setzero_ps();
+      for (int64_t d = 0; d < vec; d += 8) {
+        const __m256 kv = _mm256_loadu_ps(k + d);
+        for (int64_t j = 0; j < kQ; ++j)
+          if (j < gn) acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(qg + j * hd + d), kv, acc[j]);
+      }
+      for (int64_t j = 0; j < gn; ++j) {
+        float sum = HorizontalSum(acc[j]);
+        for (int64_t d = vec; d < hd; ++d) sum += qg[j * hd + d] * k[d];
+        scores[j * n + i] = sum;
+      }
+    }
+    for (int64_t j = 0; j < gn; ++j) {  // softmax, vectorised over slots
+      float* p = scores + j * n;
+      const float top = *std::max_element(p, p + n);
+      __m256 total = _mm256_setzero_ps();
+      int64_t i = 0;
+      for (; i + 8 <= n; i += 8) {
+        const __m256 e = Exp(_mm256_sub_ps(_mm256_loadu_ps(p + i), _mm256_set1_ps(top)));
+        _mm256_storeu_ps(p + i, e);
+        total = _mm256_add_ps(total, e);
+      }
+      float sum = HorizontalSum(total);
+      for (; i < n; ++i) sum += (p[i] = std::exp(p[i] - top));
+      for (i = 0; i < n; ++i) p[i] /= sum;
+    }
+    for (int64_t d0 = 0; d0 < vec; d0 += 32) {  // out: each value row loaded once
+      const int64_t chunks = std::min<int64_t>(4, (vec - d0) / 8);
+      __m256 acc[kQ][4];
+      for (int64_t j = 0; j < kQ; ++j)
+        for (int64_t c = 0; c < 4; ++c) acc[j][c] = _mm256_setzero_ps();
+      for (int64_t i = 0; i < n; ++i) {
+        const float* v = values + slots[i] * hd + d0;
+        for (int64_t c = 0; c < 4; ++c) {
+          if (c >= chunks) break;
+          const __m256 vv = _mm256_loadu_ps(v + 8 * c);
+          for (int64_t j = 0; j < kQ; ++j)
+            if (j < gn)
+              acc[j][c] = _mm256_fmadd_ps(_mm256_set1_ps(scores[j * n + i]), vv, acc[j][c]);
+        }
+      }
+      for (int64_t j = 0; j < gn; ++j)
+        for (int64_t c = 0; c < chunks; ++c)
+          _mm256_storeu_ps(out + (g0 + j) * hd + d0 + 8 * c, acc[j][c]);
+    }
+    for (int64_t j = 0; j < gn; ++j)
+      for (int64_t d = vec; d < hd; ++d) {
+        float sum = 0.0f;
+        for (int64_t i = 0; i < n; ++i) sum += scores[j * n + i] * values[slots[i] * hd + d];
+        out[(g0 + j) * hd + d] = sum;
+      }
+  }
+}
+
 ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
                            ffi::Buffer<ffi::F32> keys, ffi::Buffer<ffi::F32> values,
                            ffi::Buffer<ffi::PRED> mask, ffi::ResultBuffer<ffi::F32> out) {
@@ -170,50 +261,24 @@ ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q,
   const bool* ms = mask.typed_data();
   float* os = out->typed_data();
   ParallelFor(pool, rows * heads, [&](int64_t item) {
-    const int64_t row = item / heads;
-    const bool* valid = ms + row * steps;
-    const bool any = std::any_of(valid, valid + steps, [](bool b) { return b; });
-    const float* kk = ks + item * steps * hd;
-    const float* vv = vs + item * steps * hd;
-    std::vector<float> p(steps);
-    for (int64_t j = 0; j < group; ++j) {
-      const float* qj = qs + (item * group + j) * hd;
-      float top = kNegInf;
-      for (int64_t t = 0; t < steps; ++t) {
-        if (any && !valid[t]) continue;
-        float s;
-        if (!valid[t]) {
-          s = kNegInf;
-        } else {
-          __m256 acc = _mm256_setzero_ps();
-          int64_t d = 0;
-          for (; d + 8 <= hd; d += 8)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(qj + d), _mm256_loadu_ps(kk + t * hd + d), acc);
-          s = HorizontalSum(acc);
-          for (; d < hd; ++d) s += qj[d] * kk[t * hd + d];
-        }
-        p[t] = s;
-        top = std::max(top, s);
-      }
-      float total = 0.0f;
-      for (int64_t t = 0; t < steps; ++t) {
-        if (any && !valid[t]) continue;
-        p[t] = std::exp(p[t] - top);
-        total += p[t];
-      }
-      float* oj = os + (item * group + j) * hd;
-      std::fill(oj, oj + hd, 0.0f);
-      const float scale = 1.0f / total;
-      for (int64_t t = 0; t < steps; ++t) {
-        if (any && !valid[t]) continue;
-        const float w = p[t] * scale;
-        const __m256 wb = _mm256_set1_ps(w);
-        int64_t d = 0;
-        for (; d + 8 <= hd; d += 8)
-          _mm256_storeu_ps(oj + d, _mm256_fmadd_ps(wb, _mm256_loadu_ps(vv + t * hd + d),
-                                                   _mm256_loadu_ps(oj + d)));
-        for (; d < hd; ++d) oj[d] += w * vv[t * hd + d];
-      }
+    // The valid slots; with none, every slot at an equal score (softmax over -1e30s).
+    const bool* valid = ms + item / heads * steps;
+    std::vector<int64_t> slots;
+    slots.reserve(steps);
+    for (int64_t t = 0; t < steps; ++t)
+      if (valid[t]) slots.push_back(t);
+    const bool none = slots.empty();
+    if (none)
+      for (int64_t t = 0; t < steps; ++t) slots.push_back(t);
+    std::vector<float> scores(std::min(kQ, group) * slots.size());
+    const int64_t n = slots.size();
+    if (none) {  // equal scores: the plain average of the values
+      std::vector<float> zero(group * hd, 0.0f);
+      AttendOne(zero.data(), ks + item * steps * hd, vs + item * steps * hd, slots.data(), n,
+                group, hd, scores.data(), os + item * group * hd);
+    } else {
+      AttendOne(qs + item * group * hd, ks + item * steps * hd, vs + item * steps * hd,
+                slots.data(), n, group, hd, scores.data(), os + item * group * hd);
     }
   });
   return ffi::Error::Success();
