@@ -1,6 +1,7 @@
 """The hand-written decode kernels compute what XLA computes, build where they
 should, and step aside with a reason where they cannot."""
 
+import logging
 import os
 import platform
 import shutil
@@ -139,7 +140,8 @@ def test_switched_off_by_the_environment(fresh_load, monkeypatch):
   assert not decoder.packs_for_decode(CONFIG)
 
 
-def test_a_failed_build_says_why_and_leaves_no_library(fresh_load, monkeypatch, tmp_path):
+def test_a_failed_build_says_why_and_leaves_no_library(fresh_load, monkeypatch, tmp_path,
+                                                        caplog):
   if not _buildable():
     pytest.skip("not an x86-64 Linux machine with AVX2, FMA and g++")
   broken = tmp_path / "broken-cxx"
@@ -150,6 +152,9 @@ def test_a_failed_build_says_why_and_leaves_no_library(fresh_load, monkeypatch, 
   reason = cpu_kernels.unavailable_reason()
   assert reason is not None and "kernels.cc" in reason and "error: no" in reason
   assert not list(fresh_load.glob("*"))  # no half-written library left behind
+  with caplog.at_level(logging.WARNING):
+    assert not cpu_kernels.available()
+  assert "error: no" in caplog.text and "set CXX" in caplog.text
 
 
 def test_the_build_is_cached_by_source_and_toolchain(fresh_load):

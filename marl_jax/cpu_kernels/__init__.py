@@ -117,8 +117,9 @@ _OFF = [0]  # depth of `disabled()` blocks
 
 @contextlib.contextmanager
 def disabled():
-  """Within the block, available() is False: decode layouts made there use
-  XLA's own products (an A/B of the kernels in one process)."""
+  """Within the block (process-wide, all threads), available() is False:
+  decode layouts made there use XLA's own products, for an A/B of the
+  kernels in one process."""
   _OFF[0] += 1
   try:
     yield
@@ -139,7 +140,12 @@ def available() -> bool:
 
 @functools.cache
 def _log_once(reason: str) -> None:
-  logging.info("marl_jax.cpu_kernels off: %s; decode steps use XLA's products.", reason)
+  expected = reason == "MARL_JAX_CPU_KERNELS=0" or reason.startswith("not an x86-64")
+  (logging.info if expected else logging.warning)(
+      "marl_jax.cpu_kernels off: %s. Decode steps use XLA's own products (1.4-1.6x "
+      "slower sampling here)%s.", reason,
+      "" if expected else "; set CXX to a working C++17 compiler, or MARL_JAX_CPU_KERNELS=0 "
+      "to say this is meant")
 
 
 def pack(w: jax.Array) -> jax.Array:

@@ -162,8 +162,8 @@ class Packed:
 
 
 # Up to this many rows, products by a Transposed kernel take the [out, rows]
-# form, and a CPU decode step reads the decode layout from models this wide.
-# Interleaved A/B of generate (64 new tokens), layout over stored kernels:
+# form, and, where the CPU kernels do not run (packs_for_decode), a CPU decode
+# step reads the output-major layout from models this wide. Interleaved A/B of generate (64 new tokens), layout over stored kernels:
 # 16 rows 0.93x at hidden 128, 1.16x at 256, 1.2-1.3x at 384-576 (SmolLM2
 # 1.37x); 64 rows 0.91-1.10x.
 SKINNY_ROWS = 32
