@@ -47,7 +47,7 @@ def test_kernels_build_on_every_machine_that_can_run_them():
 @needs_kernels
 @pytest.mark.parametrize("lead,m,k,n", [((), 1, 7, 5), ((), 9, 33, 13), ((), 16, 576, 100),
                                         ((), 17, 64, 100), ((3,), 40, 128, 30),
-                                        ((2, 2), 16, 24, 6)])
+                                        ((2, 2), 16, 24, 6), ((), 0, 8, 6), ((), 4, 8, 0)])
 def test_skinny_matmul_matches_numpy(lead, m, k, n):
   rng = np.random.default_rng(m * k + n)
   x = rng.standard_normal((*lead, m, k), dtype=np.float32)

@@ -118,6 +118,7 @@ ffi::Error SkinnyMatmul(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
         "skinny_matmul: expected x [..., M, K], packed w [..., P, K, 6], y [..., M, N <= 6P]");
   const int64_t g = Product(xd, 0, rank - 2), m = xd[rank - 2], k = xd[rank - 1];
   const int64_t n = yd[rank - 1], panels = wd[rank - 2], tiles = (m + kRows - 1) / kRows;
+  if (g * m * n == 0) return ffi::Error::Success();  // nothing to compute (and no chunks)
   const float* xs = x.typed_data();
   const float* ws = wp.typed_data();
   float* ys = y->typed_data();
