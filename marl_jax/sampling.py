@@ -182,9 +182,11 @@ def _decode_params(config: ModelConfig, params, rows: int, slots: bool = False):
   generate (64 new tokens) against XLA's products on the stored kernels,
   tiny_s/m/l at 16-512 rows 1.22-1.73x. Otherwise output-major, which only
   pays for few rows of wide models (decoder.SKINNY_ROWS)."""
+  if not unroll_default():
+    return None  # an accelerator: the kernels are never built there
   packed = decoder.packs_for_decode(config)
-  if not unroll_default() or not packed and (
-      rows > decoder.SKINNY_ROWS or config.hidden_size < decoder.DECODE_LAYOUT_MIN_HIDDEN):
+  if not packed and (rows > decoder.SKINNY_ROWS
+                     or config.hidden_size < decoder.DECODE_LAYOUT_MIN_HIDDEN):
     return None
   leaves = jax.tree_util.tree_leaves(params)
   if not all(isinstance(x, jax.Array) for x in leaves):  # numpy arrays can change in place
