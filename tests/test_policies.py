@@ -5,11 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax import cpu_kernels, sampling
+from marl_jax import sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.models.scoring import token_logprobs
 from marl_jax.policies import PolicyStore
+from tests.kernel_helpers import use_cpu_kernels
 
 CONFIG = get_preset("tiny_s")
 ROLES = ("generator", "evaluator", "aggregator")
@@ -81,13 +82,6 @@ def test_hybrid_rows_equal_the_base_with_shared_plus_role_deltas_merged(base):
                                atol=2e-4)
 
 
-def _kernels(on: bool, monkeypatch) -> None:
-  """Decode with the hand-written CPU kernels (skips where they cannot run) or without."""
-  if on and not cpu_kernels.available():
-    pytest.skip(f"cpu_kernels unavailable: {cpu_kernels.unavailable_reason()}")
-  monkeypatch.setattr(cpu_kernels, "available", lambda: on)
-
-
 @pytest.mark.parametrize("kernels,min_hidden", [(True, None), (False, 0), (False, None)],
                          ids=["cpu_kernels", "decode_layout", "stored_kernels"])
 def test_lora_rows_generate_what_their_merged_weights_generate(base, kernels, min_hidden,
@@ -95,7 +89,7 @@ def test_lora_rows_generate_what_their_merged_weights_generate(base, kernels, mi
   """Routed adapters in the sampler (prefill on the stacked kernels, decode on the
   CPU decode layout, packed or output-major, or the stored kernels) equal each
   role's merged weights."""
-  _kernels(kernels, monkeypatch)
+  use_cpu_kernels(kernels, monkeypatch)
   if min_hidden is not None:
     monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", min_hidden)
   store = PolicyStore.create(CONFIG, base, ROLES, mode="isolated")
@@ -115,7 +109,7 @@ def test_full_copies_match_each_slots_params_run_alone(base, kernels, monkeypatc
   # Every decode here reads the CPU decode layout, packed or output-major, per
   # slot under generate_slots' vmap (the tiny model is narrower than the
   # output-major layout's threshold).
-  _kernels(kernels, monkeypatch)
+  use_cpu_kernels(kernels, monkeypatch)
   monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", 0)
   store = PolicyStore.create(CONFIG, base, ROLES, mode="isolated", kind="full")
   noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
@@ -140,7 +134,7 @@ def test_full_copies_match_each_slots_params_run_alone(base, kernels, monkeypatc
 
 
 def test_full_copies_sp_equals_ip_at_init_greedy(base, monkeypatch):
-  _kernels(False, monkeypatch)  # the stored kernels, per slot under generate_slots' vmap
+  use_cpu_kernels(False, monkeypatch)  # the stored kernels, per slot under generate_slots' vmap
   sp = PolicyStore.create(CONFIG, base, ROLES, mode="shared", kind="full")
   ip = PolicyStore.create(CONFIG, base, ROLES, mode="isolated", kind="full")
   a = sp.generate(PROMPTS, ROWS, jax.random.PRNGKey(0), GREEDY)

@@ -5,9 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax import cpu_kernels, sampling
+from marl_jax import sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.scoring import token_logprobs
+from tests.kernel_helpers import use_cpu_kernels
 
 CONFIG = get_preset("tiny_s", eos_ids=(2,), max_position_embeddings=256)
 
@@ -35,9 +36,7 @@ def test_cached_greedy_equals_full_forward_on_left_padded_batch(params, unroll, 
   default where they build), output-major kernels (else, up to SKINNY_ROWS rows of a
   wide model), per-layer caches and stored kernels (CPU otherwise), and the scan's
   stacked cache (accelerators')."""
-  if kernels and not cpu_kernels.available():
-    pytest.skip(f"cpu_kernels unavailable: {cpu_kernels.unavailable_reason()}")
-  monkeypatch.setattr(cpu_kernels, "available", lambda: kernels)
+  use_cpu_kernels(kernels, monkeypatch)
   monkeypatch.setattr(sampling, "unroll_default", lambda: unroll)
   monkeypatch.setattr(decoder, "SKINNY_ROWS", skinny_rows)
   monkeypatch.setattr(decoder, "DECODE_LAYOUT_MIN_HIDDEN", 0)  # tiny_s is narrower
@@ -166,8 +165,7 @@ def test_decode_layout_computes_what_the_stored_layout_does(tied, rows, kernels)
   packed for cpu_kernels or else output-major) gives the stored layout's logits:
   through the hand-written product and attention, or as (W x^T)^T for few rows
   and x W^T for many."""
-  if kernels and not cpu_kernels.available():
-    pytest.skip(f"cpu_kernels unavailable: {cpu_kernels.unavailable_reason()}")
+  use_cpu_kernels(kernels)
   config = CONFIG.replace(tie_embeddings=tied)
   params = init_params(config, jax.random.PRNGKey(3))
   layout = jax.jit(decoder.decode_layout, static_argnums=(0, 2))(config, params, kernels)
