@@ -42,7 +42,7 @@ setuptools.setup(
     description="Multi-agent LLM workflows trained end to end with GRPO, in JAX.",
     packages=setuptools.find_packages(include=["marl_jax", "marl_jax.*"]),
     # The warm-started tiny bases of the default config (marl_jax/tiny/bases).
-    package_data={"marl_jax": ["tiny/bases/*/*", "cpu_kernels/*.cc"]},
+    package_data={"marl_jax": ["tiny/bases/*/*", "models/cpu_kernels/*.cc"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

@@ -143,7 +143,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.interventions.balance_cap = 0.5        # cap: largest share of gradient mass per role
   c.interventions.balance_max_gain = 4.0   # equalize: largest factor a gradient is raised by
 
-  # --- devices and hosts (marl_jax.sharding, marl_jax.distributed; launch/plan.py) ---
+  # --- devices and hosts (marl_jax.parallel.sharding, marl_jax.trainer.distributed; launch/plan.py) ---
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = 0        # Axis sizes. All 0: the preset's default (tiny: data over every
   c.mesh.fsdp = 0        # device; Qwen3: fsdp within a host, data across hosts). Else 0

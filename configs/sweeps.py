@@ -1,4 +1,4 @@
-r"""Sweep presets for launch/sweep.py: the experiment matrices (marl_jax.sweep).
+r"""Sweep presets for launch/sweep.py: the experiment matrices (marl_jax.study.sweep).
 
   python launch/sweep.py --sweep=configs/sweeps.py:tiny --dir=sweeps/tiny --parallel=2
   python launch/sweep.py --sweep=configs/sweeps.py:study --dir=gs://b/sweeps/study \
@@ -28,7 +28,7 @@ Any field can be overridden: --sweep.axes.seed="(0,1,2)".
 Under the single workflow SP and IP are the same model, so `exclude` drops
 single's IP point (84 = 96 - 12 runs); single's SP cell stays in the matrix as
 the control and as the N = 1 reference of same-role gradient amplification
-(marl_jax.diagnostics.claims). --sweep.exclude="()" runs it anyway.
+(marl_jax.study.diagnostics.claims). --sweep.exclude="()" runs it anyway.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.axes.seed = (0, 1)
   c.args = ""            # extra get_config arguments for every run, e.g. 'kind=full'
   c.overrides = ()       # 'field=value' for every run
-  c.variants = ml_collections.ConfigDict()  # <name>: when, args, overrides (marl_jax.sweep)
+  c.variants = ml_collections.ConfigDict()  # <name>: when, args, overrides (marl_jax.study.sweep)
   # One role: single's isolated run is the same model, data and seed as its
   # shared run, so it would repeat it step for step.
   c.exclude = ("workflow=single,policy=isolated",)

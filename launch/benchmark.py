@@ -4,7 +4,7 @@ r"""Benchmarks, each a same-run ratio; the last line printed is one JSON object.
   python launch/benchmark.py --only=generate_tiny
 """
 
-from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+from marl_jax.trainer import hostmem  # pylint: disable=g-bad-import-order
 hostmem.reexec()  # before anything else: glibc reads malloc settings at start
 
 import os

@@ -8,13 +8,13 @@ multi-agent GRPO, evaluates base and trained policies on held-out problems,
 prints a table and writes <workdir>/report.md with the accuracy curve.
 """
 
-from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+from marl_jax.trainer import hostmem  # pylint: disable=g-bad-import-order
 hostmem.reexec()  # before anything else: glibc reads malloc settings at start
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from marl_jax import demo
+from marl_jax.study import demo
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Run directory.")

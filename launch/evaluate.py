@@ -6,7 +6,7 @@ r"""Evaluates a base model or a run's checkpoint on held-out problems; writes JS
   python launch/evaluate.py --workdir=runs/voting_sp --export_dir=export/    # per-role HF dirs
 """
 
-from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+from marl_jax.trainer import hostmem  # pylint: disable=g-bad-import-order
 hostmem.reexec()  # before anything else: glibc reads malloc settings at start
 
 import json
@@ -14,7 +14,9 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
-from marl_jax import build, checkpoint_io, evaluate
+from marl_jax.trainer import build
+from marl_jax.trainer import evaluate
+from marl_jax.trainer import restore as checkpoint_io
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config of a base-model evaluation.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run directory (its config and checkpoints).")

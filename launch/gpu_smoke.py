@@ -11,15 +11,15 @@ On a CPU, as a check that it runs: python launch/gpu_smoke.py --preset=tiny_s
 object; formulas in marl_jax/bench/smoke.py.
 """
 
-from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+from marl_jax.trainer import hostmem  # pylint: disable=g-bad-import-order
 hostmem.reexec()  # before anything else: glibc reads malloc settings at start
 
 import json
 
 from absl import app, flags
 
-from marl_jax import sharding
 from marl_jax.bench import smoke
+from marl_jax.parallel import sharding
 
 _PRESET = flags.DEFINE_string("preset", "qwen3_0_6b", "Model preset (random bf16 weights).")
 _BATCH = flags.DEFINE_integer("batch", 0, "Rows per rollout and per update (0: 64; tiny: 8).")

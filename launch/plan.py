@@ -5,13 +5,13 @@ r"""Prints per-device memory of runs on meshes, from shapes alone (no allocation
       --kinds=full --mesh=data=1,fsdp=4,role=2 --max_new_tokens=2048
   python launch/plan.py --models=qwen3_1_7b --devices=16 --memory_gib=16 --hosts=4
 
-Formulas and assumptions: marl_jax/planner.py (module docstring).
+Formulas and assumptions: marl_jax/trainer/planner.py (module docstring).
 """
 
 from absl import app, flags
 
-from marl_jax import planner
-from marl_jax import sharding
+from marl_jax.parallel import sharding
+from marl_jax.trainer import planner
 
 _MODELS = flags.DEFINE_list("models", ["qwen3_0_6b", "qwen3_1_7b", "qwen3_4b"], "Presets.")
 _MODES = flags.DEFINE_list("modes", ["shared", "isolated"], "Policy modes (SP / IP).")

@@ -11,7 +11,7 @@ The cache directory is config.tiny.cache_dir, else $MARL_JAX_CACHE, else
 ~/.cache/marl_jax/tiny; training runs reuse the entry built here.
 """
 
-from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+from marl_jax.trainer import hostmem  # pylint: disable=g-bad-import-order
 hostmem.reexec()  # before anything else: glibc reads malloc settings at start
 
 from absl import app, flags

@@ -8,8 +8,8 @@ r"""Writes report.md with figures for a sweep directory, or for one run.
 
 from absl import app, flags
 
-from marl_jax import report
-from marl_jax.diagnostics import analysis
+from marl_jax.study import report
+from marl_jax.study.diagnostics import analysis
 
 _DIR = flags.DEFINE_string("dir", None, "Sweep directory (launch/sweep.py --dir).")
 _RUN = flags.DEFINE_string("run", None, "One run directory instead of a sweep.")

@@ -8,7 +8,7 @@ r"""Runs a sweep of training runs locally, or prints one command per run for a s
 Re-running the same command skips finished runs and resumes interrupted ones.
 """
 
-from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+from marl_jax.trainer import hostmem  # pylint: disable=g-bad-import-order
 hostmem.reexec()  # before anything else: glibc reads malloc settings at start
 
 import os
@@ -16,7 +16,7 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
-from marl_jax import sweep
+from marl_jax.study import sweep
 
 _SWEEP = config_flags.DEFINE_config_file("sweep", "configs/sweeps.py:tiny", lock_config=True)
 _DIR = flags.DEFINE_string("dir", None, "Sweep directory: one workdir per run inside it.")

@@ -6,13 +6,13 @@ r"""Trains a workflow with multi-agent GRPO.
 Re-running the same command with the same --workdir resumes the run.
 """
 
-from marl_jax import hostmem  # pylint: disable=g-bad-import-order
+from marl_jax.trainer import hostmem  # pylint: disable=g-bad-import-order
 hostmem.reexec()  # before anything else: glibc reads malloc settings at start
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from marl_jax import train
+from marl_jax.trainer import loop as train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (config, metrics, checkpoints).")

@@ -6,10 +6,10 @@ import pytest
 
 from marl_jax.models import gguf_checkpoint
 
-# pytest's workers keep the system's malloc settings (marl_jax/hostmem.py is for
+# pytest's workers keep the system's malloc settings (marl_jax/trainer/hostmem.py is for
 # one long training job: its heap never shrinks). Their tests are compile-bound,
 # and CI's first run with the settings lost a worker to a crash it did not
-# explain (stop 15); tests/test_hostmem.py runs the settings in a child.
+# explain (stop 15); tests/trainer/test_hostmem.py runs the settings in a child.
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +25,6 @@ def smollm2_gguf_path() -> str:
 def smollm2(smollm2_gguf_path):
   """(config, float32 params, HFTokenizer, gguf_path) of SmolLM2-135M-Instruct (Q4_1)."""
   from marl_jax.models import load_pretrained
-  from marl_jax.tokenizers import load_tokenizer
+  from marl_jax.models.tokenizers import load_tokenizer
   config, params = load_pretrained(smollm2_gguf_path)
   return config, params, load_tokenizer(smollm2_gguf_path), smollm2_gguf_path

@@ -1,8 +1,8 @@
-"""Choosing whether a test decodes with marl_jax.cpu_kernels."""
+"""Choosing whether a test decodes with marl_jax.models.cpu_kernels."""
 
 import pytest
 
-from marl_jax import cpu_kernels
+from marl_jax.models import cpu_kernels
 
 
 def use_cpu_kernels(on: bool, monkeypatch=None) -> None:

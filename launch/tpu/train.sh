@@ -8,7 +8,7 @@
 # one and running setup.sh), then runs launch/train.py on every worker with the
 # same --workdir on the bucket: the trainer resumes from its last checkpoint.
 # A preemption notice makes every worker save at the same step and exit
-# non-zero (marl_jax.distributed.Preempted); exit 0 means the run is complete.
+# non-zero (marl_jax.trainer.distributed.Preempted); exit 0 means the run is complete.
 set -uo pipefail
 source "$(dirname "$0")/env.sh"
 name="${1:?usage: train.sh RUN_NAME [train.py flags...]}"; shift

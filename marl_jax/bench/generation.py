@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from marl_jax import cpu_kernels, sampling
 from marl_jax.bench.smoke import forward_flops
 from marl_jax.bench.timing import interleaved_median_seconds, median_seconds
+from marl_jax.generate import sampler as sampling
 from marl_jax.models import count_params, decoder, save_pretrained
+from marl_jax.models import cpu_kernels
 from marl_jax.models.config import ModelConfig
 
 

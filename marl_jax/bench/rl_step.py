@@ -1,7 +1,7 @@
 """A short RL run in-process: the full step split, and every compilation it triggers.
 
 The demo's job (configs/demo.py: Voting, math, tiny_m, shared full copies,
-16 problems x 8 samples) runs `steps` RL steps through marl_jax.train's own
+16 problems x 8 samples) runs `steps` RL steps through marl_jax.trainer.loop's own
 step function. Reported: median seconds per step of generation (every
 stage's sampling, prompts and parsing), verification, and the update, over
 the steps after the first; and the XLA compilations (jax's backend-compile
@@ -20,10 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from marl_jax import build as build_lib
-from marl_jax import sampling, sweep, train
 from marl_jax.bench import timing
+from marl_jax.generate import sampler as sampling
 from marl_jax.rl import update
+from marl_jax.study import sweep
+from marl_jax.trainer import build as build_lib
+from marl_jax.trainer import loop as train
 
 DEMO = os.path.join(sweep.REPO, "configs", "demo.py")
 

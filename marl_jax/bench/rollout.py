@@ -1,6 +1,6 @@
 """Rollout throughput of a workflow under a sharing mode (SP vs IP), for launch/benchmark.py.
 
-    python -m marl_jax.rollout_bench            # every workflow, shared vs isolated, tiny_m
+    python -m marl_jax.bench.rollout            # every workflow, shared vs isolated, tiny_m
 
 Both modes run the same problems with the same key on a freshly initialised
 store, so (LoRA B = 0) they sample identical tokens and the timings compare
@@ -15,12 +15,14 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from marl_jax import rollout, sampling, tasks, workflows
-from marl_jax.episodes import role_metrics
+from marl_jax import tasks, workflows
+from marl_jax.generate import sampler as sampling
 from marl_jax.models import get_preset, init_params
 from marl_jax.models.lora import LoraConfig
-from marl_jax.policies import PolicyStore
-from marl_jax.tokenizers import CharTokenizer
+from marl_jax.models.tokenizers import CharTokenizer
+from marl_jax.policies.store import PolicyStore
+from marl_jax.workflows import rollout
+from marl_jax.workflows.episodes import role_metrics
 
 
 def rollout_throughput(

@@ -1,6 +1,6 @@
 """Measures sandbox throughput on a batch of short programs.
 
-    python -m marl_jax.tasks.sandbox_bench --programs 512
+    python -m marl_jax.bench.sandbox --programs 512
 
 A quarter of the programs are wrong, so passes and failures both count.
 Prints programs/s and latency percentiles for the batch after a warm-up.
@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from marl_jax.tasks import sandbox
+from marl_jax.tasks.sandbox import runner as sandbox
 
 
 @dataclasses.dataclass(frozen=True)

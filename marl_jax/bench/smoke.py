@@ -28,13 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from marl_jax import distributed, sharding
 from marl_jax.bench.timing import interleaved_median_seconds, median_seconds
+from marl_jax.generate.sampler import SamplingParams
 from marl_jax.models import decoder, get_preset
 from marl_jax.models.lora import LoraConfig
-from marl_jax.policies import PolicyStore
+from marl_jax.parallel import sharding
+from marl_jax.policies.store import PolicyStore
 from marl_jax.rl import update
-from marl_jax.sampling import SamplingParams
+from marl_jax.trainer import distributed
 
 # Dense bf16 peak per device (vendor figures, no sparsity), by jax device_kind prefix.
 PEAK_TFLOPS = {"NVIDIA H100 PCIe": 756.0, "NVIDIA H100": 989.0, "NVIDIA H200": 989.0,
@@ -196,5 +197,5 @@ def train_timing(store, par, arrays: dict[str, np.ndarray], steps: int, peak: fl
           "update_flops": flops, "update_gflops": flops / seconds / 1e9 / jax.device_count(),
           "update_mfu": peak and flops / seconds / (peak * 1e12 * jax.device_count()),
           "update_loss": float(metrics["loss"]),
-          # Host page faults a step: XLA:CPU's buffers mapped afresh (marl_jax/hostmem.py).
+          # Host page faults a step: XLA:CPU's buffers mapped afresh (marl_jax/trainer/hostmem.py).
           "update_page_faults": faults, **others}

@@ -7,10 +7,12 @@ from typing import Callable
 
 import jax
 
-from marl_jax import cpu_kernels, hostmem, rollout_bench
 from marl_jax.bench import generation, rl_step, training
+from marl_jax.bench import rollout as rollout_bench
 from marl_jax.bench.timing import matmul_peak_gflops, memory_bandwidth_gbs
+from marl_jax.models import cpu_kernels
 from marl_jax.models import get_preset, gguf_checkpoint, init_params, load_pretrained
+from marl_jax.trainer import hostmem
 
 
 def _torch_threads() -> None:
@@ -99,9 +101,9 @@ def run(only: list[str], repeats: int = 5) -> dict:
   _torch_threads()
   results = {"matmul_peak_gflops": matmul_peak_gflops(),
              "memory_bandwidth_gbs": memory_bandwidth_gbs(),
-             # Both sides run under these malloc settings (marl_jax/hostmem.py).
+             # Both sides run under these malloc settings (marl_jax/trainer/hostmem.py).
              "host_malloc_tuned": hostmem.active(),
-             # The decode step's hand-written kernels (marl_jax/cpu_kernels), or why not.
+             # The decode step's hand-written kernels (marl_jax/models/cpu_kernels), or why not.
              "cpu_kernels": cpu_kernels.unavailable_reason() or "on"}
   for name, bench in BENCHMARKS.items():
     if not only or name in only:

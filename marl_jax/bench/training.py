@@ -15,12 +15,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from marl_jax import distributed
 from marl_jax.bench import smoke
 from marl_jax.bench.generation import torch_model
 from marl_jax.models import count_params, get_preset, init_params
 from marl_jax.models.config import ModelConfig
-from marl_jax.policies import PolicyStore
+from marl_jax.policies.store import PolicyStore
+from marl_jax.trainer import distributed
 
 # A 6.3M-parameter model of the tiny world's architecture (character vocabulary):
 # the size from which the issue asks for >= 60% of the matmul peak.
@@ -64,7 +64,7 @@ def compare_train_step(name: str, config: ModelConfig, rows: int, length: int,
   arrays = smoke.synthetic_rows(config.vocab_size, rows, length, new_tokens)
   # Timed in turn, round by round: this shared machine's speed drifts.
   ours = smoke.train_timing(store, distributed.Parallel(None), arrays, repeats,
-                            None, remat=False,  # as marl_jax.train
+                            None, remat=False,  # as marl_jax.trainer.loop
                             alongside={"torch_eager": torch_step(config, params, arrays)})
   theirs = ours["torch_eager_s"]
   return {f"{name}/params": count_params(config),

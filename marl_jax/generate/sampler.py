@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from marl_jax import sharding
 from marl_jax.models import decoder
 from marl_jax.models.config import ModelConfig, as_dtype
+from marl_jax.parallel import sharding
 
 _COMPILED: set[tuple] = set()
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from marl_jax import cpu_kernels
+from marl_jax.models import cpu_kernels
 from marl_jax.models.config import ModelConfig, as_dtype
 
 Params = dict[str, Any]

@@ -18,6 +18,7 @@ from safetensors.numpy import save_file
 
 from marl_jax.models.config import ROPE_SCALING_TYPES, ModelConfig
 from marl_jax.models.decoder import Params
+from marl_jax.models.gguf_checkpoint import load_gguf
 from marl_jax.models.weights import HF_TABLE, CheckpointError, export_tensors, load_params
 
 HF_CLASSES = {"qwen3": "Qwen3ForCausalLM", "qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM"}
@@ -258,7 +259,6 @@ def load_pretrained(path: str, dtype: Any = jnp.float32) -> tuple[ModelConfig, P
   """
   path = os.fspath(path)
   if path.endswith(".gguf"):
-    from marl_jax.models.gguf_checkpoint import load_gguf
     return load_gguf(path, dtype)
   if not os.path.isdir(path):
     raise FileNotFoundError(f"{path} is neither a checkpoint directory nor a .gguf file.")

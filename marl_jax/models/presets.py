@@ -11,7 +11,7 @@ _QWEN3_COMMON = dict(
     max_position_embeddings=40960, qk_norm=True, attention_bias=False,
     bos_id=None, eos_ids=(151645, 151643), pad_id=151643)
 
-# Tiny models use the character tokenizer (marl_jax.tokenizers.CharTokenizer):
+# Tiny models use the character tokenizer (marl_jax.models.tokenizers.CharTokenizer):
 # pad 0, bos 1, eos 2, vocabulary of 128 ids.
 _TINY_COMMON = dict(
     architecture="qwen3", vocab_size=128, rope_theta=10_000.0, rms_norm_eps=1e-6,

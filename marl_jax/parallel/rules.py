@@ -46,7 +46,7 @@ TRAIN_RULES: Rules = {
 STATE_OVER_DATA_RULES: Rules = {**TRAIN_RULES, "embed": ("fsdp", "data")}
 # Rollouts decode one token at a time: gathering FSDP shards at every step
 # costs a full weight transfer per token, so the rollout copy may be kept
-# replicated over fsdp (config.mesh.rollout_params; marl_jax.sharding).
+# replicated over fsdp (config.mesh.rollout_params; marl_jax.parallel.sharding).
 ROLLOUT_RULES: Rules = {**TRAIN_RULES, "embed": ()}
 
 PARAM_AXES: dict[str, tuple[str, ...]] = {
@@ -68,7 +68,7 @@ PARAM_AXES: dict[str, tuple[str, ...]] = {
     "q_norm": ("layers", "head_dim"),
     "k_norm": ("layers", "head_dim"),
 }
-# Activations and caches (marl_jax.sampling, marl_jax.rl.update).
+# Activations and caches (marl_jax.generate.sampler, marl_jax.rl.update).
 ROWS = ("batch",)                                                  # [B, ...]
 KV_CACHE = ("layers", "batch", "kv_heads", "length", "head_dim")  # [L, B, K, T, hd]
 

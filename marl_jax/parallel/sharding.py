@@ -17,8 +17,8 @@ parameters and optimizer state are sharded over data as well
 (`state_over_data`, ZeRO-3 across replicas); `mesh_config` reads config.mesh,
 with per-preset defaults (`default_mesh_config`: tiny and SmolLM models pure
 data; Qwen3 0.6B-4B fsdp within each host, data across hosts, state over
-both). Arrays are placed by rules (marl_jax.sharding_rules), through
-jit in/out shardings (`jit_train_step`) and `put`; inside the sampler,
+both). Arrays are placed by rules (marl_jax.parallel.rules), through
+jit in/out shardings (`marl_jax.rl.sharded_update`) and `put`; inside the sampler,
 `constrain_rows` / `constrain_kv_cache` are sharding constraints that apply
 only while a mesh is set (`jax.set_mesh`) and are no-ops otherwise, so the
 single-device path traces exactly as before.
@@ -27,7 +27,6 @@ single-device path traces exactly as before.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Mapping
 
 import jax
@@ -35,15 +34,15 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
-from marl_jax import sharding_rules as rules_lib
-from marl_jax.sharding_rules import (BATCH_AXES, MESH_AXES, ROLLOUT_RULES,
+from marl_jax.parallel import rules as rules_lib
+from marl_jax.parallel.rules import (BATCH_AXES, MESH_AXES, ROLLOUT_RULES,
                                      STATE_OVER_DATA_RULES, TRAIN_RULES)
 
 __all__ = ["MeshConfig", "MESH_AXES", "BATCH_AXES", "TRAIN_RULES", "ROLLOUT_RULES",
            "STATE_OVER_DATA_RULES",
            "default_mesh_config", "mesh_config", "make_mesh", "local_mesh", "shardings",
            "rows_sharding", "replicated", "put", "local_view", "constrain_rows",
-           "constrain_kv_cache", "slot_axis", "jit_train_step"]
+           "constrain_kv_cache", "slot_axis"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,51 +271,3 @@ def slot_axis(num_slots: int) -> str | None:
   if shape is None or shape.get("role", 1) == 1 or num_slots % shape["role"]:
     return None
   return "role"
-
-
-# --- the sharded update ----------------------------------------------------
-
-@functools.lru_cache(maxsize=64)
-def _jitted_step(static: tuple, state_sh: "_Hashable", store_sh: "_Hashable",
-                 batch_sh: "_Hashable", route_sh: "_Hashable", out_sh: "_Hashable"):
-  from marl_jax.rl import update  # pylint: disable=g-import-not-at-top
-  step = functools.partial(update.step, **dict(static))
-  in_sh = tuple(x.tree for x in (state_sh, store_sh, batch_sh, route_sh))
-  return jax.jit(step, in_shardings=in_sh, out_shardings=out_sh.tree, donate_argnums=0)
-
-
-class _Hashable:
-  """Wraps a pytree of shardings so lru_cache can key on it (by structure and value)."""
-
-  def __init__(self, tree):
-    self.tree = tree
-    leaves, treedef = jax.tree.flatten(tree, is_leaf=lambda x: isinstance(x, NamedSharding))
-    self._key = (treedef, tuple(leaves))
-
-  def __hash__(self):
-    return hash(self._key)
-
-  def __eq__(self, other):
-    return isinstance(other, _Hashable) and self._key == other._key
-
-
-def jit_train_step(mesh: Mesh, state: Any, store: Any, batch: Mapping[str, Any],
-                   route: Mapping[str, Any], *, rules: rules_lib.Rules = TRAIN_RULES,
-                   **static) -> tuple[Any, ...]:
-  """Runs rl.update.step under jit with explicit in/out shardings.
-
-  The state (trainable, optimizer state, step) and the store keep their
-  sharding by `rules` (the state is donated); batch rows are spread over the
-  batch axes; the route and the metrics are replicated. `static` are
-  train_step's keyword arguments. Returns (new state, metrics).
-  """
-  state_sh = shardings(state, mesh, rules)
-  store_sh = shardings(store, mesh, rules)
-  batch_sh = {k: rows_sharding(mesh, np.shape(v)) for k, v in batch.items()}
-  route_sh = {k: replicated(mesh) for k in route}
-  batch, route = put(dict(batch), batch_sh), put(dict(route), route_sh)
-  store = put(store, store_sh)
-  out_sh = (state_sh, replicated(mesh))
-  fn = _jitted_step(tuple(sorted(static.items())), *(
-      _Hashable(t) for t in (state_sh, store_sh, batch_sh, route_sh, out_sh)))
-  return fn(state, store, batch, route)

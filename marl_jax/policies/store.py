@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from marl_jax import sampling as sampling_lib
+from marl_jax.generate import sampler as sampling_lib
 from marl_jax.models import lora as lora_lib
 from marl_jax.models import scoring
 from marl_jax.models.config import ModelConfig

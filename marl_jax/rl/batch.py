@@ -13,9 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from marl_jax import sampling
-from marl_jax.episodes import Episode
+from marl_jax.generate import sampler as sampling
 from marl_jax.rl import advantages as adv_lib
+from marl_jax.workflows.episodes import Episode
 
 MIN_LEN = 16  # the shortest length bucket of an update row
 PER_OCTAVE = 2  # update length buckets per doubling: 16, 24, 32, 48, 64, 96, 128, ..

@@ -1,6 +1,6 @@
 """Per-slot views of a trainable pytree: squared norms and scaling by slot.
 
-The trainable part stores slots in two ways (marl_jax.policies): LoRA slots
+The trainable part stores slots in two ways (marl_jax.policies.store): LoRA slots
 side by side in the adapters' rank axis (`a` [L, D, S*r], `b` [L, S*r, O])
 and full copies on a leading axis ([F, ...]). These helpers reduce or scale a
 gradient (or any pytree of that structure) slot by slot, so clipping and

@@ -123,7 +123,7 @@ def group_grads(trainable: Any, store: Any, batch: Any, route: Any, *, cfg: Loss
   and `apply_grads` divides by the minibatch's denominator. With role_grads
   the loss and gradient are stacked per role ([R, ...]): one backward pass
   per role (not jax.vmap: XLA:CPU returned per-role decoder gradients whose
-  sum was off by 2-50% for sequences >= 32 tokens; tests/test_rl_update.py
+  sum was off by 2-50% for sequences >= 32 tokens; tests/rl/test_update.py
   checks the sum against the full gradient).
   """
   scale = interventions_lib.row_scale(batch["role"], num_roles, interventions)

@@ -6,9 +6,9 @@ import time
 
 import ml_collections
 
-from marl_jax import metrics as metrics_lib
-from marl_jax import report
-from marl_jax import train
+from marl_jax.study import report
+from marl_jax.trainer import loop as train
+from marl_jax.trainer import metrics as metrics_lib
 
 
 def summary(workdir: str) -> dict[str, float]:

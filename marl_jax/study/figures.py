@@ -1,4 +1,4 @@
-"""Matplotlib figures of the reports (marl_jax.report): curves, heat maps, gradient dynamics.
+"""Matplotlib figures of the reports (marl_jax.study.report): curves, heat maps, gradient dynamics.
 
 Every function draws one PNG at `path` and returns the path; figures are
 closed after saving, so a report of hundreds of runs does not pile them up.
@@ -16,8 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from marl_jax.diagnostics import analysis, gradients  # pylint: disable=wrong-import-position
-from marl_jax.diagnostics.claims import Scored, cells  # pylint: disable=wrong-import-position
+from marl_jax.study.diagnostics import analysis  # pylint: disable=wrong-import-position
+from marl_jax.study.diagnostics import gradients
+from marl_jax.study.diagnostics.claims import Scored  # pylint: disable=wrong-import-position
+from marl_jax.study.diagnostics.claims import cells
 
 ROLE_COLORS = {"generator": "tab:blue", "aggregator": "tab:red", "evaluator": "tab:purple",
                "orchestrator": "tab:green", "worker": "tab:orange", "synthesizer": "tab:brown"}

@@ -17,9 +17,12 @@ import math
 import os
 from typing import Sequence
 
-from marl_jax import report_figures as figures
-from marl_jax import sweep
-from marl_jax.diagnostics import analysis, claims as claims_lib, failure_modes, gradients
+from marl_jax.study import figures
+from marl_jax.study import sweep
+from marl_jax.study.diagnostics import analysis
+from marl_jax.study.diagnostics import claims as claims_lib
+from marl_jax.study.diagnostics import failure_modes
+from marl_jax.study.diagnostics import gradients
 
 FIGURES = "report_figures"
 WORKFLOW_ORDER = ("single", "voting", "eval_opt", "orch_workers")  # figures: control first
@@ -39,7 +42,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 def _cliff_text(cliff: analysis.CliffConfig) -> str:
   return (f"a terminal cliff is a last evaluation at least {cliff.min_drop:.2f} below the peak "
           f"with none of the last {cliff.window} evaluations back within {cliff.min_drop:.2f} of "
-          f"it (metric `{cliff.metric}`; marl_jax.diagnostics.analysis).")
+          f"it (metric `{cliff.metric}`; marl_jax.study.diagnostics.analysis).")
 
 
 def _failure_rows(name: str, modes: Sequence[failure_modes.FailureMode]) -> list[list[str]]:
@@ -113,7 +116,7 @@ def load_sweep(sweep_dir: str) -> list[analysis.RunData]:
     raise FileNotFoundError(f"Sweep directory {sweep_dir!r} does not exist.")
   runs = [analysis.load_run(w, n) for n, w in entries if os.path.isdir(w)]
   runs = [r for r in runs if r.records and r.config]
-  for run in runs:  # '<point>-<variant>' (marl_jax.sweep naming) marks a variant run
+  for run in runs:  # '<point>-<variant>' (marl_jax.study.sweep naming) marks a variant run
     c = run.cell
     point = sweep.run_name({**c, "model": c["scale"]})
     if run.name.startswith(point + "-"):
@@ -195,7 +198,7 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
 
   lines += ["## Failure modes (from the sampled rollouts)", "",
             "Flagged when the rate over the last saved steps crosses its threshold "
-            "(marl_jax.diagnostics.failure_modes); 'emerged' when it had not at the start.", ""]
+            "(marl_jax.study.diagnostics.failure_modes); 'emerged' when it had not at the start.", ""]
   rows = []
   for s in scored:
     rows += _failure_rows(s.run.name, failure_modes.analyze(s.run.workdir, failure))

@@ -38,7 +38,8 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from marl_jax.metrics import read_jsonl
+from marl_jax.study.diagnostics import failure_modes
+from marl_jax.trainer.metrics import read_jsonl
 
 AXES = ("workflow", "task", "model", "policy", "seed")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -330,7 +331,6 @@ def publish(specs: Sequence[RunSpec], steps: dict[str, int], out_dir: str,
   a sweep directory marks those runs done, so a resumed sweep runs only the
   rest. Files are replaced atomically. Returns the names published.
   """
-  from marl_jax.diagnostics import failure_modes  # pylint: disable=g-import-not-at-top
   done = []
   for spec in specs:
     if status(spec, steps.get(spec.name)).state != "done":

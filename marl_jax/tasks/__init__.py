@@ -10,11 +10,11 @@ keyword arguments.
 
 import inspect
 
-from marl_jax.tasks import arithmetic
-from marl_jax.tasks import code_sources
-from marl_jax.tasks import math_sources
-from marl_jax.tasks import tiny_code
 from marl_jax.tasks.base import Problem, Score, SPLITS, STATUSES, Task  # pylint: disable=g-importing-member
+from marl_jax.tasks.code import sources as code_sources
+from marl_jax.tasks.code import tiny_code
+from marl_jax.tasks.math import arithmetic
+from marl_jax.tasks.math import sources as math_sources
 
 _REGISTRY = {
     "gsm8k_jsonl": math_sources.gsm8k_jsonl,
@@ -46,6 +46,20 @@ def _check_name(name: str) -> None:
                      f"{', '.join(available())}")
 
 
+def register(name: str, factory) -> None:
+  """Makes `get(name, **options)` call factory(**options), which returns a Task."""
+  if not callable(factory):
+    raise TypeError(f"tasks.register({name!r}, ...): the factory must be callable, "
+                    f"not {type(factory).__name__}.")
+  _REGISTRY[name] = factory
+
+
+def from_config(section) -> Task:
+  """The task of a run's config.task (its name and options)."""
+  options = section["options"]
+  return get(section["name"], **(options.to_dict() if hasattr(options, "to_dict") else options))
+
+
 def get(name: str, **task_options) -> Task:
   """Builds the task registered as `name` with the given options."""
   accepted = options(name)
@@ -57,4 +71,4 @@ def get(name: str, **task_options) -> Task:
 
 
 __all__ = ["Problem", "Score", "SPLITS", "STATUSES", "Task", "available",
-           "get", "options"]
+           "from_config", "get", "options", "register"]

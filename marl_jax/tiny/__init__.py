@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import ml_collections
 
 from marl_jax import tasks as tasks_lib
-from marl_jax import tokenizers
 from marl_jax import workflows as workflows_lib
 from marl_jax.models import get_preset, param_shapes
+from marl_jax.models import tokenizers
 from marl_jax.models.config import ModelConfig
 from marl_jax.tiny import cache
-from marl_jax.tiny.demonstrations import Noise
 from marl_jax.tiny import warm_start as warm_start_lib
+from marl_jax.tiny.demonstrations import Noise
 from marl_jax.tiny.warm_start import Limits, Settings, Source
 
 # Bump when demonstrations, batching or the training step change what a
@@ -91,7 +91,6 @@ def _sources(config: ml_collections.ConfigDict
   Skill sources: the `single` workflow (the generator's plain prompt; the
   run's own if it is single) for each of those tasks.
   """
-  from marl_jax import build  # pylint: disable=g-import-not-at-top  (build imports tiny)
   tiny = _section(config)
   weights = dict(tiny.workflows)
   weights.setdefault(config.workflow.name, 1)
@@ -102,7 +101,7 @@ def _sources(config: ml_collections.ConfigDict
 
   def get_workflow(name):
     if name == config.workflow.name and own_options:
-      return build.workflow(config)
+      return workflows_lib.from_config(config.workflow)
     return workflows_lib.get(name)
 
   flows, flow_keys = [], []
@@ -121,7 +120,7 @@ def _sources(config: ml_collections.ConfigDict
       raise ValueError(f"config.tiny.{family}_task is empty; name the {family} task of the "
                        "tiny world (e.g. 'arithmetic', 'tiny_code').")
     options = config.task.options.to_dict() if own else {}
-    task = build.task(config) if own else tasks_lib.get(name)
+    task = tasks_lib.from_config(config.task) if own else tasks_lib.get(name)
     if task.kind != family:
       raise ValueError(f"task {name!r} is a {task.kind} task, but it stands for the {family} "
                        f"family (config.tiny.{family}_task / config.task.family).")

@@ -15,12 +15,12 @@ from typing import Any
 import jax
 import ml_collections
 
-from marl_jax import episodes as episodes_lib
-from marl_jax import evaluate as evaluate_lib
-from marl_jax import rollout, tokenizers
+from marl_jax.models import tokenizers
 from marl_jax.models.config import ModelConfig
 from marl_jax.tiny import plan
 from marl_jax.tiny.warm_start import ParamsPolicy
+from marl_jax.workflows import episodes as episodes_lib
+from marl_jax.workflows import rollout
 
 
 def workflow_accuracy(config: ml_collections.ConfigDict, model: ModelConfig, params: Any,
@@ -32,16 +32,16 @@ def workflow_accuracy(config: ml_collections.ConfigDict, model: ModelConfig, par
   p = plan(config)
   tokenizer = tokenizers.load_tokenizer(p.tokenizer)
   policy = ParamsPolicy(model, params)
-  sampling = evaluate_lib.sampling_params(config, config.eval.temperature)
+  sampling = rollout.sampling_params(config.rollout, config.eval.temperature)
   workflows = {source.workflow.name: source.workflow for source in p.roles}
   tasks = {source.task.kind: source.task for source in p.roles}
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), evaluate_lib.EVAL_KEY)  # as evaluate
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), rollout.EVAL_KEY)  # as evaluate
   out = {}
   for family, task in tasks.items():
     problems = task.sample("eval", num_problems, seed=config.seed, step=0)
     for name, workflow in workflows.items():
       episodes = rollout.run(workflow, policy, task, problems, 1, key, sampling, tokenizer,
-                             **evaluate_lib.rollout_options(config))
+                             **rollout.options(config.rollout))
       out[(name, family)] = episodes_lib.role_metrics(episodes)
   return out
 

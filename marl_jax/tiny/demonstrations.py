@@ -32,12 +32,12 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from marl_jax import rollout
-from marl_jax.episodes import Call, Episode
-from marl_jax.policies import ScriptedPolicy
-from marl_jax.sampling import SamplingParams
+from marl_jax.generate.sampler import SamplingParams
+from marl_jax.policies.store import ScriptedPolicy
 from marl_jax.tasks import Problem, Score, Task
 from marl_jax.workflows import Stage, Workflow
+from marl_jax.workflows import rollout
+from marl_jax.workflows.episodes import Call, Episode
 
 # Strategy names are short: every role shares rollout.max_new_tokens (24 by
 # default), and three of them plus newlines must fit.

@@ -35,12 +35,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from marl_jax import rollout, sampling
+from marl_jax.generate import sampler as sampling
 from marl_jax.models import init_params, scoring
 from marl_jax.models.config import ModelConfig
 from marl_jax.tasks import Task
 from marl_jax.tiny.demonstrations import Noise, demonstrations
 from marl_jax.workflows import Workflow
+from marl_jax.workflows import rollout
 
 _EVAL_KEY = 104729
 

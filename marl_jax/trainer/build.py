@@ -10,12 +10,13 @@ import jax
 import ml_collections
 
 from marl_jax import tasks as tasks_lib
-from marl_jax import tokenizers
+from marl_jax import tiny
 from marl_jax import workflows as workflows_lib
 from marl_jax.models import get_preset, init_params, load_pretrained
+from marl_jax.models import tokenizers
 from marl_jax.models.config import ModelConfig
 from marl_jax.models.lora import LoraConfig
-from marl_jax.policies import PolicyStore
+from marl_jax.policies.store import PolicyStore
 
 
 @dataclasses.dataclass
@@ -47,13 +48,6 @@ def model_and_tokenizer(config: ml_collections.ConfigDict) -> tuple[ModelConfig,
   if mc.init not in ("base", "random"):
     raise ValueError(f"config.model.init={mc.init!r} is unknown; valid: ('base', 'random').")
   if mc.preset.startswith("tiny") and mc.init == "base":
-    try:
-      from marl_jax import tiny  # pylint: disable=g-import-not-at-top
-    except ImportError as error:
-      raise ValueError(
-          f"config.model.init='base' needs the warm-started tiny bases (marl_jax.tiny), which "
-          f"this installation lacks ({error}); use --config.model.init=random or a "
-          "--config.model.checkpoint.") from error
     model, params = tiny.base_model(config)
   else:
     logging.warning("%s starts from random weights (model.checkpoint is empty).", mc.preset)
@@ -63,18 +57,6 @@ def model_and_tokenizer(config: ml_collections.ConfigDict) -> tuple[ModelConfig,
     raise ValueError(f"config.model.tokenizer is empty and preset {mc.preset!r} has no "
                      "checkpoint to read one from; set it to 'char' or a tokenizer path.")
   return model, params, tokenizers.load_tokenizer(mc.tokenizer)
-
-
-def task(config: ml_collections.ConfigDict) -> Any:
-  return tasks_lib.get(config.task.name, **config.task.options.to_dict())
-
-
-def workflow(config: ml_collections.ConfigDict) -> Any:
-  options = config.workflow.options.to_dict()
-  prompts = config.workflow.prompts.to_dict()
-  if prompts:
-    options["prompts"] = prompts
-  return workflows_lib.get(config.workflow.name, **options)
 
 
 def store(config: ml_collections.ConfigDict, model: ModelConfig, params: Any,
@@ -88,6 +70,7 @@ def store(config: ml_collections.ConfigDict, model: ModelConfig, params: Any,
 
 def build(config: ml_collections.ConfigDict) -> Run:
   model, params, tokenizer = model_and_tokenizer(config)
-  wf = workflow(config)
-  return Run(config=config, model=model, tokenizer=tokenizer, task=task(config), workflow=wf,
+  wf = workflows_lib.from_config(config.workflow)
+  return Run(config=config, model=model, tokenizer=tokenizer,
+             task=tasks_lib.from_config(config.task), workflow=wf,
              store=store(config, model, params, tuple(wf.roles)))

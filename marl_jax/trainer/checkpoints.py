@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 
 def _target(abstract_state: Any) -> Any:
   """ShapeDtypeStructs to restore into; leaves without a sharding go to the default
-  device, so a checkpoint written on any mesh (marl_jax.sharding) restores on one."""
+  device, so a checkpoint written on any mesh (marl_jax.parallel.sharding) restores on one."""
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
 
   def one(x):

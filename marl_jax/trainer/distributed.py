@@ -6,7 +6,7 @@ metadata, SLURM, Open MPI, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
 JAX_PROCESS_ID); 'auto' does so only when the environment names several
 processes (`multi_process_env`); 'off' never. The TPU scripts pass 'on'.
 
-How one RL step runs on P processes (`Parallel`, used by marl_jax.train):
+How one RL step runs on P processes (`Parallel`, used by marl_jax.trainer.loop):
 
   1. Every process draws the same problems (a pure function of seed and step)
      and keeps its contiguous block (`Parallel.share`): process p rolls out
@@ -40,8 +40,11 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from marl_jax import sharding
-from marl_jax.rl.batch import pad_rows  # pylint: disable=unused-import (distributed.pad_rows)
+from marl_jax.parallel import sharding
+from marl_jax.rl import sharded_update
+from marl_jax.rl import update
+from marl_jax.rl.batch import pad_rows
+from marl_jax.trainer import planner
 
 DISTRIBUTED_MODES = ("auto", "on", "off")
 ROLLOUT_PARAMS = ("auto", "sharded", "replicated")
@@ -311,12 +314,11 @@ class Parallel:
   def train_step(self, state: Any, store: Any, batch: Mapping[str, Any],
                  route: Mapping[str, Any], **static) -> tuple[Any, Any]:
     """rl.update.train_step, with explicit shardings on a mesh."""
-    from marl_jax.rl import update  # pylint: disable=g-import-not-at-top
     if not self.enabled:
       return update.train_step(state, store, batch, jax.device_put(route), **static)
     for key in ("warm_role_grads", "compile_ahead"):  # the mesh's one program per
       static.pop(key, None)                           # minibatch compiles as met
-    return sharding.jit_train_step(self.mesh, state, store, batch, route,
+    return sharded_update.jit_train_step(self.mesh, state, store, batch, route,
                                    rules=self.state_rules, **static)
 
   def combine_metrics(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -334,7 +336,6 @@ class Parallel:
 
 def _rollout_params(store: Any, mesh_shape: Mapping[str, int], state_rules: Any) -> str:
   """The planner's choice for this store, from the device's memory (sharded if unknown)."""
-  from marl_jax import planner  # pylint: disable=g-import-not-at-top
   limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
   if not limit:
     return "sharded"

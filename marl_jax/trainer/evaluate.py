@@ -9,24 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import ml_collections
 
-from marl_jax import episodes as episodes_lib
-from marl_jax import rollout
-from marl_jax import sampling
-
-EVAL_KEY = 7919
-
-
-def sampling_params(config: ml_collections.ConfigDict, temperature: float) -> sampling.SamplingParams:
-  rc = config.rollout
-  return sampling.SamplingParams(temperature=temperature, top_p=rc.top_p if temperature else 1.0,
-                                 top_k=rc.top_k if temperature else 0,
-                                 max_new_tokens=rc.max_new_tokens)
-
-
-def rollout_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return {"max_prompt_len": config.rollout.max_prompt_len}
+from marl_jax.workflows import episodes as episodes_lib
+from marl_jax.workflows import rollout
 
 
 def evaluate(run: Any, trainable: Any, *, num_problems: int | None = None,
@@ -41,15 +26,15 @@ def evaluate(run: Any, trainable: Any, *, num_problems: int | None = None,
   n = num_problems or config.eval.num_problems
   problems = run.task.sample(split, n, seed=config.seed, step=0)
   store = run.store.replace(trainable=trainable)
-  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), EVAL_KEY)
+  key = jax.random.fold_in(jax.random.PRNGKey(config.seed), rollout.EVAL_KEY)
   modes = [("sampled", config.eval.temperature)]
   if config.eval.greedy:
     modes.append(("greedy", 0.0))
   out: dict[str, float] = {}
   for name, temperature in modes:
     episodes = rollout.run(run.workflow, store, run.task, problems, 1, key,
-                           sampling_params(config, temperature), run.tokenizer,
-                           **rollout_options(config))
+                           rollout.sampling_params(config.rollout, temperature), run.tokenizer,
+                           **rollout.options(config.rollout))
     metrics = episodes_lib.role_metrics(episodes)
     out[f"eval/{name}/accuracy"] = metrics.pop("reward/mean")
     for k, v in metrics.items():

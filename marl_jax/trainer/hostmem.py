@@ -69,7 +69,7 @@ def advise() -> None:
     logging.warning(
         "XLA:CPU re-maps its temporary buffers at every step under this process's "
         "malloc settings (~1.3x slower updates); start Python with %s, or from a "
-        "script that calls marl_jax.hostmem.reexec() first (the launch scripts do). "
+        "script that calls marl_jax.trainer.hostmem.reexec() first (the launch scripts do). "
         "%s=1 silences this.", " ".join(f"{k}={v}" for k, v in SETTINGS.items()), OPT_OUT)
 
 

@@ -22,19 +22,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from marl_jax import build as build_lib
-from marl_jax import checkpointing
-from marl_jax import distributed
-from marl_jax import episodes as episodes_lib
-from marl_jax import evaluate as evaluate_lib
-from marl_jax import hostmem
-from marl_jax import metrics as metrics_lib
-from marl_jax import rollout
-from marl_jax import rundir
 from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import interventions
 from marl_jax.rl import step_metrics
 from marl_jax.rl import update
+from marl_jax.trainer import build as build_lib
+from marl_jax.trainer import checkpoints as checkpointing
+from marl_jax.trainer import distributed
+from marl_jax.trainer import evaluate as evaluate_lib
+from marl_jax.trainer import hostmem
+from marl_jax.trainer import metrics as metrics_lib
+from marl_jax.trainer import rundir
+from marl_jax.workflows import episodes as episodes_lib
+from marl_jax.workflows import rollout
 
 
 class NonFiniteError(FloatingPointError):
@@ -119,7 +119,7 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
                par: distributed.Parallel | None = None):
   """One RL step; returns (state, metrics, episodes).
 
-  `par` spreads it over devices and processes (marl_jax.distributed): this
+  `par` spreads it over devices and processes (marl_jax.trainer.distributed): this
   process rolls out its share of the problems, the update sees every
   process's rows. Without it (one device) nothing changes.
   """
@@ -134,8 +134,8 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
     store = rollout_run.store.replace(trainable=trainable)
     episodes = rollout.run(run.workflow, store, run.task, problems, rc.group_size,
                            jax.random.fold_in(key, 0),
-                           evaluate_lib.sampling_params(config, rc.temperature), run.tokenizer,
-                           **evaluate_lib.rollout_options(config), timings=timings)
+                           rollout.sampling_params(rc, rc.temperature), run.tokenizer,
+                           **rollout.options(rc), timings=timings)
   t1 = time.perf_counter()
   batch = par.gather(batch_lib.build(
       episodes, run.store.roles, grouping=rl.grouping, reward_mode=rl.reward_mode,

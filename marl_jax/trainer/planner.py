@@ -3,7 +3,7 @@
 State terms are exact: `jax.eval_shape` of `init_params`, of
 `PolicyStore.create` (LoRA slots or full copies) and of `optimizer.init`
 (AdamW m and v) gives every array's global shape; the sharding rules
-(marl_jax.sharding_rules) give its PartitionSpec on the mesh; the per-device
+(marl_jax.parallel.rules) give its PartitionSpec on the mesh; the per-device
 size is the shard shape (global dims divided by their mesh axes) times the
 itemsize. Terms:
 
@@ -53,12 +53,12 @@ import jax
 import numpy as np
 import optax
 
-from marl_jax import sharding
-from marl_jax import sharding_rules as rules_lib
 from marl_jax.models import decoder, presets
 from marl_jax.models.config import ModelConfig, as_dtype
 from marl_jax.models.lora import LoraConfig
-from marl_jax.policies import PolicyStore
+from marl_jax.parallel import rules as rules_lib
+from marl_jax.parallel import sharding
+from marl_jax.policies.store import PolicyStore
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -257,7 +257,7 @@ def plan(preset: str | ModelConfig, mode: str, kind: str, mesh_shape: Mapping[st
   lora_cols = sum(r for _, r, _ in store.routing.lora_storage)
   kv_row, rollout_row, update_row = _row_bytes(model, workload, mesh_shape["tensor"], lora_cols)
   budget = int(usable * memory_gib * GIB)
-  if rollout_params == "auto":  # as marl_jax.distributed.Parallel decides it
+  if rollout_params == "auto":  # as marl_jax.trainer.distributed.Parallel decides it
     rollout_params = choose_rollout_params(mesh_shape, terms, budget)
   shards = int(np.prod([mesh_shape[a] for a in rules_lib.BATCH_AXES]))
   per_episode = workload.tasks * workload.group

@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from marl_jax import checkpointing
 from marl_jax.models import save_pretrained
 from marl_jax.rl import update
+from marl_jax.trainer import checkpoints as checkpointing
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

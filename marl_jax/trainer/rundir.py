@@ -1,9 +1,9 @@
 """The run directory: the saved config, and the check that a resumed run is the same run.
 
 <workdir>/config.json     the full config (written once)
-<workdir>/metrics.jsonl   one record per step (marl_jax.metrics)
+<workdir>/metrics.jsonl   one record per step (marl_jax.trainer.metrics)
 <workdir>/tensorboard/    event files
-<workdir>/checkpoints/    orbax steps (marl_jax.checkpointing)
+<workdir>/checkpoints/    orbax steps (marl_jax.trainer.checkpoints)
 <workdir>/rollouts/       sampled rollouts, step_<N>.jsonl
 <workdir>/report.md       written by the demo and launch/report.py
 """

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 from marl_jax.workflows.base import Stage, Workflow
 from marl_jax.workflows.eval_opt import eval_opt
@@ -24,21 +24,47 @@ _REGISTRY: dict[str, Callable[..., Workflow]] = {
     "eval_opt": eval_opt,
     "orch_workers": orch_workers,
 }
+# The option that sets a workflow's number of parallel same-role agents
+# (the config argument agents=N); workflows without one are absent.
+_AGENT_OPTIONS: dict[str, str] = {"voting": "n", "majority_vote": "n", "orch_workers": "m"}
 
 
 def names() -> tuple[str, ...]:
   return tuple(sorted(_REGISTRY))
 
 
-def register(name: str, factory: Callable[..., Workflow]) -> None:
-  """Makes `get(name, **options)` call factory(**options)."""
+def register(name: str, factory: Callable[..., Workflow], *,
+             agents_option: str | None = None) -> None:
+  """Makes `get(name, **options)` call factory(**options).
+
+  agents_option names the factory's option for its number of parallel
+  same-role agents, so `agents=N` in a config argument can set it.
+  """
+  if agents_option is not None and agents_option not in inspect.signature(factory).parameters:
+    raise ValueError(f"workflow {name!r}: agents_option={agents_option!r} is not an option of "
+                     f"its factory {factory.__name__}.")
   _REGISTRY[name] = factory
+  _AGENT_OPTIONS.pop(name, None)
+  if agents_option is not None:
+    _AGENT_OPTIONS[name] = agents_option
+
+
+def agents_option(name: str) -> str | None:
+  """The option of workflow `name` that sets its parallel agents, or None."""
+  _check_name(name)
+  return _AGENT_OPTIONS.get(name)
+
+
+def _check_name(name: str) -> None:
+  if name not in _REGISTRY:
+    raise ValueError(f"Unknown workflow {name!r}; available: {names()}. A workflow of your own "
+                     "must be registered (workflows.register) by a module the run imports "
+                     "(launch/train.py --import=my_package.my_flow).")
 
 
 def get(name: str, **options) -> Workflow:
   """The named workflow built with `options` (see each factory's docstring)."""
-  if name not in _REGISTRY:
-    raise ValueError(f"Unknown workflow {name!r}; available: {names()}.")
+  _check_name(name)
   factory = _REGISTRY[name]
   accepted = tuple(inspect.signature(factory).parameters)
   unknown = sorted(set(options) - set(accepted))
@@ -48,4 +74,17 @@ def get(name: str, **options) -> Workflow:
   return factory(**options)
 
 
-__all__ = ["Stage", "Workflow", "get", "names", "register"]
+def _plain(options: Any) -> dict:
+  return options.to_dict() if hasattr(options, "to_dict") else dict(options)
+
+
+def from_config(section: Mapping[str, Any]) -> Workflow:
+  """The workflow of a run's config.workflow (name, options, prompt overrides)."""
+  options = _plain(section["options"])
+  prompts = _plain(section["prompts"])
+  if prompts:
+    options["prompts"] = prompts
+  return get(section["name"], **options)
+
+
+__all__ = ["Stage", "Workflow", "agents_option", "from_config", "get", "names", "register"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
-from marl_jax.episodes import Episode
 from marl_jax.tasks import Task
 from marl_jax.workflows import parsing, prompts as prompts_lib
+from marl_jax.workflows.episodes import Episode
 
 Parse = Callable[[str, Episode, int, Task], parsing.Parsed]
 VIEWS = ("full", "answer")

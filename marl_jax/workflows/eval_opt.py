@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from marl_jax.workflows import prompts as prompts_lib
-from marl_jax.workflows.base import (
-    Stage, Workflow, check_view, parse_answer, parse_verdict, positive, show)
+from marl_jax.workflows.base import (Stage, Workflow, check_view, parse_answer, parse_verdict, positive, show)
 
 DEFAULT_ROUNDS = {"math": 3, "code": 2}
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from marl_jax.workflows import prompts as prompts_lib
-from marl_jax.workflows.base import (
-    Stage, Workflow, candidates, check_view, parse_answer, parse_choice, parse_plan, positive)
+from marl_jax.workflows.base import (Stage, Workflow, candidates, check_view, parse_answer, parse_choice, parse_plan, positive)
 
 
 def orch_workers(m: int = 3, view: str = "full",

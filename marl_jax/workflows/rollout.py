@@ -18,18 +18,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 import jax
 
-from marl_jax.episodes import Call, Episode, role_metrics
-from marl_jax.sampling import Generation, SamplingParams
+from marl_jax.generate.sampler import Generation, SamplingParams
 from marl_jax.tasks import Problem, Task
 from marl_jax.workflows.base import Workflow
+from marl_jax.workflows.episodes import Call, Episode, role_metrics
 
 __all__ = ["Policy", "role_metrics", "run"]
 
 DEFAULT_MAX_PROMPT_LEN = 256
+# Held-out evaluation samples with fold_in(seed, EVAL_KEY) at every evaluation
+# of a run, so accuracy curves compare policies, not draws.
+EVAL_KEY = 7919
 _SCORED_FAILURES = ("empty", "no_verdict")
 
 
@@ -47,6 +50,19 @@ class Tokenizer(Protocol):
                           enable_thinking: bool = False) -> list[int]: ...
 
   def decode(self, ids: Sequence[int], skip_special: bool = True) -> str: ...
+
+
+def sampling_params(rollout: Mapping[str, Any], temperature: float) -> SamplingParams:
+  """Sampling of a run's calls at `temperature` (config.rollout: top_p, top_k,
+  max_new_tokens); greedy (0) ignores top_p and top_k."""
+  return SamplingParams(temperature=temperature, top_p=rollout["top_p"] if temperature else 1.0,
+                        top_k=rollout["top_k"] if temperature else 0,
+                        max_new_tokens=rollout["max_new_tokens"])
+
+
+def options(rollout: Mapping[str, Any]) -> dict[str, Any]:
+  """`run`'s keyword options from a run's config.rollout."""
+  return {"max_prompt_len": rollout["max_prompt_len"]}
 
 
 def _per_role(value: int | Mapping[str, int], default: int, roles: Sequence[str],

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from marl_jax.workflows import prompts as prompts_lib
-from marl_jax.workflows.base import (
-    Stage, Workflow, candidates, check_view, majority_answer, parse_answer, parse_choice,
-    positive)
+from marl_jax.workflows.base import (Stage, Workflow, candidates, check_view, majority_answer, parse_answer, parse_choice, positive)
 
 
 def voting(n: int = 3, view: str = "full",

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax import sampling
+from marl_jax.generate import sampler as sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.scoring import token_logprobs
 from tests.kernel_helpers import use_cpu_kernels

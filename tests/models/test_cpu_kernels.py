@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax import cpu_kernels, sampling
+from marl_jax.generate import sampler as sampling
+from marl_jax.models import cpu_kernels
 from marl_jax.models import decoder, get_preset, init_params
 
 CONFIG = get_preset("tiny_s", eos_ids=(2,), max_position_embeddings=256)

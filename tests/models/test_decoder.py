@@ -13,7 +13,7 @@ import pytest
 import torch
 import transformers
 
-from marl_jax import sampling
+from marl_jax.generate import sampler as sampling
 
 from marl_jax.models import forward_logits, get_preset, load_pretrained, save_pretrained
 from marl_jax.models.decoder import init_params

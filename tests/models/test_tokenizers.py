@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from marl_jax.tokenizers import CharTokenizer, HFTokenizer, load_tokenizer
+from marl_jax.models.tokenizers import CharTokenizer, HFTokenizer, load_tokenizer
 
 CHAT = [{"role": "system", "content": "Be brief."},
         {"role": "user", "content": "What is 2+3?"},

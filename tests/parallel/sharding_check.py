@@ -1,7 +1,7 @@
 """Sharded-vs-single-device checks, run in a subprocess with simulated CPU devices.
 
 XLA's device count is fixed when jax starts, and the test suite runs on one
-device, so tests/test_sharding.py runs this script with
+device, so tests/parallel/test_sharding.py runs this script with
 XLA_FLAGS=--xla_force_host_platform_device_count=N and reads the one JSON line
 it prints last. Modes:
 
@@ -24,13 +24,15 @@ import numpy as np
 from jax.experimental import multihost_utils
 import optax
 
-from marl_jax import checkpointing, distributed, sharding
+from marl_jax.generate.sampler import SamplingParams
 from marl_jax.models import get_preset, init_params
 from marl_jax.models.lora import LoraConfig
-from marl_jax.policies import PolicyStore
+from marl_jax.parallel import sharding
+from marl_jax.policies.store import PolicyStore
 from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import update
-from marl_jax.sampling import SamplingParams
+from marl_jax.trainer import checkpoints as checkpointing
+from marl_jax.trainer import distributed
 
 MODEL = get_preset("tiny_s", num_layers=1)
 ROLES = ("generator", "aggregator")
@@ -155,8 +157,8 @@ def trainer(workdir: str) -> dict:
   """One step of train_and_evaluate on fsdp=8, rollouts in chunks of one row per device."""
   sys.path[:0] = [os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__))]
   from train_helpers import tiny_config  # pylint: disable=g-import-not-at-top
-  from marl_jax import train  # pylint: disable=g-import-not-at-top
-  from marl_jax.metrics import read_jsonl  # pylint: disable=g-import-not-at-top
+  from marl_jax.trainer import loop as train  # pylint: disable=g-import-not-at-top
+  from marl_jax.trainer.metrics import read_jsonl  # pylint: disable=g-import-not-at-top
   from train_helpers import parity_rewards  # pylint: disable=g-import-not-at-top
   parity_rewards()  # a learning signal for a random model, so the step moves the policy
   config = tiny_config("workflow=single", steps=1)
@@ -209,7 +211,7 @@ def multiprocess(workdir: str, process_id: str, port: str) -> dict:
   # The global batch: process 0 has 8 rows of 12 tokens, process 1 16 rows of 16.
   local = [_train_batch(p) for p in range(2)]
   gathered = par.gather(local[pid])
-  expected = [distributed.pad_rows(b.arrays(), 16, 16) for b in local]
+  expected = [batch_lib.pad_rows(b.arrays(), 16, 16) for b in local]
   out["gather_equal"] = all(np.array_equal(gathered.arrays()[k], np.concatenate(
       [e[k] for e in expected])) for k in expected[0])
   out["gather_calls"] = [gathered.num_calls, len(gathered.rewards_final)]

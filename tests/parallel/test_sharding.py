@@ -1,6 +1,6 @@
 """Meshes, sharding rules and the multi-device / multi-process paths.
 
-The sharded checks run tests/sharding_check.py in subprocesses with simulated
+The sharded checks run tests/parallel/sharding_check.py in subprocesses with simulated
 CPU devices (XLA's device count is fixed when jax starts; this suite runs on
 one device) and assert on the JSON it prints.
 """
@@ -17,8 +17,11 @@ from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
 
-from marl_jax import distributed, sharding, sharding_rules
-from marl_jax.sampling import Generation
+from marl_jax.generate.sampler import Generation
+from marl_jax.parallel import rules as sharding_rules
+from marl_jax.parallel import sharding
+from marl_jax.rl import batch as batch_lib
+from marl_jax.trainer import distributed
 
 CHECK = os.path.join(os.path.dirname(__file__), "sharding_check.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,7 +85,8 @@ def test_checkpoint_saved_on_fsdp8_restores_on_other_meshes(parity):
 
 
 def test_training_loop_on_fsdp8_then_restores_on_one_device(tmp_path):
-  from marl_jax import build, checkpoint_io  # pylint: disable=g-import-not-at-top
+  from marl_jax.trainer import build  # pylint: disable=g-import-not-at-top
+  from marl_jax.trainer import restore as checkpoint_io
   workdir = str(tmp_path / "run")
   out = _check("trainer", workdir)
   assert out["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1, "role": 1}
@@ -212,7 +216,7 @@ def test_share_and_pad_rows():
     distributed.share(list(range(5)), 0, 2)
   arrays = {"tokens": np.array([[5, 6]]), "valid": np.array([[True, True]]),
             "mask": np.array([[True]]), "role": np.array([1])}
-  padded = distributed.pad_rows(arrays, rows=2, length=4)
+  padded = batch_lib.pad_rows(arrays, rows=2, length=4)
   np.testing.assert_array_equal(padded["tokens"], [[0, 0, 5, 6], [0, 0, 0, 0]])
   np.testing.assert_array_equal(padded["mask"], [[False, False, True], [False] * 3])
   np.testing.assert_array_equal(padded["role"], [1, 0])

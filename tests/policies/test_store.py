@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax import sampling
+from marl_jax.generate import sampler as sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.models.scoring import token_logprobs
-from marl_jax.policies import PolicyStore
+from marl_jax.policies.store import PolicyStore
 from tests.kernel_helpers import use_cpu_kernels
 
 CONFIG = get_preset("tiny_s")

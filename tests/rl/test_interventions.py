@@ -7,13 +7,13 @@ import pytest
 
 from configs import default
 from marl_jax import workflows
-from marl_jax.episodes import Call, Episode
 from marl_jax.models import get_preset, init_params
 from marl_jax.models.lora import LoraConfig
-from marl_jax.policies import PolicyStore
+from marl_jax.policies.store import PolicyStore
 from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import interventions as iv
 from marl_jax.rl import update
+from marl_jax.workflows.episodes import Call, Episode
 from marl_jax.workflows.parsing import Parsed
 
 CONFIG = get_preset("tiny_s", num_layers=1)
@@ -232,8 +232,10 @@ def test_config_errors_name_the_field():
 
 
 def test_training_logs_interventions_and_checkpoints_gbar(tmp_path, monkeypatch):
-  from marl_jax import build, checkpointing, train
-  from marl_jax.metrics import read_jsonl
+  from marl_jax.trainer import build
+  from marl_jax.trainer import checkpoints as checkpointing
+  from marl_jax.trainer import loop as train
+  from marl_jax.trainer.metrics import read_jsonl
   from tests.train_helpers import parity_rewards, tiny_config
   monkeypatch.setattr(batch_lib, "call_rewards", batch_lib.call_rewards)  # restored after
   parity_rewards()

@@ -8,7 +8,7 @@ import pytest
 from marl_jax.bench import timing
 from marl_jax.models import get_preset, init_params
 from marl_jax.models.lora import LoraConfig
-from marl_jax.policies import PolicyStore
+from marl_jax.policies.store import PolicyStore
 from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import slots, update
 

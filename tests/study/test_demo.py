@@ -5,7 +5,8 @@ import os
 import pytest
 
 from configs import demo as demo_config
-from marl_jax import demo, tiny
+from marl_jax import tiny
+from marl_jax.study import demo
 from marl_jax.tiny import cache
 
 

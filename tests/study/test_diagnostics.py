@@ -7,7 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from marl_jax.diagnostics import analysis, failure_modes, gradients
+from marl_jax.study.diagnostics import analysis
+from marl_jax.study.diagnostics import failure_modes
+from marl_jax.study.diagnostics import gradients
 
 
 def _records(evals, every=10, extra=None):

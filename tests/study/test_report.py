@@ -6,8 +6,10 @@ import os
 import pytest
 
 from configs import default
-from marl_jax import report, rundir
-from marl_jax.diagnostics import analysis, claims
+from marl_jax.study import report
+from marl_jax.study.diagnostics import analysis
+from marl_jax.study.diagnostics import claims
+from marl_jax.trainer import rundir
 
 STEPS = 60
 

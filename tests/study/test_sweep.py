@@ -11,7 +11,7 @@ import time
 import pytest
 
 from configs import sweeps
-from marl_jax import sweep
+from marl_jax.study import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from configs import default
-from marl_jax import rollout, tasks, tiny, workflows
+from marl_jax import tasks, tiny, workflows
+from marl_jax.generate.sampler import SamplingParams
 from marl_jax.models import init_params
-from marl_jax.policies import ScriptedPolicy
-from marl_jax.sampling import SamplingParams
+from marl_jax.models.tokenizers import CharTokenizer
+from marl_jax.policies.store import ScriptedPolicy
 from marl_jax.tiny import cache, demonstrations as demos_lib, warm_start as warm_start_lib
 from marl_jax.tiny.demonstrations import Noise, demonstrations
-from marl_jax.tokenizers import CharTokenizer
+from marl_jax.workflows import rollout
 
 TOK = CharTokenizer()
 TASKS = {"math": tasks.get("arithmetic"), "code": tasks.get("tiny_code")}

@@ -6,7 +6,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 
-from marl_jax.checkpointing import Checkpointer
+from marl_jax.trainer.checkpoints import Checkpointer
 
 
 def _state(x):

@@ -1,4 +1,4 @@
-"""The malloc settings that let XLA:CPU reuse its buffers (marl_jax/hostmem.py)."""
+"""The malloc settings that let XLA:CPU reuse its buffers (marl_jax/trainer/hostmem.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from marl_jax import hostmem
+from marl_jax.trainer import hostmem
 
 pytestmark = pytest.mark.skipif(not hostmem.applies({}), reason="needs Linux with glibc")
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not hostmem.applies({}), reason="needs Linux wit
 _CHILD = textwrap.dedent("""
     import sys
     sys.path.insert(0, {root!r})
-    from marl_jax import hostmem
+    from marl_jax.trainer import hostmem
     hostmem.reexec()
     import json, os, resource, statistics
     import jax, jax.numpy as jnp

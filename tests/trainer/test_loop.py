@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from marl_jax import train
-from marl_jax.metrics import read_jsonl
+from marl_jax.trainer import loop as train
+from marl_jax.trainer.metrics import read_jsonl
 from tests.train_helpers import parity_rewards, tiny_config
 
 _VOLATILE = ("time/", "_per_s")
@@ -51,7 +51,7 @@ _SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
 from tests.train_helpers import parity_rewards, tiny_config
-from marl_jax import train
+from marl_jax.trainer import loop as train
 parity_rewards()
 train.train_and_evaluate(tiny_config("workflow=voting", steps=4), {workdir!r})
 """
@@ -89,7 +89,8 @@ def test_checkpoint_restore_and_per_role_export_match_the_routed_policy(tmp_path
   import numpy as np
   import torch
   import transformers
-  from marl_jax import build, checkpoint_io
+  from marl_jax.trainer import build
+  from marl_jax.trainer import restore as checkpoint_io
   from marl_jax.models import forward_logits, load_pretrained
   from marl_jax.rl import batch
   monkeypatch.setattr(batch, "call_rewards", batch.call_rewards)

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from marl_jax.metrics import MetricWriter, read_jsonl
+from marl_jax.trainer.metrics import MetricWriter, read_jsonl
 
 
 def test_jsonl_records_and_resume_truncation(tmp_path):

@@ -8,10 +8,10 @@ import jax
 import optax
 import pytest
 
-from marl_jax import planner
 from marl_jax.models import count_params, decoder, get_preset, init_params
 from marl_jax.models.lora import LoraConfig
-from marl_jax.policies import PolicyStore
+from marl_jax.policies.store import PolicyStore
+from marl_jax.trainer import planner
 
 ONE = {"data": 1, "fsdp": 1, "tensor": 1, "role": 1}
 SMALL = planner.Workload(num_roles=2, lora_rank=4, prompt_len=32, max_new_tokens=16)

@@ -6,11 +6,12 @@ import jax
 import numpy as np
 import pytest
 
-from marl_jax import rollout, tasks, workflows
+from marl_jax import tasks, workflows
+from marl_jax.generate.sampler import SamplingParams
 from marl_jax.models import get_preset, init_params
-from marl_jax.policies import PolicyStore
-from marl_jax.sampling import SamplingParams
-from marl_jax.tokenizers import CharTokenizer
+from marl_jax.models.tokenizers import CharTokenizer
+from marl_jax.policies.store import PolicyStore
+from marl_jax.workflows import rollout
 
 CONFIG = get_preset("tiny_s")
 TOK = CharTokenizer()

@@ -5,11 +5,12 @@ import itertools
 import jax
 import pytest
 
-from marl_jax import rollout, tasks, workflows
-from marl_jax.policies import ScriptedPolicy
-from marl_jax.sampling import SamplingParams
-from marl_jax.tokenizers import CharTokenizer
+from marl_jax import tasks, workflows
+from marl_jax.generate.sampler import SamplingParams
+from marl_jax.models.tokenizers import CharTokenizer
+from marl_jax.policies.store import ScriptedPolicy
 from marl_jax.workflows import parsing
+from marl_jax.workflows import rollout
 from marl_jax.workflows.examples.second_opinion import second_opinion
 
 TOK = CharTokenizer()

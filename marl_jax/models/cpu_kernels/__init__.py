@@ -142,7 +142,7 @@ def available() -> bool:
 def _log_once(reason: str) -> None:
   expected = reason == "MARL_JAX_CPU_KERNELS=0" or reason.startswith("not an x86-64")
   (logging.info if expected else logging.warning)(
-      "marl_jax.cpu_kernels off: %s. Decode steps use XLA's own products (1.4-1.6x "
+      "marl_jax.models.cpu_kernels off: %s. Decode steps use XLA's own products (1.4-1.6x "
       "slower sampling here)%s.", reason,
       "" if expected else "; set CXX to a working C++17 compiler, or MARL_JAX_CPU_KERNELS=0 "
       "to say this is meant")

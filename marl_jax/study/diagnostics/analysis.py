@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from marl_jax.metrics import read_jsonl
+from marl_jax.trainer.metrics import read_jsonl
 
 ACCURACY = "eval/accuracy"
 

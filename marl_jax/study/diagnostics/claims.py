@@ -31,7 +31,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from marl_jax.diagnostics import analysis, gradients
+from marl_jax.study.diagnostics import analysis
+from marl_jax.study.diagnostics import gradients
 
 MAIN_KEYS = ("workflow", "task", "scale", "policy")
 DEFAULT_AGENTS = {"voting": 3, "majority_vote": 3, "orch_workers": 3}

@@ -40,7 +40,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from marl_jax.metrics import read_jsonl
+from marl_jax.trainer.metrics import read_jsonl
 from marl_jax.workflows import parsing
 
 CHOICE_OF = {"aggregator": "generator", "synthesizer": "worker"}  # chooser -> candidates' role

@@ -8,9 +8,9 @@ import os
 from typing import Optional
 
 from marl_jax.tasks import base
-from marl_jax.tasks import code
 from marl_jax.tasks import jsonl
-from marl_jax.tasks import sandbox
+from marl_jax.tasks.code import task as code
+from marl_jax.tasks.sandbox import runner as sandbox
 
 # Imports a judge provides to LeetCode-style (functional) solutions, which
 # use names such as List or defaultdict without importing them.

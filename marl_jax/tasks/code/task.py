@@ -4,7 +4,7 @@
 
 The program a task runs is assembled from the extracted code and the
 problem's `CodeReference` (a HumanEval prompt it completes, an import
-prelude), then checked by `marl_jax.tasks.sandbox`: test code, stdin/stdout
+prelude), then checked by `marl_jax.tasks.sandbox.runner`: test code, stdin/stdout
 cases, or both. Untrusted code never runs in this process.
 """
 
@@ -14,7 +14,7 @@ import re
 from typing import Optional, Sequence
 
 from marl_jax.tasks import base
-from marl_jax.tasks import sandbox
+from marl_jax.tasks.sandbox import runner as sandbox
 
 PREFER = ("last", "first", "longest")
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)

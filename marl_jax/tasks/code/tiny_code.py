@@ -20,8 +20,8 @@ from typing import Optional
 import numpy as np
 
 from marl_jax.tasks import base
-from marl_jax.tasks import code
 from marl_jax.tasks import synthetic
+from marl_jax.tasks.code import task as code
 
 _OPERATORS = "+-*%"
 _HIGH = "*%"

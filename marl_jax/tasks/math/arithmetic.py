@@ -8,8 +8,8 @@ synthetic.py), so train and eval never share an expression.
 import numpy as np
 
 from marl_jax.tasks import base
-from marl_jax.tasks import math_task
 from marl_jax.tasks import synthetic
+from marl_jax.tasks.math import task as math_task
 
 _OPERATORS = "+-*"
 

@@ -16,7 +16,7 @@ import fractions
 import re
 from typing import Optional
 
-from marl_jax.tasks import math_symbolic
+from marl_jax.tasks.math import symbolic as math_symbolic
 
 STRICTNESS = ("boxed", "strict", "lenient")
 _BOX = re.compile(r"\\(?:boxed|fbox)\b")

@@ -10,8 +10,8 @@ from typing import Optional
 
 from marl_jax.tasks import base
 from marl_jax.tasks import jsonl
-from marl_jax.tasks import math as math_lib
-from marl_jax.tasks import math_task
+from marl_jax.tasks.math import checking as math_lib
+from marl_jax.tasks.math import task as math_task
 
 _DAPO_PREFIX = re.compile(
     r"^\s*Solve the following math problem step by step\..*?Answer:.*?\n\s*\n",

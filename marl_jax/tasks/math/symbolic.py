@@ -3,7 +3,7 @@
 sympy can spend minutes, or all memory, on inputs such as `9**9**9`, and
 math-verify's own timeout relies on SIGALRM, which only works in a main
 thread and cannot interrupt long C calls. So comparisons run in long-lived
-workers (`python -m marl_jax.tasks.math_symbolic`), one per concurrent
+workers (`python -m marl_jax.tasks.math.symbolic`), one per concurrent
 caller; a comparison that outlives its bound kills its worker.
 
     equal("\\sqrt{2}/2", "\\frac{1}{\\sqrt{2}}", timeout_s=5.0)  # True; None on timeout
@@ -34,7 +34,7 @@ class _Worker:
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (package_root, env.get("PYTHONPATH")) if p)
     self.proc = subprocess.Popen(
-        [sys.executable, "-m", "marl_jax.tasks.math_symbolic"],
+        [sys.executable, "-m", "marl_jax.tasks.math.symbolic"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, env=env, bufsize=0)
     self.warm = False

@@ -5,7 +5,7 @@ import os
 from typing import Optional, Sequence
 
 from marl_jax.tasks import base
-from marl_jax.tasks import math as math_lib
+from marl_jax.tasks.math import checking as math_lib
 
 
 class MathVerifier:

@@ -1,4 +1,4 @@
-"""Trainer-side handle on the sandbox's fork servers (sandbox_child/supervisor.py).
+"""Trainer-side handle on the sandbox's fork servers (child/supervisor.py).
 
 Starting an interpreter costs ~45 ms; forking a warm one costs ~1 ms. So
 each pool slot keeps one supervisor process alive and sends it one request
@@ -19,7 +19,7 @@ import time
 from typing import Optional
 
 _SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                           "sandbox_child", "supervisor.py")
+                           "child", "supervisor.py")
 _PYTHON = os.path.realpath(sys.executable)
 _CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
 _DRAIN_S = 3.0

@@ -4,7 +4,7 @@
     verdict.passed, verdict.status, verdict.detail
 
 Each run gets a supervisor freshly forked from a fork server (see
-sandbox_process.py and sandbox_child/supervisor.py), which as root gives it:
+process.py and child/supervisor.py), which as root gives it:
 
 - two processes: the program's, and the tests' which reaches the program
   only through pipes carrying plain data, so nothing the program does in
@@ -30,8 +30,8 @@ import secrets
 import time
 from typing import Optional, Sequence
 
-from marl_jax.tasks import sandbox_process
-from marl_jax.tasks.sandbox_child import wire
+from marl_jax.tasks.sandbox import process as sandbox_process
+from marl_jax.tasks.sandbox.child import wire
 
 STATUSES = ("passed", "failed", "timeout", "error")
 _UID_BASE, _UID_SPAN = 1_500_000_000, 100_000_000

@@ -16,11 +16,11 @@ unusable pick falls back to the majority vote and is counted).
 
 from __future__ import annotations
 
-from marl_jax.episodes import Call, Episode
 from marl_jax.tasks import Task
 from marl_jax.workflows import parsing
 from marl_jax.workflows import prompts as prompts_lib
 from marl_jax.workflows.base import Stage, Workflow, parse_answer, positive, show
+from marl_jax.workflows.episodes import Call, Episode
 
 PROMPTS = {
     ("second_opinion/solver", "math"): "{problem}",

@@ -17,7 +17,7 @@ import types
 
 import pytest
 
-from marl_jax.tasks import code_sources
+from marl_jax.tasks.code import sources as code_sources
 
 _COMMENTED_EXEC = re.compile(r"^(\s*)#\s*(exec\(check_program, exec_globals\))", re.M)
 

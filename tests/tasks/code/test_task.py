@@ -2,7 +2,7 @@
 
 import pytest
 
-from marl_jax.tasks import code
+from marl_jax.tasks.code import task as code
 
 FENCED = """I'll first sketch it:
 ```

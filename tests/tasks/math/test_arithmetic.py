@@ -3,7 +3,7 @@
 import pytest
 
 import marl_jax.tasks as tasks
-from marl_jax.tasks import arithmetic
+from marl_jax.tasks.math import arithmetic
 
 
 def test_evaluate_respects_precedence():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from marl_jax.tasks.math import extract_answer
+from marl_jax.tasks.math.checking import extract_answer
 
 GSM8K_SOLUTION = (
     "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from marl_jax.tasks import math as math_lib
-from marl_jax.tasks.math import answers_match
+from marl_jax.tasks.math import checking as math_lib
+from marl_jax.tasks.math.checking import answers_match
 
 MATCHES = [
     ("72", "72"),

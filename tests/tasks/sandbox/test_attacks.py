@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from marl_jax.tasks import sandbox
+from marl_jax.tasks.sandbox import runner as sandbox
 
 TIMEOUT_S = 2.0
 _RUN_UIDS: list = []  # uids the sandbox picked for the current test's runs

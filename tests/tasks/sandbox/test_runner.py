@@ -1,12 +1,12 @@
-"""Functional tests of marl_jax.tasks.sandbox: verdicts, modes, pool, limits."""
+"""Functional tests of marl_jax.tasks.sandbox.runner: verdicts, modes, pool, limits."""
 
 import time
 
 import pytest
 
-from marl_jax.tasks import sandbox
-from marl_jax.tasks.sandbox_child import tests_side
-from marl_jax.tasks.sandbox_child import wire
+from marl_jax.tasks.sandbox import runner as sandbox
+from marl_jax.tasks.sandbox.child import tests_side
+from marl_jax.tasks.sandbox.child import wire
 
 ADD = "def add(a, b):\n    return a + b\n"
 

@@ -1,6 +1,6 @@
 """Sandbox supervisor: isolates, starts and judges runs (child entry point).
 
-Started once per pool slot by marl_jax.tasks.sandbox_process as
+Started once per pool slot by marl_jax.tasks.sandbox.process as
 `python -I -S -B supervisor.py`, usually as root, and kept as a fork server:
 for each request (a b"R" byte, then a header frame and a body frame on
 stdin) it forks a fresh supervisor, writes `{"pid": ...}`, and after that
