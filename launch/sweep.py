@@ -53,7 +53,8 @@ def main(argv):
     sweep.write_manifest(_DIR.value, _SWEEP.value, specs)
     cache = _CACHE.value and os.path.join(_DIR.value, _CACHE.value)
     sweep.run_local(specs, _PARALLEL.value, steps=steps, pin_cpus=_PIN.value,
-                    compilation_cache=cache)
+                    compilation_cache=cache,
+                    launcher=os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py"))
   print(sweep.status_table([sweep.status(s, steps[s.name]) for s in specs]))
 
 

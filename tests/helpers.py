@@ -1,8 +1,16 @@
-"""Choosing whether a test decodes with marl_jax.models.cpu_kernels."""
+"""Helpers shared by the tests: shrunken training configs, a reward a random
+model can learn, and whether a test decodes with marl_jax.models.cpu_kernels."""
 
+import os
+
+import numpy as np
 import pytest
 
 from marl_jax.models import cpu_kernels
+from marl_jax.trainer.config import get_config
+
+# The repository root (the tests run scripts and subprocesses from it).
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def use_cpu_kernels(on: bool, monkeypatch=None) -> None:
@@ -12,3 +20,30 @@ def use_cpu_kernels(on: bool, monkeypatch=None) -> None:
     pytest.skip(f"cpu_kernels unavailable: {cpu_kernels.unavailable_reason()}")
   if monkeypatch is not None:
     monkeypatch.setattr(cpu_kernels, "available", lambda: on)
+
+
+def tiny_config(arg: str = "", steps: int = 2):
+  """configs/default.py:arg shrunk to a random tiny_s model and a few rows."""
+  config = get_config(arg)
+  config.model.preset = "tiny_s"
+  config.model.init = "random"
+  config.rollout.batch_size = 2
+  config.rollout.group_size = 2
+  config.rollout.max_new_tokens = 6
+  config.policy.lora_rank = 2
+  config.train.steps = steps
+  config.train.checkpoint_every = 1
+  config.train.eval_every = steps
+  config.train.save_rollouts_every = 1
+  config.eval.num_problems = 2
+  config.eval.greedy = False
+  config.rl.compile_ahead = False  # a few steps: compile only the update programs met
+  return config
+
+
+def parity_rewards(episodes):
+  """Every call's reward is the parity of its token sum, so a random tiny model
+  gets a learning signal (its real accuracy is 0) and training changes it;
+  pass it as train_and_evaluate(..., rewards_of=parity_rewards)."""
+  r = np.array([sum(c.completion_tokens) % 2 for e in episodes for c in e.calls], np.float32)
+  return r, r

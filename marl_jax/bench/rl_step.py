@@ -13,34 +13,27 @@ update processes, with rl.update_rows' length chunks and without them.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from marl_jax.bench import timing
 from marl_jax.generate import sampler as sampling
-from marl_jax.rl import update
-from marl_jax.study import sweep
 from marl_jax.trainer import build as build_lib
+from marl_jax.trainer import config as config_lib
 from marl_jax.trainer import loop as train
 
-DEMO = os.path.join(sweep.REPO, "configs", "demo.py")
-
-
 def rl_steps(steps: int = 20, args: str = "workflow=voting,task=math,model=tiny_m",
-             config_path: str = DEMO, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
-  """The figures above for `steps` steps of config_path:args with 'field=value'
-  overrides (e.g. 'rl.update_rows=0')."""
-  config = sweep.load_config(config_path, args)
+             overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+  """The figures above for `steps` steps of the demo's config (args) with
+  'field=value' overrides (e.g. 'rl.update_rows=0')."""
+  config = config_lib.demo_config(args)
   for override in overrides:
-    sweep.apply_override(config, override)
+    config_lib.override(config, override)
+  config.train.steps = steps
   run = build_lib.build(config)
-  optimizer = update.make_optimizer(config.rl.lr, steps, config.rl.warmup_steps)
+  state, optimizer = build_lib.train_state(config, run)
   init_trainable = run.store.trainable
-  state = update.init_state(jax.tree.map(jnp.copy, init_trainable), optimizer)
   cfg = train.loss_config(config)
   compiles = []
   split = {"generate_s": [], "verify_s": [], "update_s": []}
@@ -48,7 +41,7 @@ def rl_steps(steps: int = 20, args: str = "workflow=voting,task=math,model=tiny_
   with timing.counting_compiles() as count:
     for step in range(steps):
       before = count[0]
-      state, metrics, _ = train.train_step(run, state, step, optimizer, cfg, init_trainable)
+      state, metrics, _ = train.rl_step(run, state, step, optimizer, cfg, init_trainable)
       compiles.append(count[0] - before)
       for key in split:
         split[key].append(metrics[f"time/{key}"])

@@ -178,7 +178,7 @@ def train_timing(store, par, arrays: dict[str, np.ndarray], steps: int, peak: fl
   carry = {"state": state}
 
   def step():
-    carry["state"], carry["metrics"] = par.train_step(carry["state"], frozen, batch, route,
+    carry["state"], carry["metrics"] = par.apply_minibatch(carry["state"], frozen, batch, route,
                                                       **static)
     return carry["metrics"]
 

@@ -9,7 +9,7 @@ grid; `mask`, `old_logp` and `ref_logp` live on the same grid.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -82,8 +82,14 @@ def call_rewards(episodes: Sequence[Episode]) -> tuple[np.ndarray, np.ndarray]:
 def build(episodes: Sequence[Episode], roles: Sequence[str], *, grouping: str = "episode",
           reward_mode: str = "final", estimator: str = "grpo", normalize_std: bool = True,
           kl_coefs: dict[str, float] | None = None, default_kl: float = 0.0,
-          min_rows: int = 8, min_len: int = MIN_LEN) -> TrainBatch:
-  """Packs every call of `episodes` into a TrainBatch (module docstring)."""
+          min_rows: int = 8, min_len: int = MIN_LEN,
+          rewards_of: Callable[[Sequence[Episode]], tuple[np.ndarray, np.ndarray]] = call_rewards
+          ) -> TrainBatch:
+  """Packs every call of `episodes` into a TrainBatch (module docstring).
+
+  rewards_of gives every call's (final, role) rewards (default call_rewards);
+  tests pass their own to give a random model a learning signal.
+  """
   if reward_mode not in REWARD_MODES:
     raise ValueError(f"Unknown reward mode {reward_mode!r}; valid: {REWARD_MODES}.")
   calls = [(e, c) for e in episodes for c in e.calls]
@@ -93,7 +99,7 @@ def build(episodes: Sequence[Episode], roles: Sequence[str], *, grouping: str = 
   if unknown or set(kl_coefs or {}) - set(roles):
     raise ValueError(f"Roles {unknown or sorted(set(kl_coefs) - set(roles))} are not among "
                      f"the workflow's roles {tuple(roles)}.")
-  final, role_reward = call_rewards(episodes)
+  final, role_reward = rewards_of(episodes)
   rewards = final if reward_mode == "final" else role_reward
   cols = dict(problem=[e.group for e, _ in calls], episode=[e.id for e, _ in calls],
               role=[c.role for _, c in calls], turn=[c.turn for _, c in calls],

@@ -25,7 +25,7 @@
                                   parallel agents (the N generators, the M
                                   workers), so N agents weigh as one.
 Coherence, cap and equalize act on the per-role gradients of the
-`role_grads=True` path of rl.update.train_step, before they are summed,
+`role_grads=True` path of rl.update.apply_minibatch, before they are summed,
 clipped per slot and given to AdamW; they force that path on every step.
 Under IP with AdamW a constant per-slot factor is mostly absorbed by Adam's
 normalisation (it still moves the per-slot clip); these interventions bite
@@ -236,7 +236,7 @@ METRIC_KEYS = ("coherence_cos", "coherence_scale", "balance_scale")
 
 
 def name_metrics(raw: dict, roles: Sequence[str]) -> dict[str, float]:
-  """intervention/<metric>/<role> from the raw [R] arrays of rl.update.train_step."""
+  """intervention/<metric>/<role> from the raw [R] arrays of rl.update.apply_minibatch."""
   out = {}
   for key in METRIC_KEYS:
     if key in raw:

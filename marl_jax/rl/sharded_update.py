@@ -17,7 +17,7 @@ from marl_jax.rl import update
 @functools.lru_cache(maxsize=64)
 def _jitted_step(static: tuple, state_sh: "_Hashable", store_sh: "_Hashable",
                  batch_sh: "_Hashable", route_sh: "_Hashable", out_sh: "_Hashable"):
-  step = functools.partial(update.step, **dict(static))
+  step = functools.partial(update.minibatch_step, **dict(static))
   in_sh = tuple(x.tree for x in (state_sh, store_sh, batch_sh, route_sh))
   return jax.jit(step, in_shardings=in_sh, out_shardings=out_sh.tree, donate_argnums=0)
 
@@ -37,15 +37,15 @@ class _Hashable:
     return isinstance(other, _Hashable) and self._key == other._key
 
 
-def jit_train_step(mesh: Mesh, state: Any, store: Any, batch: Mapping[str, Any],
+def apply_minibatch_sharded(mesh: Mesh, state: Any, store: Any, batch: Mapping[str, Any],
                    route: Mapping[str, Any], *, rules: rules_lib.Rules = TRAIN_RULES,
                    **static) -> tuple[Any, ...]:
-  """Runs rl.update.step under jit with explicit in/out shardings.
+  """Runs rl.update.minibatch_step under jit with explicit in/out shardings.
 
   The state (trainable, optimizer state, step) and the store keep their
   sharding by `rules` (the state is donated); batch rows are spread over the
   batch axes; the route and the metrics are replicated. `static` are
-  train_step's keyword arguments. Returns (new state, metrics).
+  apply_minibatch's keyword arguments. Returns (new state, metrics).
   """
   state_sh = shardings(state, mesh, rules)
   store_sh = shardings(store, mesh, rules)

@@ -1,4 +1,4 @@
-"""Names the raw outputs of rl.update.train_step as per-role metrics.
+"""Names the raw outputs of rl.update.apply_minibatch as per-role metrics.
 
   entropy/<role>, clip_frac/<role>, kl/<role>, ratio/<role>   token means
   grad_norm/slot<k>            pre-clip gradient L2 norm of policy slot k

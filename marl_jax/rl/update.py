@@ -14,7 +14,7 @@ Their sum is the update, so those steps cost R backward passes, not R + 1.
 
 A minibatch given as a tuple of length chunks (rl.batch.length_chunks) is
 accumulated: `group_grads` per chunk (loss and gradient sums), `apply_grads`
-once with the minibatch's denominator. `train_step` compiles those programs
+once with the minibatch's denominator. `apply_minibatch` compiles those programs
 ahead of time per length bucket, up to twice the longest row met, so a run
 compiles only when its rows outgrow that.
 """
@@ -183,11 +183,11 @@ def _add(a: Any, b: Any) -> Any:
   return jax.tree.map(jnp.add, a, b)
 
 
-def step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
+def minibatch_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
          optimizer: optax.GradientTransformation, num_roles: int, role_grads: bool = False,
          interventions: interventions_lib.Interventions | None = None
          ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
-  """One AdamW step on a minibatch (pure; `train_step` is its jitted form).
+  """One AdamW step on a minibatch (pure; `apply_minibatch` is its jitted form).
 
   `batch` and `route` are a minibatch's arrays and routing, or tuples of
   them, one per length chunk of its rows (rl.batch.length_chunks): one loss
@@ -208,7 +208,7 @@ def step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: Loss
 
 
 _STATIC = ("cfg", "optimizer", "num_roles", "role_grads", "interventions")
-_jit_step = jax.jit(step, static_argnames=_STATIC, donate_argnames=("state",))
+_jit_step = jax.jit(minibatch_step, static_argnames=_STATIC, donate_argnames=("state",))
 _jit_group_grads = jax.jit(group_grads, static_argnames=_STATIC[:1] + _STATIC[2:])
 _jit_add = jax.jit(_add, donate_argnums=0)
 _jit_apply = jax.jit(apply_grads, static_argnames=("cfg", "optimizer", "role_grads",
@@ -276,14 +276,14 @@ def _signature(args: Any) -> tuple:
 _PROGRAMS = _Programs()
 
 
-def train_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
+def apply_minibatch(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
                optimizer: optax.GradientTransformation, num_roles: int,
                role_grads: bool = False,
                interventions: interventions_lib.Interventions | None = None,
                warm_role_grads: tuple[bool, ...] | None = None,
                compile_ahead: bool = True
                ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
-  """`step`, jitted; the state is donated.
+  """`minibatch_step`, jitted; the state is donated.
 
   A single array dict is one XLA program. A tuple of update chunks
   (rl.batch.length_chunks: one row count, several lengths) is accumulated:

@@ -21,7 +21,6 @@ checkpoint), so re-running a sweep runs only what is not done.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import fnmatch
 import importlib.util
@@ -39,10 +38,10 @@ from typing import Any, Callable, Sequence
 import ml_collections
 
 from marl_jax.study.diagnostics import failure_modes
+from marl_jax.trainer import config as config_lib
 from marl_jax.trainer.metrics import read_jsonl
 
 AXES = ("workflow", "task", "model", "policy", "seed")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE_FILE = "sweep_state.json"   # in each workdir: the local runner's record of the run
 LOG_FILE = "sweep.log"            # in each workdir: the run's stdout and stderr
 MANIFEST = "sweep.json"           # in the sweep root: the runs and their commands
@@ -155,53 +154,27 @@ def select(specs: Sequence[RunSpec], patterns: str | Sequence[str]) -> list[RunS
 # --- run configs -------------------------------------------------------------
 
 
+def config_file(path: str) -> str:
+  """The file of a base config: a path to a .py file, or a module's dotted name
+  (the package's own is marl_jax.trainer.config), so a sweep needs no checkout."""
+  if path.endswith(".py"):
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"sweep.base_config={path!r} does not exist (relative paths are "
+                              f"read from {os.getcwd()}); or name a config module, e.g. "
+                              "'marl_jax.trainer.config'.")
+    return path
+  spec = importlib.util.find_spec(path)
+  if spec is None or not spec.origin:
+    raise FileNotFoundError(f"sweep.base_config={path!r} is neither a .py file nor an "
+                            "importable config module.")
+  return spec.origin
+
+
 def _config_module(path: str):
-  for candidate in (path, os.path.join(REPO, path)):
-    if os.path.exists(candidate):
-      spec = importlib.util.spec_from_file_location("sweep_base_config", candidate)
-      module = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(module)
-      return module
-  raise FileNotFoundError(f"sweep.base_config={path!r} does not exist (looked in the current "
-                          f"directory and in {REPO}).")
-
-
-def _coerce(current: Any, text: str, field: str) -> Any:
-  """`text` as the type of the field's current value (as config_flags parses it)."""
-  try:
-    if isinstance(current, bool):
-      if text.lower() not in ("true", "false", "1", "0"):
-        raise ValueError("expected true or false")
-      return text.lower() in ("true", "1")
-    if isinstance(current, int):
-      return int(text)
-    if isinstance(current, float):
-      return float(text)
-    if isinstance(current, (tuple, list)):
-      value = ast.literal_eval(text)
-      return tuple(value) if isinstance(value, (tuple, list)) else (value,)
-  except (ValueError, SyntaxError) as error:
-    raise ValueError(f"Override {field}={text!r} does not fit the field's type "
-                     f"{type(current).__name__} ({error}).") from None
-  return text
-
-
-def apply_override(config: ml_collections.ConfigDict, override: str) -> None:
-  """Sets 'a.b.c=value' on config like --config.a.b.c=value (typed by the current value)."""
-  if "=" not in override:
-    raise ValueError(f"Override {override!r} is not field=value.")
-  field, text = override.split("=", 1)
-  *parents, leaf = field.split(".")
-  node = config
-  for i, part in enumerate(parents):
-    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
-      raise ValueError(f"Override field {field!r}: the config has no section "
-                       f"{'.'.join(parents[:i + 1])!r}.")
-    node = node[part]
-  if leaf not in node:
-    raise ValueError(f"Override field {field!r} does not exist in the run config; "
-                     f"{'.'.join(parents) or 'the top level'} has {sorted(node.keys())}.")
-  node[leaf] = _coerce(node[leaf], text, field)
+  spec = importlib.util.spec_from_file_location("sweep_base_config", config_file(path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def load_config(path: str, args: str = "") -> ml_collections.ConfigDict:
@@ -213,7 +186,7 @@ def run_config(spec: RunSpec) -> ml_collections.ConfigDict:
   """The config the run trains with (base config + args + overrides), validated."""
   config = load_config(spec.base_config, spec.args)
   for override in spec.overrides:
-    apply_override(config, override)
+    config_lib.override(config, override)
   return config
 
 
@@ -368,9 +341,7 @@ def cpu_slots(parallel: int) -> list[frozenset[int]] | None:
 def _launch(spec: RunSpec, python: str, launcher: str, env: dict | None,
             cpus: frozenset[int] | None = None) -> subprocess.Popen:
   os.makedirs(spec.workdir, exist_ok=True)
-  base = spec.base_config
-  if not os.path.exists(base) and os.path.exists(os.path.join(REPO, base)):
-    base = os.path.join(REPO, base)
+  base = config_file(spec.base_config)
   log = open(os.path.join(spec.workdir, LOG_FILE), "a")
   log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {spec.shell_command()}\n")
   log.flush()
@@ -400,8 +371,8 @@ def with_compilation_cache(env: dict | None, cache_dir: str | None) -> dict | No
   return env
 
 
-def run_local(specs: Sequence[RunSpec], parallel: int = 1, *, python: str = sys.executable,
-              launcher: str | None = None, env: dict | None = None, poll_s: float = 2.0,
+def run_local(specs: Sequence[RunSpec], parallel: int = 1, *, launcher: str,
+              python: str = sys.executable, env: dict | None = None, poll_s: float = 2.0,
               steps: dict[str, int] | None = None, pin_cpus: bool = True,
               compilation_cache: str | None = None,
               out: Callable[[str], None] = print) -> dict[str, int]:
@@ -409,13 +380,13 @@ def run_local(specs: Sequence[RunSpec], parallel: int = 1, *, python: str = sys.
   on its own share of the CPUs when pin_cpus (cpu_slots), sharing one XLA
   compilation cache when compilation_cache names its directory.
 
+  launcher is the training script (launch/train.py, as launch/sweep.py passes it).
   Returns {name: exit code} of the runs started. A run another runner is
   running is skipped. Ctrl-C or SIGTERM stops the children it started (each
   resumes on the next invocation) and raises KeyboardInterrupt.
   """
   if parallel < 1:
     raise ValueError(f"--parallel={parallel} must be >= 1.")
-  launcher = launcher or os.path.join(REPO, "launch", "train.py")
   steps = steps if steps is not None else total_steps(specs)
   states = {s.name: status(s, steps.get(s.name)).state for s in specs}
   for spec in specs:

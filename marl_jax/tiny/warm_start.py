@@ -257,7 +257,7 @@ def completion_loss(model: ModelConfig, params: Any, batch: dict) -> tuple[jax.A
 
 
 @functools.partial(jax.jit, static_argnames=("model", "opt"), donate_argnums=(0,))
-def train_step(state: tuple, batch: dict, *, model: ModelConfig,
+def supervised_step(state: tuple, batch: dict, *, model: ModelConfig,
                opt: optax.GradientTransformation) -> tuple[tuple, dict]:
   """One AdamW step on the completion loss (completion_loss); state = (params, opt_state)."""
   params, opt_state = state
@@ -321,7 +321,7 @@ class _Trainer:
 
   def train(self, batcher: Batcher) -> None:
     batch = jax.tree.map(jnp.asarray, batcher.next_batch())
-    self.state, metrics = train_step(self.state, batch, model=self.model, opt=self.opt)
+    self.state, metrics = supervised_step(self.state, batch, model=self.model, opt=self.opt)
     self.step += 1
     self.loss = float(metrics["loss"])
     if not math.isfinite(self.loss):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 import ml_collections
+import optax
 
 from marl_jax import tasks as tasks_lib
 from marl_jax import tiny
@@ -17,6 +19,10 @@ from marl_jax.models import tokenizers
 from marl_jax.models.config import ModelConfig
 from marl_jax.models.lora import LoraConfig
 from marl_jax.policies.store import PolicyStore
+from marl_jax.rl import batch as batch_lib
+from marl_jax.rl import interventions
+from marl_jax.rl import update
+from marl_jax.trainer import config as config_lib
 
 
 @dataclasses.dataclass
@@ -29,6 +35,9 @@ class Run:
   task: Any
   workflow: Any
   store: PolicyStore
+  # Every call's (final, role) rewards from the verified episodes
+  # (rl.batch.call_rewards); train_and_evaluate(..., rewards_of=) replaces it.
+  rewards_of: Callable[..., Any] = batch_lib.call_rewards
 
 
 def model_and_tokenizer(config: ml_collections.ConfigDict) -> tuple[ModelConfig, Any, Any]:
@@ -39,38 +48,64 @@ def model_and_tokenizer(config: ml_collections.ConfigDict) -> tuple[ModelConfig,
   config.model.init is 'random', and any other preset is randomly
   initialised (shapes and speed work only).
   """
-  mc = config.model
-  if mc.checkpoint:
-    model, params = load_pretrained(mc.checkpoint)
-    model = model.replace(compute_dtype=mc.compute_dtype)
-    tokenizer = tokenizers.load_tokenizer(mc.tokenizer or mc.checkpoint)
+  model_cfg = config.model
+  if model_cfg.checkpoint:
+    model, params = load_pretrained(model_cfg.checkpoint)
+    model = model.replace(compute_dtype=model_cfg.compute_dtype)
+    tokenizer = tokenizers.load_tokenizer(model_cfg.tokenizer or model_cfg.checkpoint)
     return model, params, tokenizer
-  if mc.init not in ("base", "random"):
-    raise ValueError(f"config.model.init={mc.init!r} is unknown; valid: ('base', 'random').")
-  if mc.preset.startswith("tiny") and mc.init == "base":
+  if model_cfg.init not in ("base", "random"):
+    raise ValueError(f"config.model.init={model_cfg.init!r} is unknown; valid: ('base', 'random').")
+  if model_cfg.preset.startswith("tiny") and model_cfg.init == "base":
     model, params = tiny.base_model(config)
   else:
-    logging.warning("%s starts from random weights (model.checkpoint is empty).", mc.preset)
-    model = get_preset(mc.preset, param_dtype=mc.param_dtype, compute_dtype=mc.compute_dtype)
+    logging.warning("%s starts from random weights (model.checkpoint is empty).", model_cfg.preset)
+    model = get_preset(model_cfg.preset, param_dtype=model_cfg.param_dtype,
+                       compute_dtype=model_cfg.compute_dtype)
     params = init_params(model, jax.random.PRNGKey(config.seed))
-  if not mc.tokenizer:
-    raise ValueError(f"config.model.tokenizer is empty and preset {mc.preset!r} has no "
+  if not model_cfg.tokenizer:
+    raise ValueError(f"config.model.tokenizer is empty and preset {model_cfg.preset!r} has no "
                      "checkpoint to read one from; set it to 'char' or a tokenizer path.")
-  return model, params, tokenizers.load_tokenizer(mc.tokenizer)
+  return model, params, tokenizers.load_tokenizer(model_cfg.tokenizer)
 
 
 def store(config: ml_collections.ConfigDict, model: ModelConfig, params: Any,
           roles: tuple[str, ...]) -> PolicyStore:
-  pc = config.policy
-  lora = LoraConfig(rank=pc.lora_rank, alpha=pc.lora_alpha, targets=tuple(pc.lora_targets))
-  return PolicyStore.create(model, params, roles, mode=pc.mode, kind=pc.kind, lora=lora,
-                            role_rank=pc.role_rank or None,
+  policy_cfg = config.policy
+  lora = LoraConfig(rank=policy_cfg.lora_rank, alpha=policy_cfg.lora_alpha,
+                    targets=tuple(policy_cfg.lora_targets))
+  return PolicyStore.create(model, params, roles, mode=policy_cfg.mode, kind=policy_cfg.kind,
+                            lora=lora,
+                            role_rank=policy_cfg.role_rank or None,
                             rng=jax.random.fold_in(jax.random.PRNGKey(config.seed), 1))
 
 
 def build(config: ml_collections.ConfigDict) -> Run:
+  """The run's objects; plug-in modules named by config.imports are imported first."""
+  config_lib.import_modules(tuple(config.get("imports", ())))
   model, params, tokenizer = model_and_tokenizer(config)
   wf = workflows_lib.from_config(config.workflow)
   return Run(config=config, model=model, tokenizer=tokenizer,
              task=tasks_lib.from_config(config.task), workflow=wf,
              store=store(config, model, params, tuple(wf.roles)))
+
+
+def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """AdamW with the run's schedule (config.rl: lr, warmup_steps, schedule,
+  weight_decay; the horizon is config.train.steps)."""
+  rl = config.rl
+  return update.make_optimizer(rl.lr, config.train.steps, rl.warmup_steps, rl.weight_decay,
+                               rl.schedule)
+
+
+def train_state(config: ml_collections.ConfigDict,
+                run: Run) -> tuple[dict, optax.GradientTransformation]:
+  """The run's ONE train state and its optimizer: a copy of the store's trainable
+  slots, the optimizer state, the step, and the interventions' state when
+  config.interventions turns any on. Training, restore, export, evaluation and
+  the benchmarks all start here, so a checkpoint's structure is this one."""
+  opt = optimizer(config)
+  state = update.init_state(jax.tree.map(jnp.copy, run.store.trainable), opt)
+  state = interventions.init_state(state, interventions.from_config(config, run.workflow),
+                                   len(run.store.roles))
+  return state, opt

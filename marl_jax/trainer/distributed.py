@@ -198,7 +198,7 @@ class Parallel:
 
   The trainer calls: `place(run)`, `place_state(state)`, `share(problems)`,
   `rollouts(run, trainable)`, `gather(batch)`, `put_rows(arrays)`,
-  `train_step(...)`, `combine_metrics(metrics)`, `preempted(step)`; for a bare
+  `apply_minibatch(...)`, `combine_metrics(metrics)`, `preempted(step)`; for a bare
   PolicyStore, `place_store(store)` and `rollout_store(store, trainable)`.
   """
 
@@ -311,14 +311,14 @@ class Parallel:
     return {k: sharding.put(v, sharding.rows_sharding(self.mesh, np.shape(v)))
             for k, v in arrays.items()}
 
-  def train_step(self, state: Any, store: Any, batch: Mapping[str, Any],
+  def apply_minibatch(self, state: Any, store: Any, batch: Mapping[str, Any],
                  route: Mapping[str, Any], **static) -> tuple[Any, Any]:
-    """rl.update.train_step, with explicit shardings on a mesh."""
+    """rl.update.apply_minibatch, with explicit shardings on a mesh."""
     if not self.enabled:
-      return update.train_step(state, store, batch, jax.device_put(route), **static)
+      return update.apply_minibatch(state, store, batch, jax.device_put(route), **static)
     for key in ("warm_role_grads", "compile_ahead"):  # the mesh's one program per
       static.pop(key, None)                           # minibatch compiles as met
-    return sharded_update.jit_train_step(self.mesh, state, store, batch, route,
+    return sharded_update.apply_minibatch_sharded(self.mesh, state, store, batch, route,
                                    rules=self.state_rules, **static)
 
   def combine_metrics(self, metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,15 +10,15 @@ the metrics an uninterrupted run would have.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -42,13 +42,13 @@ class NonFiniteError(FloatingPointError):
 
 
 def loss_config(config: ml_collections.ConfigDict) -> update.LossConfig:
-  rl = config.rl
-  use_kl = bool(rl.kl_coef) or any(v for v in rl.kl_role_coefs.to_dict().values())
+  rl_cfg = config.rl
+  use_kl = bool(rl_cfg.kl_coef) or any(v for v in rl_cfg.kl_role_coefs.to_dict().values())
   return update.LossConfig(
-      clip_low=rl.clip_low, clip_high=rl.clip_high, aggregation=rl.aggregation,
+      clip_low=rl_cfg.clip_low, clip_high=rl_cfg.clip_high, aggregation=rl_cfg.aggregation,
       constant=float(config.rollout.max_new_tokens), use_kl=use_kl,
-      kl_estimator=rl.kl_estimator, temperature=config.rollout.temperature or 1.0,
-      grad_clip=rl.grad_clip)
+      kl_estimator=rl_cfg.kl_estimator, temperature=config.rollout.temperature or 1.0,
+      grad_clip=rl_cfg.grad_clip)
 
 
 @functools.partial(jax.jit, static_argnames=("base", "temperature"))
@@ -57,14 +57,14 @@ def _score(store, tokens, valid, route, trainable, *, base: bool, temperature: f
                               temperature=temperature)[0]
 
 
-def _reference_logp(run, arrays, route, init_trainable, cfg: update.LossConfig):
+def _reference_logp(run, arrays, route, init_trainable, loss_cfg: update.LossConfig):
   """Logprobs under the KL reference: the base (adapters off) or the initial policy."""
   reference = run.config.rl.kl_reference
   if reference not in ("base", "init"):
     raise ValueError(f"rl.kl_reference={reference!r} is unknown; valid: ('base', 'init').")
   # One module-level jitted function: a fresh jit wrapper per step recompiled every step.
   return _score(run.store.replace(trainable={}), arrays["tokens"], arrays["valid"], route,
-                init_trainable, base=reference == "base", temperature=cfg.temperature)
+                init_trainable, base=reference == "base", temperature=loss_cfg.temperature)
 
 
 def _save_rollouts(workdir: str, step: int, episodes: list, keep: int = 64) -> None:
@@ -94,7 +94,7 @@ def _check_finite(raw: dict, step: int, store) -> None:
       "applied; the last checkpoint is intact. Lower rl.lr or check the rewards.")
 
 
-def _update_rows(run, batch, arrays, host, index, update_rows: int, par):
+def _update_rows(run, batch, arrays, host, index, update_rows: int, parallel):
   """A minibatch's device arrays and routing: whole, or cut into update chunks
   of rows of similar length (rl.batch.length_chunks) from `host`, the step's
   arrays on the host (None when not chunking).
@@ -109,14 +109,14 @@ def _update_rows(run, batch, arrays, host, index, update_rows: int, par):
   copies = run.store.full_slots(batch.row_roles)  # one full copy per chunk (policies.route)
   for rows, length, padded in batch_lib.length_chunks(host["valid"], index, update_rows,
                                                       groups=copies):
-    mbs.append(par.put_rows(batch_lib.group_arrays(host, rows, length, padded)))
+    mbs.append(parallel.put_rows(batch_lib.group_arrays(host, rows, length, padded)))
     roles = [batch.row_roles[i] for i in rows]
     routes.append(run.store.route(roles + [roles[0]] * (padded - len(roles))))
   return tuple(mbs), tuple(routes)
 
 
-def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_trainable,
-               par: distributed.Parallel | None = None):
+def rl_step(run, state, step: int, optimizer, loss_cfg: update.LossConfig, init_trainable,
+               parallel: distributed.Parallel | None = None):
   """One RL step; returns (state, metrics, episodes).
 
   `par` spreads it over devices and processes (marl_jax.trainer.distributed): this
@@ -124,45 +124,49 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
   process's rows. Without it (one device) nothing changes.
   """
   config = run.config
-  rc, rl = config.rollout, config.rl
-  par = par or distributed.Parallel()
+  rollout_cfg, rl_cfg = config.rollout, config.rl
+  parallel = parallel or distributed.Parallel()
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
-  problems = par.share(run.task.sample("train", rc.batch_size, seed=config.seed, step=step))
+  problems = parallel.share(run.task.sample("train", rollout_cfg.batch_size, seed=config.seed,
+                                             step=step))
   t0 = time.perf_counter()
   timings: dict[str, float] = {}
-  with par.rollouts(run, state["trainable"]) as (rollout_run, trainable):
+  with parallel.rollouts(run, state["trainable"]) as (rollout_run, trainable):
     store = rollout_run.store.replace(trainable=trainable)
-    episodes = rollout.run(run.workflow, store, run.task, problems, rc.group_size,
+    episodes = rollout.run(run.workflow, store, run.task, problems, rollout_cfg.group_size,
                            jax.random.fold_in(key, 0),
-                           rollout.sampling_params(rc, rc.temperature), run.tokenizer,
-                           **rollout.options(rc), timings=timings)
+                           rollout.sampling_params(rollout_cfg, rollout_cfg.temperature),
+                           run.tokenizer,
+                           **rollout.options(rollout_cfg), timings=timings)
   t1 = time.perf_counter()
-  batch = par.gather(batch_lib.build(
-      episodes, run.store.roles, grouping=rl.grouping, reward_mode=rl.reward_mode,
-      estimator=rl.estimator, normalize_std=rl.normalize_std,
-      kl_coefs=rl.kl_role_coefs.to_dict(), default_kl=rl.kl_coef))
-  arrays = par.put_rows(batch.arrays())
-  route = par.put_rows(run.store.route(batch.row_roles))
-  if cfg.use_kl:
-    arrays["ref_logp"] = _reference_logp(run, arrays, route, init_trainable, cfg)
-  chunked = rl.update_rows != 0 and not par.enabled  # below 0: length_chunks raises
+  batch = parallel.gather(batch_lib.build(
+      episodes, run.store.roles, grouping=rl_cfg.grouping, reward_mode=rl_cfg.reward_mode,
+      estimator=rl_cfg.estimator, normalize_std=rl_cfg.normalize_std,
+      kl_coefs=rl_cfg.kl_role_coefs.to_dict(), default_kl=rl_cfg.kl_coef,
+      rewards_of=run.rewards_of))
+  arrays = parallel.put_rows(batch.arrays())
+  route = parallel.put_rows(run.store.route(batch.row_roles))
+  if loss_cfg.use_kl:
+    arrays["ref_logp"] = _reference_logp(run, arrays, route, init_trainable, loss_cfg)
+  chunked = rl_cfg.update_rows != 0 and not parallel.enabled  # below 0: length_chunks raises
   host = jax.device_get(arrays) if chunked else None  # once per step, for every minibatch
-  role_grads = bool(rl.role_grad_every) and step % rl.role_grad_every == 0
+  role_grads = bool(rl_cfg.role_grad_every) and step % rl_cfg.role_grad_every == 0
   # the update programs a run uses: with diagnostics every step, only the role_grads one
-  warm = {0: (False,), 1: (True,)}.get(rl.role_grad_every, (False, True))
-  icfg = interventions.from_config(config, run.workflow)  # off unless config.interventions
+  warm = {0: (False,), 1: (True,)}.get(rl_cfg.role_grad_every, (False, True))
+  # off unless config.interventions turns one on
+  intervention_cfg = interventions.from_config(config, run.workflow)
   rng = np.random.default_rng([config.seed, step])
   parts, processed = [], 0
   frozen = run.store.replace(trainable={})
-  for _ in range(rl.epochs):
-    for index in batch_lib.minibatches(batch, rl.minibatches, rng):
-      mb, mb_route = _update_rows(run, batch, arrays, host, index, rl.update_rows, par)
+  for _ in range(rl_cfg.epochs):
+    for index in batch_lib.minibatches(batch, rl_cfg.minibatches, rng):
+      mb, mb_route = _update_rows(run, batch, arrays, host, index, rl_cfg.update_rows, parallel)
       processed += sum(np.size(g["tokens"]) for g in (mb if isinstance(mb, tuple) else (mb,)))
-      state, raw = par.train_step(state, frozen, mb, mb_route,
-                                  cfg=cfg, optimizer=optimizer,
+      state, raw = parallel.apply_minibatch(state, frozen, mb, mb_route,
+                                  cfg=loss_cfg, optimizer=optimizer,
                                   num_roles=len(run.store.roles), role_grads=role_grads,
-                                  interventions=icfg, warm_role_grads=warm,
-                                  compile_ahead=rl.compile_ahead)
+                                  interventions=intervention_cfg, warm_role_grads=warm,
+                                  compile_ahead=rl_cfg.compile_ahead)
       raw = jax.device_get(raw)
       _check_finite(raw, step, run.store)
       parts.append(raw)
@@ -180,34 +184,34 @@ def train_step(run, state, step: int, optimizer, cfg: update.LossConfig, init_tr
       "time/generate_s": timings["generate_s"], "time/verify_s": timings["verify_s"],
       # Real (non-padding) share of the tokens the update's programs process
       # (after rl.update_rows' length chunks), and of the batch padded whole.
-      "update/valid_token_fraction": float(batch.valid.sum()) * rl.epochs / max(processed, 1),
+      "update/valid_token_fraction": float(batch.valid.sum()) * rl_cfg.epochs / max(processed, 1),
       "update/valid_token_fraction_unchunked": float(batch.valid.mean()),
       "rollout_tokens_per_s": gen_tokens / max(t1 - t0, 1e-9),
-      "update_tokens_per_s": float(batch.mask.sum()) * rl.epochs / max(t2 - t1, 1e-9)})
-  return state, par.combine_metrics(metrics), episodes
+      "update_tokens_per_s": float(batch.mask.sum()) * rl_cfg.epochs / max(t2 - t1, 1e-9)})
+  return state, parallel.combine_metrics(metrics), episodes
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       rewards_of: Callable[..., Any] | None = None) -> dict[str, float]:
   """Trains config's workflow end to end in workdir (resuming if it holds a run).
 
-  Returns the last evaluation's metrics.
+  rewards_of replaces how verified episodes become every call's (final, role)
+  rewards (rl.batch.call_rewards). Returns the last evaluation's metrics.
   """
   distributed.initialize(config.mesh.distributed)
   hostmem.advise()
   if distributed.is_main():  # one writer on a shared run directory
     rundir.check_or_save_config(config, workdir)
   run = build_lib.build(config)
-  par = distributed.Parallel.create(config, run)
-  run = par.place(run)
-  tc = config.train
-  optimizer = update.make_optimizer(config.rl.lr, tc.steps, config.rl.warmup_steps,
-                                    config.rl.weight_decay, config.rl.schedule)
+  if rewards_of is not None:
+    run = dataclasses.replace(run, rewards_of=rewards_of)
+  parallel = distributed.Parallel.create(config, run)
+  run = parallel.place(run)
+  train_cfg = config.train
   init_trainable = run.store.trainable
-  state = update.init_state(jax.tree.map(jnp.copy, init_trainable), optimizer)
-  state = interventions.init_state(state, interventions.from_config(config, run.workflow),
-                                   len(run.store.roles))
-  state = par.place_state(state)
-  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=tc.keep_checkpoints)
+  state, optimizer = build_lib.train_state(config, run)
+  state = parallel.place_state(state)
+  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=train_cfg.keep_checkpoints)
   start = 0
   restored = ckpt.restore(state)
   if restored is not None:
@@ -217,28 +221,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = metrics_lib.MetricWriter(workdir, resume_step=start)
   if start == 0:
     writer.write_hparams(rundir.config_dict(config))
-  cfg = loss_config(config)
+  loss_cfg = loss_config(config)
   last_eval: dict[str, float] = {}
   if start == 0:
-    with par.rollouts(run, state["trainable"]) as (eval_run, trainable):
+    with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
       last_eval = evaluate_lib.evaluate(eval_run, trainable)
     writer.write(0, last_eval)
-  progress = metrics_lib.Progress(tc.steps, start)
+  progress = metrics_lib.Progress(train_cfg.steps, start)
   preempted = False
-  for step in range(start, tc.steps):
-    state, metrics, episodes = train_step(run, state, step, optimizer, cfg, init_trainable, par)
+  for step in range(start, train_cfg.steps):
+    state, metrics, episodes = rl_step(run, state, step, optimizer, loss_cfg, init_trainable,
+                                       parallel)
     done = step + 1
-    if tc.save_rollouts_every and done % tc.save_rollouts_every == 0 and par.is_main:
+    if (train_cfg.save_rollouts_every and done % train_cfg.save_rollouts_every == 0
+        and parallel.is_main):
       _save_rollouts(workdir, done, episodes)
-    if done % tc.eval_every == 0 or done == tc.steps:
-      with par.rollouts(run, state["trainable"]) as (eval_run, trainable):
+    if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
+      with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
         last_eval = evaluate_lib.evaluate(eval_run, trainable)
       metrics.update(last_eval)
     writer.write(done, metrics)
     print(progress.line(done, metrics["rollout_tokens_per_s"],
                         last_eval.get("eval/accuracy")), flush=True)
-    preempted = par.preempted(done)  # every process saves at the same step, then stops
-    if done % tc.checkpoint_every == 0 or done == tc.steps or preempted:
+    preempted = parallel.preempted(done)  # every process saves at the same step, then stops
+    if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps or preempted:
       ckpt.save(done, state, {"step": done, "data_position": done * config.rollout.batch_size})
     if preempted:
       break

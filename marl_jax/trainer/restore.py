@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from marl_jax.models import save_pretrained
-from marl_jax.rl import update
+from marl_jax.trainer import build
 from marl_jax.trainer import checkpoints as checkpointing
 
 
@@ -26,10 +26,7 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def restore_trainable(run: Any, workdir: str, step: int | None = None) -> tuple[int, Any]:
   """(step, trainable) of the newest readable checkpoint (or of `step`)."""
-  config = run.config
-  optimizer = update.make_optimizer(config.rl.lr, config.train.steps, config.rl.warmup_steps,
-                                    config.rl.weight_decay, config.rl.schedule)
-  abstract = jax.eval_shape(lambda t: update.init_state(t, optimizer), run.store.trainable)
+  abstract = jax.eval_shape(lambda: build.train_state(run.config, run)[0])
   ckpt = checkpointing.Checkpointer(workdir)
   if step is not None and step not in ckpt.steps():
     raise ValueError(f"{workdir} has no checkpoint at step {step}; it has {ckpt.steps()}.")

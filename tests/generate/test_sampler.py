@@ -8,7 +8,7 @@ import pytest
 from marl_jax.generate import sampler as sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.scoring import token_logprobs
-from tests.kernel_helpers import use_cpu_kernels
+from tests.helpers import use_cpu_kernels
 
 CONFIG = get_preset("tiny_s", eos_ids=(2,), max_position_embeddings=256)
 

@@ -75,16 +75,16 @@ def fresh_state(s: PolicyStore) -> dict:
 
 
 def train_parity(s: PolicyStore, par: distributed.Parallel) -> dict:
-  """One update through Parallel.train_step vs update.train_step on one device."""
+  """One update through Parallel.apply_minibatch vs update.apply_minibatch on one device."""
   arrays = batch()
   route = s.route([ROLES[r] for r in arrays["role"]])
   static = dict(cfg=LOSS, optimizer=OPTIMIZER, num_roles=len(ROLES))
   frozen = s.replace(trainable={})
-  ref, ref_m = update.train_step(fresh_state(s), frozen, jax.tree.map(jnp.asarray, arrays),
+  ref, ref_m = update.apply_minibatch(fresh_state(s), frozen, jax.tree.map(jnp.asarray, arrays),
                                  jax.tree.map(jnp.asarray, route), **static)
   state = par.place_state(fresh_state(s))
   placed = par.place_store(frozen)
-  new, m = par.train_step(state, placed, par.put_rows(arrays), route, **static)
+  new, m = par.apply_minibatch(state, placed, par.put_rows(arrays), route, **static)
   return {"loss": [float(ref_m["loss"]), float(m["loss"])],
           "grad_norms": [np.asarray(ref_m["slot_grad_norms"]).tolist(),
                          np.asarray(m["slot_grad_norms"]).tolist()],
@@ -155,12 +155,10 @@ def parity(workdir: str) -> dict:
 
 def trainer(workdir: str) -> dict:
   """One step of train_and_evaluate on fsdp=8, rollouts in chunks of one row per device."""
-  sys.path[:0] = [os.path.dirname(__file__), os.path.dirname(os.path.dirname(__file__))]
-  from train_helpers import tiny_config  # pylint: disable=g-import-not-at-top
+  sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
+  from tests.helpers import parity_rewards, tiny_config  # pylint: disable=g-import-not-at-top
   from marl_jax.trainer import loop as train  # pylint: disable=g-import-not-at-top
   from marl_jax.trainer.metrics import read_jsonl  # pylint: disable=g-import-not-at-top
-  from train_helpers import parity_rewards  # pylint: disable=g-import-not-at-top
-  parity_rewards()  # a learning signal for a random model, so the step moves the policy
   config = tiny_config("workflow=single", steps=1)
   config.rollout.group_size = 8  # 16 rows: two sampler calls of 8 (one row per device)
   config.rl.role_grad_every, config.rl.warmup_steps = 0, 0
@@ -180,7 +178,7 @@ def trainer(workdir: str) -> dict:
 
   distributed.Parallel.create = spy_create
   checkpointing.Checkpointer.save = spy_save
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, rewards_of=parity_rewards)
   par = seen["par"]
   return {"mesh": dict(par.mesh.shape), "rows_per_call": par.rows_per_call,
           "metrics": read_jsonl(os.path.join(workdir, "metrics.jsonl")),
@@ -220,11 +218,11 @@ def multiprocess(workdir: str, process_id: str, port: str) -> dict:
   static = dict(cfg=LOSS, optimizer=OPTIMIZER, num_roles=len(ROLES))
   state = par.place_state(fresh_state(s))
   out["state_specs"] = specs(state["trainable"])
-  new, metrics = par.train_step(state, placed.replace(trainable={}), par.put_rows(arrays),
+  new, metrics = par.apply_minibatch(state, placed.replace(trainable={}), par.put_rows(arrays),
                                 route, **static)
   got = fetch(new["trainable"])  # a collective: every process takes part
   if pid == 0:  # the same update on one local device
-    ref_state, _ = update.train_step(
+    ref_state, _ = update.apply_minibatch(
         fresh_state(s), s.replace(trainable={}), jax.tree.map(jnp.asarray, arrays),
         jax.tree.map(jnp.asarray, route), **static)
     out["train_diff"] = max_diff(ref_state["trainable"], got)

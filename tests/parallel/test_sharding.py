@@ -22,9 +22,10 @@ from marl_jax.parallel import rules as sharding_rules
 from marl_jax.parallel import sharding
 from marl_jax.rl import batch as batch_lib
 from marl_jax.trainer import distributed
+from tests.helpers import REPO
 
 CHECK = os.path.join(os.path.dirname(__file__), "sharding_check.py")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO
 
 
 def _env(devices: int) -> dict:

@@ -10,7 +10,7 @@ from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.models.scoring import token_logprobs
 from marl_jax.policies.store import PolicyStore
-from tests.kernel_helpers import use_cpu_kernels
+from tests.helpers import use_cpu_kernels
 
 CONFIG = get_preset("tiny_s")
 ROLES = ("generator", "evaluator", "aggregator")

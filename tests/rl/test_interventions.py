@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import default
+from marl_jax.trainer.config import get_config
 from marl_jax import workflows
 from marl_jax.models import get_preset, init_params
 from marl_jax.models.lora import LoraConfig
@@ -47,7 +47,7 @@ def _step(store, arrays, route, icfg=None, state=None, cfg=update.LossConfig(gra
   if state is None:
     state = update.init_state(jax.tree.map(jnp.copy, store.trainable), opt)
     state = iv.init_state(state, icfg or iv.Interventions(), len(ROLES))
-  return update.train_step(state, store.replace(trainable={}), arrays, route, cfg=cfg,
+  return update.apply_minibatch(state, store.replace(trainable={}), arrays, route, cfg=cfg,
                            optimizer=opt, num_roles=len(ROLES), role_grads=True,
                            interventions=icfg)
 
@@ -78,7 +78,7 @@ def test_kl_role_coefs_reach_only_that_roles_rows():
   episode = Episode(id=0, group=0, sample=0, problem=None, question="q", family="math",
                     calls=[_call("generator", 0), _call("generator", 1), _call("aggregator")],
                     reward=1.0)
-  config = default.get_config("workflow=voting")
+  config = get_config("workflow=voting")
   config.rl.kl_role_coefs.aggregator = 0.3
   built = batch_lib.build([episode], ROLES, kl_coefs=config.rl.kl_role_coefs.to_dict(),
                           default_kl=config.rl.kl_coef)
@@ -149,7 +149,7 @@ def test_coherence_without_its_state_names_the_fix():
   opt = update.make_optimizer(1e-2, total_steps=10, schedule="constant")
   state = update.init_state(jax.tree.map(jnp.copy, store.trainable), opt)
   with pytest.raises(ValueError, match="init_state"):
-    update.train_step(state, store.replace(trainable={}), arrays, route, cfg=update.LossConfig(),
+    update.apply_minibatch(state, store.replace(trainable={}), arrays, route, cfg=update.LossConfig(),
                       optimizer=opt, num_roles=2, interventions=iv.Interventions(coherence=0.1))
 
 
@@ -199,7 +199,7 @@ def test_cap_rescales_role_gradients_before_the_update():
 
 
 def test_per_agent_divides_each_roles_loss_by_its_parallel_agents():
-  config = default.get_config("workflow=voting")
+  config = get_config("workflow=voting")
   config.interventions.balance = "per_agent"
   icfg = iv.from_config(config, workflows.get("voting", n=3))
   assert icfg.role_loss_scale == (1 / 3, 1.0) and not icfg.needs_role_grads
@@ -212,7 +212,7 @@ def test_per_agent_divides_each_roles_loss_by_its_parallel_agents():
 
 
 def test_config_errors_name_the_field():
-  config = default.get_config("workflow=voting")
+  config = get_config("workflow=voting")
   voting = workflows.get("voting")
   assert not iv.from_config(config, voting).active  # all off by default
   config.interventions.coherence_roles = ("judge",)
@@ -226,31 +226,3 @@ def test_config_errors_name_the_field():
     iv.Interventions(coherence=1.5)
   assert iv.role_agents(workflows.get("orch_workers", m=4)) == {
       "orchestrator": 1, "worker": 4, "synthesizer": 1}
-
-
-# --- in the training loop --------------------------------------------------------
-
-
-def test_training_logs_interventions_and_checkpoints_gbar(tmp_path, monkeypatch):
-  from marl_jax.trainer import build
-  from marl_jax.trainer import checkpoints as checkpointing
-  from marl_jax.trainer import loop as train
-  from marl_jax.trainer.metrics import read_jsonl
-  from tests.train_helpers import parity_rewards, tiny_config
-  monkeypatch.setattr(batch_lib, "call_rewards", batch_lib.call_rewards)  # restored after
-  parity_rewards()
-  config = tiny_config("workflow=voting", steps=1)
-  config.rollout.batch_size = 1
-  config.interventions.coherence = 0.5
-  config.interventions.balance = "cap"
-  train.train_and_evaluate(config, str(tmp_path))
-  record = read_jsonl(str(tmp_path / "metrics.jsonl"))[-1]
-  assert record["intervention/coherence_scale/generator"] == 1.0  # gbar was 0 at step 0
-  assert 0.0 < record["intervention/balance_scale/aggregator"] <= 1.0
-  run = build.build(config)
-  opt = update.make_optimizer(1e-3, 1)
-  template = iv.init_state(update.init_state(run.store.trainable, opt),
-                           iv.from_config(config, run.workflow), len(run.store.roles))
-  step, state, _ = checkpointing.Checkpointer(str(tmp_path)).restore(template)
-  ema = jax.tree.leaves(state["interventions"]["coherence_ema"])
-  assert step == 1 and any(np.any(np.asarray(x) != 0) for x in ema)

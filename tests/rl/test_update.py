@@ -42,7 +42,7 @@ def _batch(store, role_of_rows=(0, 0, 1, 1), seed=0, s=12):
 def _step(store, arrays, route, role_grads=False, cfg=update.LossConfig(grad_clip=0.0), lr=1e-2):
   opt = update.make_optimizer(lr, total_steps=10, schedule="constant")
   state = update.init_state(jax.tree.map(jnp.copy, store.trainable), opt)
-  return update.train_step(state, store.replace(trainable={}), arrays, route, cfg=cfg,
+  return update.apply_minibatch(state, store.replace(trainable={}), arrays, route, cfg=cfg,
                            optimizer=opt, num_roles=len(ROLES), role_grads=role_grads)
 
 
@@ -115,7 +115,7 @@ def test_updates_raise_logprob_of_positive_advantage_tokens():
   before = mean_logp(sp.trainable)
   for _ in range(5):
     # old_logp = current logp keeps the ratio near 1 (on-policy).
-    state, _ = update.train_step(state, sp.replace(trainable={}), arrays, route,
+    state, _ = update.apply_minibatch(state, sp.replace(trainable={}), arrays, route,
                                  cfg=update.LossConfig(), optimizer=opt, num_roles=2)
   assert mean_logp(state["trainable"]) > before + 0.05
 
@@ -191,10 +191,10 @@ def test_a_new_update_length_compiles_the_buckets_up_to_twice_it_at_once():
   frozen = store.replace(trainable={})
   chunks = {length: chunk(length) for length in (48, 32, 64, 96, 128)}
   with timing.counting_compiles() as compiles:
-    state, _ = update.train_step(state, frozen, *chunks[48], **static)
+    state, _ = update.apply_minibatch(state, frozen, *chunks[48], **static)
     first = compiles[0]
     for length in (32, 64, 96):  # buckets <= length_bucket(2 x 48) = 96
-      state, _ = update.train_step(state, frozen, *chunks[length], **static)
+      state, _ = update.apply_minibatch(state, frozen, *chunks[length], **static)
     assert compiles[0] == first > 0
-    state, _ = update.train_step(state, frozen, *chunks[128], **static)
+    state, _ = update.apply_minibatch(state, frozen, *chunks[128], **static)
     assert compiles[0] > first  # past the headroom

@@ -4,14 +4,14 @@ import os
 
 import pytest
 
-from configs import demo as demo_config
+from marl_jax.trainer.config import demo_config
 from marl_jax import tiny
 from marl_jax.study import demo
 from marl_jax.tiny import cache
 
 
 def test_demo_path_from_the_shipped_base_to_the_report(tmp_path, capsys):
-  config = demo_config.get_config()
+  config = demo_config()
   key = tiny.cache_key(config)
   if not os.path.isdir(os.path.join(cache.SHIPPED_DIR, key)):
     pytest.fail(f"the demo's base {key} is not shipped in {cache.SHIPPED_DIR}: rebuild it with "

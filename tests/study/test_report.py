@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from configs import default
+from marl_jax.trainer.config import get_config
 from marl_jax.study import report
 from marl_jax.study.diagnostics import analysis
 from marl_jax.study.diagnostics import claims
@@ -26,7 +26,7 @@ def _write_run(root, workflow, policy, seed, amplify=3.0, rollouts=False):
   name = f"{workflow}-math-tiny_s-{policy}-s{seed}"
   workdir = os.path.join(root, name)
   os.makedirs(workdir)
-  config = default.get_config(f"workflow={workflow},policy={policy},seed={seed},model=tiny_s")
+  config = get_config(f"workflow={workflow},policy={policy},seed={seed},model=tiny_s")
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(rundir.config_dict(config), f)
   roles = {"single": ["generator"], "voting": ["generator", "aggregator"]}[workflow]

@@ -12,8 +12,10 @@ import pytest
 
 from configs import sweeps
 from marl_jax.study import sweep
+from marl_jax.trainer import config as config_lib
+from tests.helpers import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO
 
 # Stands in for launch/train.py: writes config.json and one metrics record per step
 # (resuming after the last one); fails half-way when $FAKE_FAIL names the run;
@@ -77,15 +79,15 @@ def test_overrides_are_typed_and_unknown_fields_are_named(tmp_path):
   config, specs = _smoke(tmp_path)
   run = sweep.run_config(specs[0])
   assert run.train.steps == 4 and run.model.init == "random" and run.eval.greedy is False
-  sweep.apply_override(run, "rl.lr=5e-5")
-  sweep.apply_override(run, "policy.lora_targets=('q', 'v')")
+  config_lib.override(run, "rl.lr=5e-5")
+  config_lib.override(run, "policy.lora_targets=('q', 'v')")
   assert run.rl.lr == 5e-5 and run.policy.lora_targets == ("q", "v")
   with pytest.raises(ValueError, match="rl.no_such_field"):
-    sweep.apply_override(run, "rl.no_such_field=1")
+    config_lib.override(run, "rl.no_such_field=1")
   with pytest.raises(ValueError, match="workflow.options.n"):
-    sweep.apply_override(run, "workflow.options.n=1")
+    config_lib.override(run, "workflow.options.n=1")
   with pytest.raises(ValueError, match="train.steps"):
-    sweep.apply_override(run, "train.steps=many")
+    config_lib.override(run, "train.steps=many")
   config.axes.seed = ()
   with pytest.raises(ValueError, match="axes.seed"):
     sweep.expand(config, str(tmp_path))
@@ -242,7 +244,7 @@ def test_sigterm_stops_the_runner_and_its_runs(tmp_path):
   launcher.write_text(_FAKE_TRAIN)
   root = tmp_path / "sw"
   script = (f"import sys; sys.path.insert(0, {ROOT!r})\n"
-            "from configs import sweeps; from marl_jax import sweep\n"
+            "from configs import sweeps; from marl_jax.study import sweep\n"
             f"specs = sweep.expand(sweeps.get_config('smoke'), {str(root)!r})\n"
             f"sweep.run_local(specs, 2, launcher={str(launcher)!r}, poll_s=0.05)\n")
   runner = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "FAKE_SLEEP": "60"},

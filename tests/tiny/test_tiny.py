@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import default
+from marl_jax.trainer.config import get_config
 from marl_jax import tasks, tiny, workflows
 from marl_jax.generate.sampler import SamplingParams
 from marl_jax.models import init_params
@@ -129,7 +129,7 @@ def test_demonstrations_are_what_rollout_renders():
 
 
 def _config(tmp_path, **tiny_fields):
-  config = default.get_config("model=tiny_s")
+  config = get_config("model=tiny_s")
   config.tiny.cache_dir = str(tmp_path)
   config.tiny.update(dict(batch_size=64, max_steps=60, eval_every=30, eval_problems=16,
                           problems_per_chunk=8))
@@ -154,13 +154,13 @@ def test_cache_key_tracks_what_decides_the_base(tmp_path):
     config = _config(tmp_path)
     change(config)
     assert (key(config) == key(base)) == (change in same), change
-  code = default.get_config("model=tiny_s,task=code,workflow=orch_workers")
+  code = get_config("model=tiny_s,task=code,workflow=orch_workers")
   code.tiny.update(dict(cache_dir=str(tmp_path), batch_size=64, max_steps=60, eval_every=30,
                         eval_problems=16, problems_per_chunk=8))
   assert key(code) == key(base)
   # An agents=1 reference with run_workflow_options=False starts from its matrix run's base.
-  matrix = default.get_config("model=tiny_s,workflow=orch_workers")
-  reference = default.get_config("model=tiny_s,workflow=orch_workers,agents=1")
+  matrix = get_config("model=tiny_s,workflow=orch_workers")
+  reference = get_config("model=tiny_s,workflow=orch_workers,agents=1")
   assert key(reference) != key(matrix)
   reference.tiny.run_workflow_options = False
   assert key(reference) == key(matrix)

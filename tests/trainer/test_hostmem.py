@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 from marl_jax.trainer import hostmem
+from tests.helpers import REPO
 
 pytestmark = pytest.mark.skipif(not hostmem.applies({}), reason="needs Linux with glibc")
 
@@ -40,7 +41,7 @@ _CHILD = textwrap.dedent("""
 
 
 def _run_child(env: dict[str, str]) -> dict:
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = REPO
   out = subprocess.run([sys.executable, "-c", _CHILD.format(root=root)], env=env,
                        capture_output=True, text=True, timeout=300, check=True)
   return json.loads(out.stdout.strip().splitlines()[-1])

@@ -6,11 +6,13 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 from marl_jax.trainer import loop as train
 from marl_jax.trainer.metrics import read_jsonl
-from tests.train_helpers import parity_rewards, tiny_config
+from tests.helpers import REPO, parity_rewards, tiny_config
 
 _VOLATILE = ("time/", "_per_s")
 
@@ -50,20 +52,18 @@ def test_incompatible_workdir_names_the_fields(tmp_path):
 _SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-from tests.train_helpers import parity_rewards, tiny_config
+from tests.helpers import parity_rewards, tiny_config
 from marl_jax.trainer import loop as train
-parity_rewards()
-train.train_and_evaluate(tiny_config("workflow=voting", steps=4), {workdir!r})
+train.train_and_evaluate(tiny_config("workflow=voting", steps=4), {workdir!r},
+                         rewards_of=parity_rewards)
 """
 
 
-def test_kill_9_then_resume_logs_what_an_uninterrupted_run_logs(tmp_path, monkeypatch):
-  from marl_jax.rl import batch
-  monkeypatch.setattr(batch, "call_rewards", batch.call_rewards)  # restored after the test
-  parity_rewards()
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+def test_kill_9_then_resume_logs_what_an_uninterrupted_run_logs(tmp_path):
+  root = REPO
   straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-  train.train_and_evaluate(tiny_config("workflow=voting", steps=4), straight)
+  train.train_and_evaluate(tiny_config("workflow=voting", steps=4), straight,
+                           rewards_of=parity_rewards)
   proc = subprocess.Popen([sys.executable, "-c", _SCRIPT.format(root=root, workdir=killed)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 240
@@ -75,7 +75,8 @@ def test_kill_9_then_resume_logs_what_an_uninterrupted_run_logs(tmp_path, monkey
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert len(read_jsonl(os.path.join(killed, "metrics.jsonl"))) < 5
-  train.train_and_evaluate(tiny_config("workflow=voting", steps=4), killed)
+  train.train_and_evaluate(tiny_config("workflow=voting", steps=4), killed,
+                           rewards_of=parity_rewards)
   want = _stable(read_jsonl(os.path.join(straight, "metrics.jsonl")))
   got = _stable(read_jsonl(os.path.join(killed, "metrics.jsonl")))
   assert [r["step"] for r in got] == [0, 1, 2, 3, 4]
@@ -83,7 +84,7 @@ def test_kill_9_then_resume_logs_what_an_uninterrupted_run_logs(tmp_path, monkey
   assert got == want
 
 
-def test_checkpoint_restore_and_per_role_export_match_the_routed_policy(tmp_path, monkeypatch):
+def test_checkpoint_restore_and_per_role_export_match_the_routed_policy(tmp_path):
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -92,14 +93,11 @@ def test_checkpoint_restore_and_per_role_export_match_the_routed_policy(tmp_path
   from marl_jax.trainer import build
   from marl_jax.trainer import restore as checkpoint_io
   from marl_jax.models import forward_logits, load_pretrained
-  from marl_jax.rl import batch
-  monkeypatch.setattr(batch, "call_rewards", batch.call_rewards)
-  parity_rewards()
   workdir = str(tmp_path / "run")
   config = tiny_config("workflow=voting,policy=isolated", steps=2)
   config.rl.warmup_steps = 0
   config.rollout.group_size = 4
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, rewards_of=parity_rewards)
   assert any(r.get("grad_norm/slot0", 0) > 0 for r in read_jsonl(workdir + "/metrics.jsonl"))
   config = checkpoint_io.load_config(workdir)
   run = build.build(config)
@@ -123,12 +121,39 @@ def test_checkpoint_restore_and_per_role_export_match_the_routed_policy(tmp_path
     np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4)
 
 
-def test_kl_to_the_base_is_zero_at_start_and_grows_after_updates(tmp_path, monkeypatch):
-  from marl_jax.rl import batch
-  monkeypatch.setattr(batch, "call_rewards", batch.call_rewards)
-  parity_rewards()
+def test_kl_to_the_base_is_zero_at_start_and_grows_after_updates(tmp_path):
   config = tiny_config("workflow=single", steps=2)
   config.rl.kl_coef, config.rl.warmup_steps, config.rollout.group_size = 0.1, 0, 4
-  train.train_and_evaluate(config, str(tmp_path))
+  train.train_and_evaluate(config, str(tmp_path), rewards_of=parity_rewards)
   kl = [r["kl/generator"] for r in read_jsonl(str(tmp_path / "metrics.jsonl"))[1:]]
   assert abs(kl[0]) < 1e-7 and kl[1] > 1e-9
+
+
+def test_every_intervention_on_then_evaluate_and_export_from_the_workdir(tmp_path):
+  """The train state is built in one place (build.train_state): a run with every
+  intervention on restores, evaluates and exports from its workdir."""
+  from marl_jax.trainer import build, evaluate
+  from marl_jax.trainer import checkpoints as checkpointing
+  from marl_jax.trainer import restore
+  config = tiny_config("workflow=voting", steps=1)
+  config.rollout.batch_size = 1
+  config.interventions.coherence = 0.5
+  config.interventions.balance = "cap"
+  config.rl.kl_role_coefs = {"generator": 0.05}
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir, rewards_of=parity_rewards)
+  record = read_jsonl(workdir + "/metrics.jsonl")[-1]
+  assert record["intervention/coherence_scale/generator"] == 1.0  # gbar was 0 at step 0
+  assert 0.0 < record["intervention/balance_scale/aggregator"] <= 1.0
+  run = build.build(restore.load_config(workdir))
+  template, _ = build.train_state(run.config, run)
+  step, state, _ = checkpointing.Checkpointer(workdir).restore(template)
+  ema = jax.tree.leaves(state["interventions"]["coherence_ema"])
+  assert step == 1 and any(np.any(np.asarray(x) != 0) for x in ema)
+  step, trainable = restore.restore_trainable(run, workdir)
+  assert step == 1
+  metrics = evaluate.evaluate(run, trainable, num_problems=2)
+  assert 0.0 <= metrics["eval/accuracy"] <= 1.0
+  paths = restore.export_roles(run, trainable, str(tmp_path / "export"))
+  assert sorted(paths) == sorted(run.store.roles)
+  assert all(os.path.exists(os.path.join(p, "config.json")) for p in paths.values())

@@ -12,6 +12,7 @@ from marl_jax.models import count_params, decoder, get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.policies.store import PolicyStore
 from marl_jax.trainer import planner
+from tests.helpers import REPO
 
 ONE = {"data": 1, "fsdp": 1, "tensor": 1, "role": 1}
 SMALL = planner.Workload(num_roles=2, lora_rank=4, prompt_len=32, max_new_tokens=16)
@@ -94,7 +95,7 @@ def test_workload_errors_name_the_field():
 
 
 def test_plan_launcher_prints_a_row():
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  root = REPO
   out = subprocess.run(
       [sys.executable, "launch/plan.py", "--models=qwen3_1_7b", "--hardware=v4-8",
        "--modes=isolated", "--kinds=lora", "--mesh=data=1,fsdp=4"],

@@ -1,0 +1,268 @@
+r"""The one base run config; every variant is an override of it.
+
+`get_config(arg)` returns an ml_collections.ConfigDict; configs/default.py is
+a thin file over it for `--config=configs/default.py:<arg>`. The arguments
+(comma-separated key=value) are: workflow (a registered workflow), task
+(math | code), model (a preset), policy (shared | isolated | hybrid), kind
+(lora | full), grouping, seed, study (0 | 1), agents (parallel same-role
+agents, for workflows that have them) and import (modules to import first,
+joined by '+': they register workflows and tasks of your own). The valid
+workflows, policies and agent options come from the registries
+(marl_jax.workflows, marl_jax.policies), so a registered workflow is selectable:
+
+  python launch/train.py \
+    --config=configs/default.py:workflow=second_opinion,import=marl_jax.workflows.examples.second_opinion \
+    --workdir=runs/second_opinion
+
+`demo_config(arg)` is the demo's override of it (configs/demo.py).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from typing import Any
+
+import ml_collections
+
+from marl_jax import policies
+from marl_jax import workflows
+
+TASKS = ("math", "code")
+_ARG_DEFAULTS = {"workflow": "voting", "task": "math", "model": "tiny_m", "policy": "shared",
+                 "kind": "lora", "grouping": "episode", "seed": "0", "study": "0", "agents": "",
+                 "import": ""}
+
+# Task registry names per family: tiny world, reference study.
+_TASKS = {("math", False): "arithmetic", ("code", False): "tiny_code",
+          ("math", True): "dapo_jsonl", ("code", True): "deepcoder_jsonl"}
+
+
+def _parse(arg: str | None) -> dict[str, str]:
+  values = dict(_ARG_DEFAULTS)
+  for item in filter(None, (arg or "").split(",")):
+    if "=" not in item:
+      raise ValueError(f"Config argument {item!r} is not key=value; keys: {sorted(values)}.")
+    key, value = item.split("=", 1)
+    if key not in values:
+      raise ValueError(f"Unknown config argument {key!r}; valid: {sorted(values)}.")
+    values[key] = value
+  import_modules(values["import"])
+  for key, valid in (("workflow", workflows.names()), ("policy", policies.MODES),
+                     ("kind", policies.KINDS), ("task", TASKS)):
+    if values[key] not in valid:
+      raise ValueError(f"Config argument {key}={values[key]!r} is unknown; valid: {valid}.")
+  return values
+
+
+def import_modules(names: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
+  """Imports plug-in modules (by dotted name; a string joins them with '+'),
+  which register their workflows and tasks; returns their names."""
+  if isinstance(names, str):
+    names = [n for n in names.split("+") if n]
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except ImportError as error:
+      raise ValueError(f"Config argument import={name!r} cannot be imported ({error}); it must "
+                       "be a module on the Python path that registers workflows or tasks.") from error
+  return tuple(names)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = _parse(arg)
+  study = args["study"] == "1"
+  c = ml_collections.ConfigDict()
+  c.seed = int(args["seed"])
+  c.imports = import_modules(args["import"])  # plug-ins, imported again wherever the run is built
+
+  c.model = ml_collections.ConfigDict()
+  c.model.preset = args["model"]
+  c.model.checkpoint = ""        # HF directory or .gguf; '' = the preset (tiny: the cached base)
+  c.model.init = "base"          # tiny presets: 'base' (warm-started, cached) or 'random'
+  c.model.tokenizer = "char" if args["model"].startswith("tiny") else ""  # '' = from checkpoint
+  c.model.param_dtype = "float32"
+  c.model.compute_dtype = "bfloat16" if study else "float32"
+
+  c.task = ml_collections.ConfigDict()
+  c.task.family = args["task"]
+  c.task.name = _TASKS[(args["task"], study)]
+  c.task.options = ml_collections.ConfigDict()
+
+  c.workflow = ml_collections.ConfigDict()
+  c.workflow.name = args["workflow"]
+  c.workflow.options = ml_collections.ConfigDict()
+  if args["agents"]:
+    option = workflows.agents_option(args["workflow"])
+    if option is None:
+      with_agents = [n for n in workflows.names() if workflows.agents_option(n)]
+      raise ValueError(f"Config argument agents={args['agents']} needs a workflow with parallel "
+                       f"agents {with_agents}, not {args['workflow']!r}.")
+    c.workflow.options[option] = int(args["agents"])
+  c.workflow.prompts = ml_collections.ConfigDict()  # overrides of workflows.prompts
+
+  c.policy = ml_collections.ConfigDict()
+  c.policy.mode = args["policy"]
+  c.policy.kind = args["kind"]
+  c.policy.lora_rank = 64 if study else 8
+  c.policy.lora_alpha = 32.0 if study else 16.0
+  c.policy.lora_targets = ("q", "k", "v", "o", "gate", "up", "down")
+  c.policy.role_rank = 0          # hybrid's per-role adapter rank; 0 = lora_rank // 4
+
+  c.rollout = ml_collections.ConfigDict()
+  c.rollout.batch_size = 64 if study else 16     # problems per step
+  c.rollout.group_size = 8                       # GRPO samples per problem
+  c.rollout.temperature = 0.7 if study else 1.0
+  c.rollout.top_p = 1.0
+  c.rollout.top_k = 0
+  c.rollout.max_new_tokens = 1024 if study else 24
+  c.rollout.max_prompt_len = 4096 if study else 192
+
+  c.rl = ml_collections.ConfigDict()
+  c.rl.lr = 2e-5 if study else 1e-4
+  c.rl.warmup_steps = 10 if study else 5
+  c.rl.schedule = "cosine"
+  c.rl.weight_decay = 0.0
+  c.rl.grad_clip = 1.0
+  c.rl.clip_low = 0.2
+  c.rl.clip_high = 0.28
+  c.rl.epochs = 1
+  c.rl.minibatches = 1
+  c.rl.update_rows = 64          # update chunk rows, sorted by length (rl.batch.length_chunks; 0: whole)
+  c.rl.aggregation = "seq_mean_token_mean"
+  c.rl.grouping = args["grouping"]
+  c.rl.estimator = "grpo"
+  c.rl.normalize_std = True
+  c.rl.reward_mode = "final"     # 'final' broadcast to every call, or 'role'
+  c.rl.kl_coef = 0.0
+  c.rl.kl_estimator = "k3"
+  c.rl.kl_role_coefs = ml_collections.ConfigDict()  # role -> coefficient (per-role KL anchor)
+  c.rl.kl_reference = "base"     # 'base' (adapters off) or 'init'
+  c.rl.role_grad_every = 1       # per-role gradient diagnostics every k steps (0: off)
+  c.rl.compile_ahead = True      # compile update programs up to 2x the longest row at once (False: as met)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 500 if study else 60
+  c.train.checkpoint_every = 5 if study else 10
+  c.train.eval_every = 10
+  c.train.keep_checkpoints = 3
+  c.train.save_rollouts_every = 10
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_problems = 512 if study else 128
+  c.eval.temperature = c.rollout.temperature
+  c.eval.greedy = True
+
+  # --- interventions (marl_jax.rl.interventions); every one is off by default ---
+  # The per-role KL anchor is rl.kl_role_coefs above.
+  c.interventions = ml_collections.ConfigDict()
+  c.interventions.coherence = 0.0          # lambda of the gradient-coherence regularizer
+  c.interventions.coherence_decay = 0.9    # EMA decay of each role's mean gradient
+  c.interventions.coherence_roles = ()     # roles it scales; () = every role
+  c.interventions.balance = "off"          # mass balancing: off, cap, equalize, per_agent
+  c.interventions.balance_cap = 0.5        # cap: largest share of gradient mass per role
+  c.interventions.balance_max_gain = 4.0   # equalize: largest factor a gradient is raised by
+
+  # --- devices and hosts (marl_jax.parallel.sharding, marl_jax.trainer.distributed; launch/plan.py) ---
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = 0        # Axis sizes. All 0: the preset's default (tiny: data over every
+  c.mesh.fsdp = 0        # device; Qwen3: fsdp within a host, data across hosts). Else 0
+  c.mesh.tensor = 0      # means 1 and one axis may be -1 (the remaining devices).
+  c.mesh.role = 0        # spreads IP slots (full copies, LoRA columns) over devices
+  c.mesh.state_over_data = "auto"    # params + optimizer state over data too: 'yes', 'no',
+                                     # 'auto' (Qwen3: yes; tiny: no)
+  c.mesh.rollout_params = "auto"     # rollout copy: 'sharded' (as trained), 'replicated'
+  c.mesh.rollout_rows_per_device = 0  # rows per device per sampler call; 0 = a whole stage
+  c.mesh.distributed = "auto"        # jax.distributed: 'auto' (from the env), 'on', 'off'
+
+  # --- tiny bases (marl_jax.tiny): supervised warm start on scripted demonstrations ---
+  # Every field but cache_dir enters the cache key; see marl_jax/tiny/__init__.py.
+  c.tiny = ml_collections.ConfigDict()
+  c.tiny.cache_dir = ""          # '' = $MARL_JAX_CACHE, else ~/.cache/marl_jax/tiny
+  c.tiny.seed = 0
+  c.tiny.lr = 3e-3
+  c.tiny.warmup_steps = 20
+  c.tiny.weight_decay = 0.01
+  c.tiny.grad_clip = 1.0
+  c.tiny.batch_size = 256        # demonstrations per step of the skill phase
+  c.tiny.role_batch_size = 128   # ... of the roles phase
+  c.tiny.bucket_lengths = (16, 32, 64, 80, 128)  # + max_prompt_len + max_new_tokens
+  c.tiny.max_steps = 2000        # cap of the skill phase, which ends on target_accuracy
+  c.tiny.eval_every = 40
+  c.tiny.eval_problems = 128
+  c.tiny.target_accuracy = 0.3   # generator T=1 accuracy per task, held-out problems
+  c.tiny.hold = 1.0              # stream share a task keeps once it reached the target
+  c.tiny.role_steps = 400        # steps on every role of every workflow, after the skill
+  c.tiny.problems_per_chunk = 32
+  # Workflows demonstrated in the roles phase, with chunks of episodes per round.
+  c.tiny.workflows = ml_collections.ConfigDict(
+      dict(single=2, voting=1, majority_vote=1, eval_opt=1, orch_workers=1))
+  c.tiny.math_task = "arithmetic"  # the family the run does not train on
+  c.tiny.code_task = "tiny_code"
+  # False: the base learns the run's workflow with its default options, not the
+  # run's (an agents=1 reference run then starts from its matrix run's base).
+  c.tiny.run_workflow_options = True
+  c.tiny.noise = ml_collections.ConfigDict()  # tiny.demonstrations.Noise
+  c.tiny.noise.wrong_answer = 0.15
+  c.tiny.noise.candidate_wrong = 0.5
+  c.tiny.noise.wrong_pick = 0.2
+  c.tiny.noise.rubber_stamp = 0.25
+  c.tiny.noise.false_alarm = 0.1
+  return c
+
+
+def _coerce(current: Any, text: str, field: str) -> Any:
+  """`text` as the type of the field's current value (as config_flags parses it)."""
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError("expected true or false")
+      return text.lower() in ("true", "1")
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, (tuple, list)):
+      value = ast.literal_eval(text)
+      return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+  except (ValueError, SyntaxError) as error:
+    raise ValueError(f"Override {field}={text!r} does not fit the field's type "
+                     f"{type(current).__name__} ({error}).") from None
+  return text
+
+
+def override(config: ml_collections.ConfigDict, override: str) -> None:
+  """Sets 'a.b.c=value' on config like --config.a.b.c=value (typed by the current value)."""
+  if "=" not in override:
+    raise ValueError(f"Override {override!r} is not field=value.")
+  field, text = override.split("=", 1)
+  *parents, leaf = field.split(".")
+  node = config
+  for i, part in enumerate(parents):
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      raise ValueError(f"Override field {field!r}: the config has no section "
+                       f"{'.'.join(parents[:i + 1])!r}.")
+    node = node[part]
+  if leaf not in node:
+    raise ValueError(f"Override field {field!r} does not exist in the run config; "
+                     f"{'.'.join(parents) or 'the top level'} has {sorted(node.keys())}.")
+  node[leaf] = _coerce(node[leaf], text, field)
+
+
+def demo_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The demo: the tiny world's Voting / math / shared-policy cell, sized for a
+  few CPU minutes; only the budget and the RL settings measured to work on the
+  tiny bases differ from get_config's."""
+  c = get_config(arg)
+  c.policy.kind = "full"          # full copies: the tiny models are small enough
+  c.rl.lr = 3e-4                  # measured on the tiny_m base: 1e-4 gained +4 points in
+  c.rl.warmup_steps = 3           # 30 steps, 3e-4 +14.5 in 60 steps (no collapse)
+  c.rl.role_grad_every = 5        # per-role gradient diagnostics cost a backward pass per role
+  c.rollout.batch_size = 16
+  c.rollout.group_size = 8
+  c.train.steps = 60
+  c.train.eval_every = 20
+  c.train.checkpoint_every = 20
+  c.eval.num_problems = 256       # sampled accuracy: one draw per problem; 256 keeps the
+  c.eval.greedy = False           # standard error near 3 points
+  return c
