@@ -240,6 +240,11 @@ class Parallel:
     logging.info("Mesh %s over %d devices (%d processes), state over data: %s; rollout "
                  "parameters %s.", dict(mesh.shape), jax.device_count(), jax.process_count(),
                  mesh_cfg.state_over_data, mode)
+    ignored = mesh_ignored_settings(config)
+    if ignored:
+      logging.warning("On a mesh these settings do not apply: %s. A minibatch's rows must "
+                      "split evenly over the batch axes, so it stays whole and its program "
+                      "compiles when first met.", "; ".join(ignored))
     return cls(mesh, mode, rows, mesh_cfg.state_over_data)
 
   @property
@@ -332,6 +337,17 @@ class Parallel:
       return multihost_utils.reached_preemption_sync_point(step)
     except RuntimeError:  # the preemption service is off
       return False
+
+
+def mesh_ignored_settings(config: Any) -> list[str]:
+  """The config's settings that a mesh run ignores, each with its value."""
+  rl = config.get("rl", {})
+  ignored = []
+  if rl.get("update_rows", 0):
+    ignored.append(f"rl.update_rows={rl.get('update_rows')} (update chunks by length)")
+  if rl.get("compile_ahead", False):
+    ignored.append("rl.compile_ahead=True (update programs compiled ahead)")
+  return ignored
 
 
 def _rollout_params(store: Any, mesh_shape: Mapping[str, int], state_rules: Any) -> str:

@@ -247,3 +247,14 @@ def test_chunked_policy_bounds_rows_per_sampler_call():
   policy.generate([[1]], ["r"], key, None)  # fits: the store's own call, same key
   assert store.calls[-1][1] == tuple(np.asarray(jax.random.key_data(key)).ravel())
   assert isinstance(policy.replace(trainable={}), distributed.ChunkedPolicy)
+
+
+def test_settings_a_mesh_ignores_are_named():
+  from marl_jax.trainer.config import get_config
+  config = get_config()
+  config.rl.update_rows, config.rl.compile_ahead = 64, True
+  ignored = distributed.mesh_ignored_settings(config)
+  assert any("rl.update_rows=64" in s for s in ignored)
+  assert any("rl.compile_ahead" in s for s in ignored)
+  config.rl.update_rows, config.rl.compile_ahead = 0, False
+  assert distributed.mesh_ignored_settings(config) == []
