@@ -51,7 +51,9 @@ def _parse(arg: str | None) -> dict[str, str]:
   for key, valid in (("workflow", workflows.names()), ("policy", policies.MODES),
                      ("kind", policies.KINDS), ("task", TASKS)):
     if values[key] not in valid:
-      raise ValueError(f"Config argument {key}={values[key]!r} is unknown; valid: {valid}.")
+      hint = (" A workflow of your own: add import=<the module that registers it>."
+              if key == "workflow" else "")
+      raise ValueError(f"Config argument {key}={values[key]!r} is unknown; valid: {valid}.{hint}")
   return values
 
 

@@ -43,10 +43,11 @@ def register(name: str, factory: Callable[..., Workflow], *,
   if agents_option is not None and agents_option not in inspect.signature(factory).parameters:
     raise ValueError(f"workflow {name!r}: agents_option={agents_option!r} is not an option of "
                      f"its factory {factory.__name__}.")
-  _REGISTRY[name] = factory
-  _AGENT_OPTIONS.pop(name, None)
   if agents_option is not None:
     _AGENT_OPTIONS[name] = agents_option
+  elif _REGISTRY.get(name) is not factory:  # a new factory: the old one's option is not its
+    _AGENT_OPTIONS.pop(name, None)
+  _REGISTRY[name] = factory
 
 
 def agents_option(name: str) -> str | None:

@@ -6,9 +6,7 @@ Two roles answer in parallel, in ONE sampler call (a tuple of Stages): n
 prompts are its own table; a custom parser reuses parsing.choice (so an
 unusable pick falls back to the majority vote and is counted).
 
-    from marl_jax import workflows
-    from marl_jax.workflows.examples.second_opinion import second_opinion
-    workflows.register("second_opinion", second_opinion)
+    import marl_jax.workflows.examples.second_opinion  # registers "second_opinion"
     workflow = workflows.get("second_opinion", n=2)
     store = PolicyStore.create(config, params, workflow.roles, mode="isolated")
     episodes = rollout.run(workflow, store, task, problems, ...)
@@ -16,6 +14,7 @@ unusable pick falls back to the majority vote and is counted).
 
 from __future__ import annotations
 
+from marl_jax import workflows
 from marl_jax.tasks import Task
 from marl_jax.workflows import parsing
 from marl_jax.workflows import prompts as prompts_lib
@@ -63,3 +62,9 @@ def second_opinion(n: int = 2, prompts: prompts_lib.PromptTable | None = None) -
       final=lambda episode, task: episode.last("referee").answer,
       prompts={**PROMPTS, **(prompts or {})},
       options={"n": n})
+
+
+# Importing this module makes the workflow selectable by name, from Python and
+# from the command line (configs/default.py:workflow=second_opinion,
+# import=marl_jax.workflows.examples.second_opinion; agents=N sets n).
+workflows.register("second_opinion", second_opinion, agents_option="n")
