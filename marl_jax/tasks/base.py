@@ -117,10 +117,28 @@ class LoadedTask(Task, abc.ABC):
     self._loaders: dict = dict(loaders)
     self.splits = tuple(s for s in SPLITS if s in self._loaders)
     self._cache: dict = {}
+    self.sources: dict = {}  # split -> where its problems come from, for errors
 
   def problems(self, split: str, seed: Optional[int] = None) -> list:
+    if split in SPLITS and split not in self.splits:
+      raise ValueError(f"task {self.name!r} has no split {split!r} (its splits: "
+                       f"{self.splits}); give its data file (a run's config: "
+                       f"--config.task.{split}_path=...)")
     check_split(self.name, split, self.splits)
     if split not in self._cache:
       loader: Callable[[], list] = self._loaders[split]
       self._cache[split] = loader()
     return permuted(self._cache[split], seed)
+
+  def sample(self, split: str, n: int, seed: int = 0, step: int = 0) -> list:
+    """As Task.sample; the eval split refuses to repeat a problem, which
+    would weigh it twice in an accuracy that reads as over n problems."""
+    problems = self.problems(split)
+    if split == "eval" and n > len(problems):
+      source = self.sources.get(split)
+      raise ValueError(
+          f"task {self.name!r}: {n} eval problems asked, but the eval split"
+          f"{f' ({source})' if source else ''} has {len(problems)}; ask for at most "
+          f"{len(problems)} (a run's config: --config.eval.num_problems="
+          f"{len(problems)}) or give a larger eval file")
+    return epoch_sample(problems, n, seed, step)

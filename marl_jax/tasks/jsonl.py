@@ -1,20 +1,30 @@
-"""Reading JSONL data files with errors that name the file, line and field."""
+"""Reading data files (JSONL, JSONL.gz, Parquet) with errors that name the
+file, the line (a Parquet file's row, counted from 1) and the field."""
 
 import gzip
 import json
 import os
 from typing import Any, Callable, Iterator, Optional
 
+import pyarrow.parquet as pq
+
 
 class DataError(ValueError):
   """A data file is missing, malformed, or lacks a required field."""
 
 
+PARQUET = (".parquet", ".pq")
+
+
+def check_exists(path: str) -> None:
+  if not os.path.isfile(path):
+    raise DataError(f"data file {path!r} does not exist; check the task's path "
+                    "(a run's config: task.train_path / task.eval_path)")
+
+
 def read_jsonl(path: str) -> Iterator[tuple]:
   """Yields (line_number, record) per non-blank line of a (.gz) JSONL file."""
-  if not os.path.isfile(path):
-    raise DataError(f"data file {path!r} does not exist; check the task's "
-                    "path option")
+  check_exists(path)
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "rt", encoding="utf-8") as f:
     for line_no, line in enumerate(f, start=1):
@@ -29,6 +39,37 @@ def read_jsonl(path: str) -> Iterator[tuple]:
         raise DataError(f"{path}:{line_no}: expected a JSON object, got "
                         f"{type(record).__name__}")
       yield line_no, record
+
+
+def read_parquet(path: str) -> Iterator[tuple]:
+  """Yields (row_number, record) per row of a Parquet file (rows count from 1);
+  nested columns (chat messages, reward_model) come back as lists and dicts."""
+  check_exists(path)
+  try:
+    reader = pq.ParquetFile(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: "
+                    f"{e})") from None
+  row = 0
+  for batch in reader.iter_batches(batch_size=1024):
+    for record in batch.to_pylist():
+      row += 1
+      yield row, record
+
+
+def read_records(path: str) -> Iterator[tuple]:
+  """(number, record) pairs of a data file, by its extension: Parquet
+  (.parquet, .pq), else JSONL (.gz compressed)."""
+  if path.lower().endswith(PARQUET):
+    return read_parquet(path)
+  return read_jsonl(path)
+
+
+def first_record(path: str) -> tuple:
+  """(number, record) of a data file's first record: what format sniffing reads."""
+  for number, record in read_records(path):
+    return number, record
+  raise DataError(f"data file {path!r} holds no records")
 
 
 def field(record: dict, name: str, where: str, kind=str) -> Any:
@@ -50,20 +91,21 @@ def field(record: dict, name: str, where: str, kind=str) -> Any:
 
 def split_loaders(train_path: Optional[str], eval_path: Optional[str],
                   parse: Callable[[dict, str, str], Any]) -> dict:
-  """Lazy per-split loaders for a task whose splits are JSONL files.
+  """Lazy per-split loaders for a task whose splits are data files.
 
   `parse(record, where, default_id)` builds one problem; `where` names the
   record for errors ("path:line"), `default_id` is "file_name:line".
   """
   paths = {"train": train_path, "eval": eval_path}
   if not any(paths.values()):
-    raise ValueError("give train_path and/or eval_path (JSONL files)")
+    raise ValueError("give train_path and/or eval_path (JSONL, JSONL.gz or "
+                     "Parquet files)")
 
   def loader(path: str):
     def load() -> list:
       name = os.path.basename(path)
       problems = [parse(record, f"{path}:{n}", f"{name}:{n}")
-                  for n, record in read_jsonl(path)]
+                  for n, record in read_records(path)]
       if not problems:
         raise DataError(f"data file {path!r} holds no records")
       return problems

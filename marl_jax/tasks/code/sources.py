@@ -7,6 +7,8 @@ import json
 import os
 from typing import Optional
 
+from absl import logging
+
 from marl_jax.tasks import base
 from marl_jax.tasks import jsonl
 from marl_jax.tasks.code import task as code
@@ -66,7 +68,7 @@ def trusted_helpers(prompt: str, entry_point: str) -> str:
   return "\n".join(ast.get_source_segment(prompt, node) for node in keep)
 
 
-def _humaneval_problem(record: dict, where: str) -> base.Problem:
+def humaneval_problem(record: dict, where: str) -> base.Problem:
   task_id = jsonl.field(record, "task_id", where)
   prompt = jsonl.field(record, "prompt", where)
   entry = jsonl.field(record, "entry_point", where)
@@ -78,23 +80,40 @@ def _humaneval_problem(record: dict, where: str) -> base.Problem:
   return base.Problem(task_id, prompt, reference, {"entry_point": entry})
 
 
+def humaneval_parser(record: dict, where: str, default_id: str) -> base.Problem:
+  """A HumanEval record (its task_id is the problem's id)."""
+  del default_id
+  return humaneval_problem(record, where)
+
+
+TRAINING_ON_HUMANEVAL = (
+    "training on HumanEval, a 164-problem benchmark: a model trained on it no "
+    "longer measures generalization there; evaluate on another set")
+
+
 def humaneval(path: Optional[str] = None, timeout_s: float = 10.0,
               prefer: str = "last", require_fence: bool = False,
               limits: Optional[sandbox.Limits] = None,
-              workers: Optional[int] = None) -> code.CodeTask:
-  """All 164 HumanEval problems, as the eval split."""
+              workers: Optional[int] = None,
+              train: bool = False) -> code.CodeTask:
+  """All 164 HumanEval problems, as the eval split; `train` makes them the
+  train split too (a warning: it is a benchmark, not a training set)."""
   path = path or humaneval_path()
 
   def load():
-    return [_humaneval_problem(record, f"{path}:{n}")
-            for n, record in jsonl.read_jsonl(path)]
+    return [humaneval_problem(record, f"{path}:{n}")
+            for n, record in jsonl.read_records(path)]
 
-  return code.CodeTask("humaneval", {"eval": load}, timeout_s=timeout_s,
-                       prefer=prefer, require_fence=require_fence,
-                       limits=limits, workers=workers)
+  if train:
+    logging.warning(TRAINING_ON_HUMANEVAL)
+  splits = ("train", "eval") if train else ("eval",)
+  return code.CodeTask("humaneval", {split: load for split in splits},
+                       timeout_s=timeout_s, prefer=prefer,
+                       require_fence=require_fence, limits=limits,
+                       workers=workers)
 
 
-def _mbpp_parser(challenge_tests: bool):
+def mbpp_parser(challenge_tests: bool):
   def parse(record: dict, where: str, default_id: str) -> base.Problem:
     text = jsonl.field(record, "text", where)
     solution = jsonl.field(record, "code", where)
@@ -120,7 +139,7 @@ def mbpp_jsonl(train_path: Optional[str] = None, eval_path: Optional[str] = None
                workers: Optional[int] = None) -> code.CodeTask:
   """MBPP format: {"text", "code", "test_list", "test_setup_code"} per line."""
   return code.CodeTask("mbpp_jsonl", jsonl.split_loaders(
-      train_path, eval_path, _mbpp_parser(challenge_tests)),
+      train_path, eval_path, mbpp_parser(challenge_tests)),
                        timeout_s=timeout_s, prefer=prefer,
                        require_fence=require_fence, limits=limits,
                        workers=workers)
@@ -193,7 +212,7 @@ def _deepcoder_tests(tests, where: str) -> tuple:
   return tuple(stdin), functional
 
 
-def _deepcoder_parser(max_tests: Optional[int]):
+def deepcoder_parser(max_tests: Optional[int]):
   def parse(record: dict, where: str, default_id: str) -> base.Problem:
     key = next((k for k in ("problem", "question", "prompt") if k in record), None)
     if key is None:
@@ -239,7 +258,7 @@ def deepcoder_jsonl(train_path: Optional[str] = None,
   `max_tests` keeps only the first cases of each kind.
   """
   return code.CodeTask("deepcoder_jsonl", jsonl.split_loaders(
-      train_path, eval_path, _deepcoder_parser(max_tests)),
+      train_path, eval_path, deepcoder_parser(max_tests)),
                        timeout_s=timeout_s, prefer=prefer,
                        require_fence=require_fence, limits=limits,
                        workers=workers)

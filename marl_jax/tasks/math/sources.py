@@ -32,14 +32,14 @@ def gsm8k_reference(answer: str, where: str) -> str:
   return final.replace(",", "")
 
 
-def _parse_gsm8k(record: dict, where: str, default_id: str) -> base.Problem:
+def parse_gsm8k(record: dict, where: str, default_id: str) -> base.Problem:
   question = jsonl.field(record, "question", where)
   answer = jsonl.field(record, "answer", where)
   return base.Problem(default_id, question, gsm8k_reference(answer, where),
                       {"solution": answer})
 
 
-def _parse_math(record: dict, where: str, default_id: str) -> base.Problem:
+def parse_math(record: dict, where: str, default_id: str) -> base.Problem:
   problem = jsonl.field(record, "problem", where)
   if isinstance(record.get("answer"), str) and record["answer"].strip():
     reference = record["answer"].strip()
@@ -68,7 +68,7 @@ def _dapo_prompt(record: dict, where: str, keep_instructions: bool) -> str:
   return prompt
 
 
-def _dapo_parser(keep_instructions: bool):
+def dapo_parser(keep_instructions: bool):
   def parse(record: dict, where: str, default_id: str) -> base.Problem:
     prompt = _dapo_prompt(record, where, keep_instructions)
     if "reward_model" in record:
@@ -90,7 +90,7 @@ def gsm8k_jsonl(train_path: Optional[str] = None, eval_path: Optional[str] = Non
                 timeout_s: float = 5.0) -> math_task.MathTask:
   """GSM8K format: {"question", "answer": "... #### 72"} per line."""
   return math_task.MathTask("gsm8k_jsonl", jsonl.split_loaders(
-      train_path, eval_path, _parse_gsm8k), strictness, timeout_s)
+      train_path, eval_path, parse_gsm8k), strictness, timeout_s)
 
 
 def math_jsonl(train_path: Optional[str] = None, eval_path: Optional[str] = None,
@@ -98,7 +98,7 @@ def math_jsonl(train_path: Optional[str] = None, eval_path: Optional[str] = None
                timeout_s: float = 5.0) -> math_task.MathTask:
   """MATH format: {"problem", "solution" with \\boxed{}} (or an "answer")."""
   return math_task.MathTask("math_jsonl", jsonl.split_loaders(
-      train_path, eval_path, _parse_math), strictness, timeout_s)
+      train_path, eval_path, parse_math), strictness, timeout_s)
 
 
 def dapo_jsonl(train_path: Optional[str] = None, eval_path: Optional[str] = None,
@@ -109,7 +109,7 @@ def dapo_jsonl(train_path: Optional[str] = None, eval_path: Optional[str] = None
   "solution": str}. DAPO's answer-format instructions around the problem
   are removed unless `keep_instructions`."""
   return math_task.MathTask("dapo_jsonl", jsonl.split_loaders(
-      train_path, eval_path, _dapo_parser(keep_instructions)),
+      train_path, eval_path, dapo_parser(keep_instructions)),
                             strictness, timeout_s)
 
 
