@@ -32,6 +32,7 @@ EXTRAS_REQUIRE = {
         "pytest-xdist>=3.5",
         "torch==2.13.0",
         "accelerate>=1.0",
+        "peft>=0.13",  # the reference that loads exported per-role LoRA adapters
     ],
     "cuda": ["jax[cuda12]"],
     "tpu": ["jax[tpu]"],

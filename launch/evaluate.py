@@ -15,6 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from marl_jax.trainer import build
+from marl_jax.trainer import console
 from marl_jax.trainer import evaluate
 from marl_jax.trainer import restore as checkpoint_io
 
@@ -23,11 +24,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A run directory (its config and
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON results.")
 _EXPORT = flags.DEFINE_string("export_dir", None, "Also export each role's policy (HF format).")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace what --export_dir holds.")
 _N = flags.DEFINE_integer("num_problems", None, "Held-out problems (default: config.eval).")
 
 
 def main(argv):
   del argv
+  console.setup()  # library INFO off the console (--verbosity=0 brings it back)
   if bool(_CONFIG.value) == bool(_WORKDIR.value):
     raise app.UsageError("Give exactly one of --config (a base model) or --workdir (a run).")
   config = checkpoint_io.load_config(_WORKDIR.value) if _WORKDIR.value else _CONFIG.value
@@ -37,7 +40,8 @@ def main(argv):
     step, trainable = checkpoint_io.restore_trainable(run, _WORKDIR.value, _STEP.value)
   results = {"step": step, **evaluate.evaluate(run, trainable, num_problems=_N.value)}
   if _EXPORT.value:
-    results["exported"] = checkpoint_io.export_roles(run, trainable, _EXPORT.value)
+    results["exported"] = checkpoint_io.export_roles(run, trainable, _EXPORT.value,
+                                                     overwrite=_OVERWRITE.value)
   text = json.dumps(results, indent=1, sort_keys=True)
   print(text)
   if _OUTPUT.value:

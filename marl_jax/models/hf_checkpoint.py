@@ -214,6 +214,13 @@ def load_hf(directory: str, dtype: Any = jnp.float32) -> tuple[ModelConfig, Para
   return config, load_params(HF_TABLE, config, SafetensorsSource(directory), dtype)
 
 
+def generation_config(config: ModelConfig) -> dict[str, Any]:
+  """generation_config.json of an exported model: its special ids."""
+  eos = list(config.eos_ids)
+  return {"bos_token_id": config.bos_id, "eos_token_id": eos[0] if len(eos) == 1 else eos,
+          "pad_token_id": config.pad_id}
+
+
 def _shards(tensors: dict[str, np.ndarray], max_bytes: int) -> list[dict[str, np.ndarray]]:
   shards, size = [{}], 0
   for key, array in tensors.items():
@@ -233,6 +240,10 @@ def save_hf(config: ModelConfig, params: Params, directory: str,
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "config.json"), "w") as f:
     json.dump(hf, f, indent=2)
+  # transformers' and vLLM's generate stop on generation_config's eos ids (Qwen3
+  # has two); without the file a reloaded model would stop on the first only.
+  with open(os.path.join(directory, "generation_config.json"), "w") as f:
+    json.dump(generation_config(config), f, indent=2)
   for name in os.listdir(directory):  # stale weights of an earlier save would shadow ours
     if name == INDEX_FILE or (name.startswith("model") and name.endswith(".safetensors")):
       os.remove(os.path.join(directory, name))

@@ -120,6 +120,24 @@ def merge(params: Any, adapters: Adapters, weights: np.ndarray | jax.Array) -> A
   return {**params, "layers": layers}
 
 
+def fold(adapters: Adapters, weights: Sequence[float],
+         ranks: Sequence[int]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """One adapter equal to sum_s weights[s] * A_s @ B_s (a row routed with `weights`):
+  the used slots' own columns side by side, each slot's weight folded into its
+  b. ranks[s] is slot s's own rank (hybrid slots are stored zero-padded to the
+  common rank); the result's rank is the sum of the used slots' ranks.
+  Returns {linear name: (a [L, D_in, R], b [L, R, D_out])} as float32 numpy."""
+  out = {}
+  for name, ab in adapters["layers"].items():
+    a, b = np.asarray(ab["a"], np.float32), np.asarray(ab["b"], np.float32)
+    common = a.shape[-1] // len(weights)
+    used = [(s, w) for s, w in enumerate(weights) if w]
+    out[name] = (
+        np.concatenate([a[..., s * common:s * common + ranks[s]] for s, _ in used], axis=-1),
+        np.concatenate([w * b[:, s * common:s * common + ranks[s]] for s, w in used], axis=1))
+  return out
+
+
 def select_slots(adapters: Adapters, slots: Sequence[int], num_slots: int) -> Adapters:
   """The adapters of the given slots only, in that order (e.g. one slot, for export)."""
   a = next(iter(adapters["layers"].values()))["a"]

@@ -11,7 +11,9 @@ import json
 import os
 from typing import Any, Protocol, Sequence
 
-Message = dict[str, str]  # {'role': 'system' | 'user' | 'assistant', 'content': str}
+Message = dict[str, str]
+# Any one of these makes a directory a Hugging Face tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")  # {'role': 'system' | 'user' | 'assistant', 'content': str}
 
 
 class Tokenizer(Protocol):
@@ -116,8 +118,16 @@ class HFTokenizer:
       return cls(AutoTokenizer.from_pretrained(directory, gguf_file=name))
     if not os.path.isdir(path):
       raise FileNotFoundError(f"Tokenizer directory {path} does not exist.")
+    if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
+      raise FileNotFoundError(
+          f"Checkpoint directory {path} has no tokenizer files (none of {TOKENIZER_FILES}); "
+          "set config.model.tokenizer to a directory or .gguf file that has them.")
     return cls(AutoTokenizer.from_pretrained(path, local_files_only=True),
                _generation_eos_ids(path))
+
+  def save_pretrained(self, directory: str) -> None:
+    """Writes the tokenizer files (with the chat template) into directory."""
+    self.tokenizer.save_pretrained(directory)
 
   def encode(self, text: str) -> list[int]:
     """Ids of text alone: no BOS/EOS added (chat templates place their own)."""

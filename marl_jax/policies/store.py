@@ -246,6 +246,17 @@ class PolicyStore:
       params = lora_lib.merge(params, trainable["lora"], self.routing.lora_row(role))
     return params
 
+  def adapter_for(self, role: str, trainable: dict[str, Any] | None = None
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]] | None:
+    """One role's LoRA slots folded into one adapter on the frozen base
+    (lora.fold), for a PEFT export; None without LoRA or when the role runs on
+    a full copy (an adapter of the base would not reproduce it)."""
+    trainable = self.trainable if trainable is None else trainable
+    if "lora" not in trainable or "full" in trainable:
+      return None
+    ranks = [rank for _, rank, _ in self.routing.lora_storage]
+    return lora_lib.fold(trainable["lora"], self.routing.lora_row(role), ranks)
+
   def generate(self, prompts: Sequence[Sequence[int]], roles: Sequence[str], rng: jax.Array,
                sampling: sampling_lib.SamplingParams, **options) -> sampling_lib.Generation:
     """One sampler call for rows of any roles (the rollout's generator backend).

@@ -41,7 +41,7 @@ def workflow_accuracy(config: ml_collections.ConfigDict, model: ModelConfig, par
     problems = task.sample("eval", num_problems, seed=config.seed, step=0)
     for name, workflow in workflows.items():
       episodes = rollout.run(workflow, policy, task, problems, 1, key, sampling, tokenizer,
-                             **rollout.options(config.rollout))
+                             **rollout.options(config))
       out[(name, family)] = episodes_lib.role_metrics(episodes)
   return out
 

