@@ -97,7 +97,11 @@ def jobs_for(program: str, reference: CodeReference, timeout_s: float) -> list:
   """Sandbox jobs that must all pass: one for tests, one for io_cases."""
   jobs = []
   if reference.tests.strip():
-    jobs.append(sandbox.Job(program, tests=reference.tests, timeout_s=timeout_s))
+    # The tests see only the named entry point of the program's namespace
+    # (plus their own imports); without one, their free names.
+    entry_points = (reference.entry_point,) if reference.entry_point else ()
+    jobs.append(sandbox.Job(program, tests=reference.tests, timeout_s=timeout_s,
+                            entry_points=entry_points))
   if reference.io_cases:
     jobs.append(sandbox.Job(program, io_cases=reference.io_cases,
                             timeout_s=timeout_s))

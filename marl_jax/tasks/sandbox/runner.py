@@ -69,14 +69,21 @@ class Verdict:
 class Job:
   """One program with either test code (`tests`) or stdin/stdout cases.
 
-  `tests` runs as a module whose free names resolve to the program's
-  objects (e.g. `assert add(1, 2) == 3`). `io_cases` are (stdin, expected
-  stdout) pairs; the program runs once per case as `__main__`.
+  `tests` runs as a module in its own namespace and process. It sees the
+  program's objects for `entry_points` only (the names the task says the
+  program defines, e.g. HumanEval's entry point) or, if the task names
+  none, for the tests' free names (e.g. `add` in `assert add(1, 2) == 3`);
+  a standard-library module the tests use without importing it is the
+  tests' own import, never the program's (child/names.py).
+  `io_cases` are (stdin, expected stdout) pairs; the program runs once per
+  case as `__main__`, and its stdout is judged token by token
+  (child/compare.py: integers exactly, other numbers within 1e-6).
   """
   program: str
   tests: str = ""
   io_cases: tuple = ()
   timeout_s: float = 10.0
+  entry_points: tuple = ()
 
   def __post_init__(self):
     if not isinstance(self.program, str):
@@ -97,6 +104,17 @@ class Job:
                        "be verified")
     if not self.timeout_s > 0:
       raise ValueError(f"Job.timeout_s must be > 0, got {self.timeout_s!r}")
+    if isinstance(self.entry_points, str):
+      raise TypeError("Job.entry_points must be a tuple of names, got the "
+                      f"string {self.entry_points!r}; write ({self.entry_points!r},)")
+    names = tuple(self.entry_points)
+    if not all(isinstance(n, str) and n.isidentifier() for n in names):
+      raise ValueError("Job.entry_points must be Python identifiers, got "
+                       f"{names!r}")
+    if names and cases:
+      raise ValueError("Job.entry_points applies to `tests`; io_cases run the "
+                       "program as a script and take no entry points")
+    object.__setattr__(self, "entry_points", names)
 
 
 def _fresh_uids() -> list:
@@ -128,7 +146,8 @@ def run(job: Job, limits: Optional[Limits] = None) -> Verdict:
             "limits": dict(dataclasses.asdict(limits),
                            cpu_s=int(job.timeout_s) + 1)}
   body = {"program": job.program, "tests": job.tests,
-          "cases": [list(c) for c in job.io_cases], "nonce": nonce}
+          "cases": [list(c) for c in job.io_cases],
+          "entry_points": list(job.entry_points), "nonce": nonce}
   payload = (wire.frame(json.dumps(header).encode("utf-8"))
              + wire.frame(json.dumps(body).encode("utf-8")))
   deadline = start + job.timeout_s + _STARTUP_GRACE_S
@@ -146,14 +165,22 @@ def run(job: Job, limits: Optional[Limits] = None) -> Verdict:
     servers.release(server)
   report = _report(messages, nonce)
   status = report["status"]
-  return Verdict(status == "passed", status, report["detail"],
+  return Verdict(status == "passed", status, _printable(report["detail"]),
                  time.monotonic() - start, tuple(report.get("isolation", ())))
 
 
+def _printable(detail: str) -> str:
+  """The detail without lone surrogates or NULs a program put in its output
+  (they would break whoever writes the verdict to a UTF-8 log)."""
+  return (detail.encode("utf-8", "backslashreplace").decode("utf-8")
+          .replace("\0", "\\x00"))
+
+
 def run_tests(program: str, tests: str, timeout_s: float = 10.0, *,
-              limits: Optional[Limits] = None) -> Verdict:
+              limits: Optional[Limits] = None, entry_points=()) -> Verdict:
   """Runs `program` as a module, then `tests` (code using its names)."""
-  return run(Job(program, tests=tests, timeout_s=timeout_s), limits)
+  return run(Job(program, tests=tests, timeout_s=timeout_s,
+                 entry_points=tuple(entry_points)), limits)
 
 
 def run_io_tests(program: str, cases: Sequence, timeout_s: float = 10.0, *,

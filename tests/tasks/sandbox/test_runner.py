@@ -84,7 +84,7 @@ def test_io_mode_runs_a_script_per_case():
   wrong = sandbox.run_io_tests(program, [("1 2", "4")], 5)
   assert wrong.status == "failed" and "wrong output" in wrong.detail
   crash = sandbox.run_io_tests("raise SystemExit(3)", [("", "")], 5)
-  assert crash.status == "failed" and "exit code 3" in crash.detail
+  assert crash.status == "failed" and "exited with code 3" in crash.detail
   reads_fd0 = "print(open(0).read().upper(), end='')"
   assert sandbox.run_io_tests(reads_fd0, [("abc\n", "ABC")], 5).passed
 

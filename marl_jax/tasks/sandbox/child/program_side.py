@@ -9,10 +9,16 @@ plain data it answers with.
 Requests (from the tests process): `lookup` names in the program's module,
 `call` or `getattr` on a referenced object, `run` the program as a script
 with a given stdin (a fresh forked process per run).
+
+Replies: `{"value": data}`, `{"raise": [type name, message], "fatal": bool}`
+(fatal: a BaseException that is not an Exception, such as SystemExit, which
+no test may catch as an ordinary error), `{"too_large": bytes}` or
+`{"unsendable": why}` (the answer cannot cross the boundary: the run fails).
 """
 
 import builtins
 import io
+import json
 import os
 import sys
 import traceback
@@ -95,19 +101,30 @@ def _script_child(code, in_path: str, out_path: str, err_path: str) -> None:
 
 def _run_script(code, stdin: str, max_output: int) -> dict:
   in_path, out_path, err_path = ".stdin", ".stdout", ".stderr"
-  with open(in_path, "w", encoding="utf-8") as f:
+  with open(in_path, "w", encoding="utf-8", errors="surrogatepass") as f:
     f.write(stdin)
   pid = os.fork()
   if pid == 0:
     _script_child(code, in_path, out_path, err_path)
   _, status = os.waitpid(pid, 0)
   with open(out_path, "rb") as f:
-    out = f.read(max_output)
+    out = f.read(max_output + 1)
   with open(err_path, "rb") as f:
-    err = f.read()[-_STDERR_TAIL:]
+    f.seek(max(0, os.fstat(f.fileno()).st_size - _STDERR_TAIL))
+    err = f.read()
+  if len(out) > max_output:
+    return {"too_large": f"its stdout exceeds the {max_output}-byte limit "
+                         "(Limits.max_output_bytes)"}
   return {"stdout": out.decode("utf-8", "replace"),
           "exit": os.waitstatus_to_exitcode(status),
           "stderr": err.decode("utf-8", "replace")}
+
+
+def _raised(exc: BaseException) -> dict:
+  name = type(exc).__name__
+  if isinstance(exc, SystemExit):
+    return {"raise": [name, f"exited with code {_exit_code(exc)}"], "fatal": True}
+  return {"raise": [name, _message(exc)], "fatal": not isinstance(exc, Exception)}
 
 
 class _Server:
@@ -123,6 +140,16 @@ class _Server:
   def _decode(self, data):
     return wire.decode(data, self.objects.get)
 
+  def _value(self, value) -> dict:
+    # A value that cannot be turned into data (nested too deeply, too big
+    # for memory) is the program's answer failing, not an error the tests
+    # could catch and excuse.
+    try:
+      return {"value": self._encode(value)}
+    except BaseException as e:  # pylint: disable=broad-except
+      return {"unsendable": f"its value cannot be sent ({type(e).__name__}: "
+                            f"{_message(e)})"}
+
   def answer(self, request: dict) -> dict:
     op = request.get("op")
     try:
@@ -134,28 +161,55 @@ class _Server:
         return {"names": found}
       target = self.objects.get(request["ref"])
       if op == "getattr":
-        return {"value": self._encode(getattr(target, request["name"]))}
-      if op == "call":
+        value = getattr(target, request["name"])
+      elif op == "call":
         args = self._decode(request["args"])
         kwargs = self._decode(request["kwargs"])
-        return {"value": self._encode(target(*args, **kwargs))}
+        value = target(*args, **kwargs)
+      else:
+        return {"raise": ["ProtocolError", f"unknown request {op!r}"]}
     except BaseException as e:  # pylint: disable=broad-except
-      return {"raise": [type(e).__name__, _message(e)]}
-    return {"raise": ["ProtocolError", f"unknown request {op!r}"]}
+      return _raised(e)
+    return self._value(value)
 
 
-def main(prog_r: int, req_r: int, resp_w: int, max_output: int) -> None:
-  """Receives the program, loads it, then serves requests until EOF."""
+def _reply_bytes(reply: dict) -> bytes:
+  """The reply as one frame's payload; an oversized one becomes `too_large`."""
+  try:
+    payload = json.dumps(reply).encode("utf-8")
+  except BaseException as e:  # pylint: disable=broad-except
+    payload = json.dumps({"unsendable": f"its answer cannot be serialised "
+                                        f"({type(e).__name__})"}).encode("utf-8")
+  if len(payload) > wire.MAX_REPLY_BYTES:
+    payload = json.dumps({"too_large": f"its answer is {len(payload)} bytes as "
+                                       f"data, over the {wire.MAX_REPLY_BYTES}"
+                                       "-byte limit"}).encode("utf-8")
+  return payload
+
+
+def main(prog_r: int, req_r: int, resp_w: int, started_w: int,
+         max_output: int) -> None:
+  """Receives the program, loads it, then serves requests until EOF.
+
+  One byte on `started_w` tells the supervisor that the sandbox is set up
+  and the program's own code is about to run: from then on, however this
+  process ends (os._exit(70) included), it is the program's doing.
+  """
   message = wire.recv_json(prog_r)
   os.close(prog_r)
   source, mode = message["program"], message["mode"]
   namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
+  os.write(started_w, b"1")
+  os.close(started_w)
   code = None
   try:
     code = compile(source, "<program>", "exec")
     if mode == "module":
       exec(code, namespace)  # pylint: disable=exec-used
     ready = {"ready": True}
+  except SystemExit as e:
+    ready = {"ready": False,
+             "detail": f"program exited with code {_exit_code(e)} while loading"}
   except BaseException as e:  # pylint: disable=broad-except
     ready = {"ready": False, "detail": _describe(e)}
   wire.send_json(resp_w, ready)
@@ -167,4 +221,4 @@ def main(prog_r: int, req_r: int, resp_w: int, max_output: int) -> None:
       request = wire.recv_json(req_r)
     except EOFError:
       return
-    wire.send_json(resp_w, server.answer(request))
+    wire.write_frame(resp_w, _reply_bytes(server.answer(request)))

@@ -136,21 +136,39 @@ def _exited(pid: int, within_s: float):
     time.sleep(0.005)
 
 
-def _judge(result, program_status, timeout_s: float) -> tuple:
+def _started(fd: int) -> bool:
+  """Whether the program process said its own code started (one byte)."""
+  ready, _, _ = select.select([fd], [], [], 0)
+  return bool(ready) and os.read(fd, 1) == b"1"
+
+
+def _judge(result, program_status, started: bool, timeout_s: float) -> tuple:
+  """(status, detail) from the tests' result and the program's exit.
+
+  Once the program's own code has started, however its process ends is the
+  program's doing (its os._exit(70) included): a failure, named by the exit
+  code or signal. Only a program process that died before that is a
+  sandbox error.
+  """
   if result is None:
     return "timeout", f"no verdict within {timeout_s:g}s (wall clock)"
   status, detail = result["status"], result["detail"]
-  if result.get("program_gone") and program_status is not None:
-    if os.WIFSIGNALED(program_status):
-      sig = os.WTERMSIG(program_status)
-      if sig == signal.SIGXCPU:
-        return "timeout", "program exceeded its CPU time limit"
-      return "failed", f"program was killed by signal {sig}"
-    code = os.waitstatus_to_exitcode(program_status)
-    if code == _CHILD_FAILED:
-      return "error", f"sandbox setup failed in the program process ({detail})"
-    return "failed", f"program exited with code {code} before the tests finished"
-  return status, detail
+  if not result.get("program_gone"):
+    return status, detail
+  if not started:
+    return "error", f"sandbox setup failed in the program process ({detail})"
+  if program_status is None:
+    return status, detail
+  if os.WIFSIGNALED(program_status):
+    sig = os.WTERMSIG(program_status)
+    if sig == signal.SIGXCPU:
+      return "timeout", "program exceeded its CPU time limit"
+    if sig == signal.SIGXFSZ:
+      return "failed", ("output too large: program exceeded the file size "
+                        "limit (Limits.file_size_mb)")
+    return "failed", f"program was killed by signal {sig}"
+  code = os.waitstatus_to_exitcode(program_status)
+  return "failed", f"program exited with code {code} before the tests finished"
 
 
 def run_one(net_isolated: bool, root) -> None:
@@ -162,6 +180,10 @@ def run_one(net_isolated: bool, root) -> None:
   """
   header = json.loads(wire.read_frame(0))
   jail.set_dumpable(False)
+  # Python's cap on int <-> decimal text (4300 digits) guards services from
+  # slow conversions; here CPU time is limited anyway, and a correct program
+  # may print a 5000-digit answer. Both children inherit the lifted cap.
+  sys.set_int_max_str_digits(0)
   os.umask(0o022)
   devnull = os.open("/dev/null", os.O_RDWR)
   limits = header["limits"]
@@ -172,6 +194,7 @@ def run_one(net_isolated: bool, root) -> None:
   resp_r, resp_w = os.pipe()
   task_r, task_w = os.pipe()
   result_r, result_w = os.pipe()
+  started_r, started_w = os.pipe()
 
   def tests_body():
     _confine(uids and uids[1], limits, workdir if uids is None else "/",
@@ -190,7 +213,7 @@ def run_one(net_isolated: bool, root) -> None:
         pass  # Programs then find no /proc; nothing else depends on it.
     _confine(uids and uids[0], limits, workdir, limits["memory_mb"],
              limits["max_processes"], isolation)
-    program_side.main(prog_r, req_r, resp_w, limits["max_output_bytes"])
+    program_side.main(prog_r, req_r, resp_w, started_w, limits["max_output_bytes"])
 
   tests_pid = _fork(tests_body, {task_r, result_w, req_w, resp_r}, devnull)
   if uids is not None:
@@ -199,15 +222,16 @@ def run_one(net_isolated: bool, root) -> None:
       isolation.append("pidns")
     except OSError:
       pass
-  program_pid = _fork(program_body, {prog_r, req_r, resp_w}, devnull)
-  for fd in (prog_r, req_r, req_w, resp_r, resp_w, task_r, result_w):
+  program_pid = _fork(program_body, {prog_r, req_r, resp_w, started_w}, devnull)
+  for fd in (prog_r, req_r, req_w, resp_r, resp_w, task_r, result_w, started_w):
     os.close(fd)
 
   body = json.loads(wire.read_frame(0))
   try:
     wire.send_json(prog_w, {"program": body["program"], "mode": header["mode"]})
     wire.send_json(task_w, {"mode": header["mode"], "tests": body["tests"],
-                            "cases": body["cases"]})
+                            "cases": body["cases"],
+                            "entry_points": body.get("entry_points", [])})
   except BrokenPipeError:
     pass
   deadline = time.monotonic() + header["timeout_s"]
@@ -220,7 +244,8 @@ def run_one(net_isolated: bool, root) -> None:
   _reap(tests_pid, kill=True)
   if "chroot" not in isolation:
     shutil.rmtree(workdir, ignore_errors=True)
-  status, detail = _judge(result, program_status, header["timeout_s"])
+  status, detail = _judge(result, program_status, _started(started_r),
+                          header["timeout_s"])
   report = {"nonce": body["nonce"], "status": status, "detail": detail,
             "isolation": isolation}
   _say(report)

@@ -1,29 +1,40 @@
 """The trusted side of a sandbox run: executes the tests against the program.
 
-The program lives in another process (see program_side.py). Every name the
-tests use that the program defines becomes a `RemoteRef`; calling it sends
+The program lives in another process (see program_side.py). The names the
+tests take from it (see names.py) become `RemoteRef`s; calling one sends
 the arguments over a pipe and rebuilds the answer as this process's own
 plain builtin objects. Comparisons, assertions and exceptions therefore all
 happen here, out of the program's reach. A pass is reported only when the
 test code ran to its end with the program still answering.
+
+An exception the program raises in a call is raised here as the builtin
+type of that name, except that:
+- StopIteration and StopAsyncIteration become RuntimeError (as PEP 479 does
+  in generators): raised through `map`, `zip` or `iter(f, sentinel)` they
+  would otherwise end the tests' loop early, and `all(map(f, xs))` pass;
+- a BaseException that is not an Exception (SystemExit, KeyboardInterrupt,
+  GeneratorExit, ...) ends the run as a failure that no `except` in the
+  tests can excuse.
 """
 
 import ast
 import builtins
-import math
-import re
+import signal
 
 try:
+  from . import compare
+  from . import names as tests_names
   from . import wire
-except ImportError:  # Loaded as a top-level module by supervisor.py.
+except ImportError:  # Loaded as top-level modules by supervisor.py.
+  import compare
+  import names as tests_names
   import wire
 
 _DETAIL_CHARS = 600
-_MAX_REPLY_BYTES = 64 << 20
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _EXCEPTIONS = {name: obj for name, obj in vars(builtins).items()
                if isinstance(obj, type) and issubclass(obj, Exception)}
-_SIGXCPU = 24
+_ITERATION_ENDS = ("StopIteration", "StopAsyncIteration")
+outputs_match = compare.outputs_match  # The stdin/stdout judge (compare.py).
 
 
 class ProgramGone(BaseException):
@@ -41,30 +52,41 @@ class ProgramRaised(Exception):
   """The program raised an exception that is not a builtin exception type."""
 
 
-def _short(text: str, limit: int = 120) -> str:
-  text = repr(text)
-  return text if len(text) <= limit else text[:limit] + "..."
-
-
 class Channel:
-  """Request/response pipe pair to the program process."""
+  """Request/response pipe pair to the program process.
+
+  `broken` says why the run has failed for good (test code that swallows
+  the exception still cannot pass); `gone` is True when the program process
+  itself stopped answering (the supervisor then reads its exit status).
+  """
 
   def __init__(self, req_w: int, resp_r: int):
     self._req_w, self._resp_r = req_w, resp_r
-    self.broken = ""
+    self.broken, self.gone = "", False
+
+  def fail(self, why: str, gone: bool = False):
+    """Breaks the channel for good; returns the exception to raise."""
+    self.broken, self.gone = why, gone
+    return ProgramGone(why)
 
   def _receive(self, what: str) -> dict:
     # Any failure here (EOF, garbage, a reply too big or deep to decode,
-    # MemoryError) is the program's doing. It breaks the channel for good,
-    # so test code that swallows the exception still cannot pass.
+    # MemoryError) is the program's doing.
     try:
-      reply = wire.recv_json(self._resp_r, _MAX_REPLY_BYTES)
-      if type(reply) is not dict:
-        raise wire.ProtocolError("reply is not an object")
-      return reply
+      reply = wire.recv_json(self._resp_r, wire.MAX_REPLY_BYTES)
+    except wire.FrameTooLarge as e:
+      raise self.fail(f"output too large: the program sent {e.size} bytes, "
+                      f"over the {e.limit}-byte limit") from None
     except Exception as e:  # pylint: disable=broad-except
-      self.broken = f"program process {what} ({type(e).__name__}: {e})"
-      raise ProgramGone(self.broken) from None
+      raise self.fail(f"program process {what} ({type(e).__name__}: {e})",
+                      gone=isinstance(e, (EOFError, OSError))) from None
+    if type(reply) is not dict:
+      raise self.fail("program sent a malformed reply (not an object)")
+    if type(reply.get("too_large")) is str:
+      raise self.fail(f"output too large: {reply['too_large']}")
+    if type(reply.get("unsendable")) is str:
+      raise self.fail(f"the program's answer failed: {reply['unsendable']}")
+    return reply
 
   def request(self, message: dict) -> dict:
     if self.broken:
@@ -72,8 +94,7 @@ class Channel:
     try:
       wire.send_json(self._req_w, message)
     except OSError as e:
-      self.broken = f"program process stopped reading ({e})"
-      raise ProgramGone(self.broken) from None
+      raise self.fail(f"program process stopped reading ({e})", gone=True) from None
     return self._receive("stopped answering")
 
   def ready(self) -> dict:
@@ -90,31 +111,34 @@ class Channel:
     try:
       return wire.decode(data, lambda ref: RemoteRef(self, ref))
     except Exception as e:  # pylint: disable=broad-except
-      self.broken = f"program sent a malformed value ({type(e).__name__}: {e})"
-      raise ProgramGone(self.broken) from None
+      raise self.fail(f"program sent a malformed value ({type(e).__name__}: "
+                      f"{e})") from None
 
   def result(self, reply: dict):
     if "value" in reply:
       return self._decode(reply["value"])
     raised = reply.get("raise")
-    if (type(raised) is list and len(raised) == 2
-        and all(type(x) is str for x in raised)):
-      name, message = raised
-      cls = _EXCEPTIONS.get(name)
-      try:
-        exc = cls(message) if cls else None
-      except TypeError:
-        exc = None
-      raise exc if exc is not None else ProgramRaised(f"{name}: {message}")
-    self.broken = "program sent a malformed reply"
-    raise ProgramGone(self.broken)
+    if not (type(raised) is list and len(raised) == 2
+            and all(type(x) is str for x in raised)):
+      raise self.fail("program sent a malformed reply")
+    name, message = raised
+    if reply.get("fatal") is True:
+      raise self.fail(f"program raised {name} ({message}) during a call; a "
+                      "BaseException that is not an Exception fails the run")
+    if name in _ITERATION_ENDS:
+      raise RuntimeError(f"program raised {name}: {message}")
+    cls = _EXCEPTIONS.get(name)
+    try:
+      exc = cls(message) if cls else None
+    except TypeError:
+      exc = None
+    raise exc if exc is not None else ProgramRaised(f"{name}: {message}")
 
   def lookup(self, names) -> dict:
     reply = self.request({"op": "lookup", "names": list(names)})
     found = reply.get("names")
     if type(found) is not dict:
-      self.broken = "program sent a malformed lookup reply"
-      raise ProgramGone(self.broken)
+      raise self.fail("program sent a malformed lookup reply")
     return {n: self._decode(v) for n, v in found.items() if n in names}
 
   def call(self, ref: int, args: tuple, kwargs: dict):
@@ -155,12 +179,6 @@ class RemoteRef:
     return f"<program object #{self._ref}>"
 
 
-def _free_names(tree: ast.AST) -> list:
-  used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-  return sorted(n for n in used if n not in vars(builtins)
-                and not n.startswith("__"))
-
-
 def _describe_failure(exc: BaseException, tests: str) -> str:
   line_no, tb = None, exc.__traceback__
   while tb is not None:
@@ -175,44 +193,41 @@ def _describe_failure(exc: BaseException, tests: str) -> str:
   return what[:_DETAIL_CHARS]
 
 
-def _run_module(tests: str, channel: Channel) -> dict:
+def _run_module(tests: str, entry_points, channel: Channel) -> dict:
   try:
     tree = ast.parse(tests, "<tests>")
     code = compile(tree, "<tests>", "exec")
   except SyntaxError as e:
     return {"status": "error",
             "detail": f"tests do not compile: line {e.lineno}: {e.msg}"}
+  from_program, modules = tests_names.plan(tree, entry_points)
   namespace = {"__name__": "__tests__", "__builtins__": builtins}
-  namespace.update(channel.lookup(_free_names(tree)))
+  namespace.update(channel.lookup(from_program))
+  namespace.update(tests_names.trusted_modules(modules))
   try:
     exec(code, namespace)  # pylint: disable=exec-used
   except UnsupportedValue as e:
     return {"status": "error", "detail": str(e)}
   except ProgramGone as e:
-    return {"status": "failed", "detail": str(e), "program_gone": True}
+    return {"status": "failed", "detail": str(e)}
   except BaseException as e:  # pylint: disable=broad-except
     return {"status": "failed", "detail": _describe_failure(e, tests)}
   return {"status": "passed", "detail": "tests ran to completion"}
 
 
-def outputs_match(got: str, expected: str) -> bool:
-  """Judge's comparison of stdout: lines modulo trailing whitespace, else
-  whitespace-separated tokens with numbers equal to 1e-6 (abs or relative)."""
-  def lines(text):
-    return [line.rstrip() for line in text.strip().splitlines()]
-  if lines(got) == lines(expected):
-    return True
-  got_tokens, want_tokens = got.split(), expected.split()
-  if len(got_tokens) != len(want_tokens):
-    return False
-  for a, b in zip(got_tokens, want_tokens):
-    if a == b:
-      continue
-    if not (_NUMBER.fullmatch(a) and _NUMBER.fullmatch(b)):
-      return False
-    if not math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-6):
-      return False
-  return True
+def _exit_failure(i: int, code: int, err: str) -> dict:
+  """The verdict for a script run that did not exit with 0."""
+  if code == -signal.SIGXCPU:
+    return {"status": "timeout", "detail": f"case {i}: CPU time limit"}
+  if code == -signal.SIGXFSZ:
+    what = "output too large (the file size limit, Limits.file_size_mb)"
+  elif code < 0:
+    what = f"program was killed by signal {-code}"
+  else:
+    what = f"program exited with code {code}"
+  tail = err[-300:].strip()
+  return {"status": "failed",
+          "detail": f"case {i}: {what}" + (f": {tail}" if tail else "")}
 
 
 def _run_script(cases, channel: Channel) -> dict:
@@ -223,21 +238,21 @@ def _run_script(cases, channel: Channel) -> dict:
               "detail": f"case {i}: could not run the program: {reply['raise']}"}
     out, code, err = reply.get("stdout"), reply.get("exit"), reply.get("stderr")
     if type(out) is not str or type(code) is not int or type(err) is not str:
-      return {"status": "failed", "detail": "program sent a malformed run reply",
-              "program_gone": True}
-    if code == -_SIGXCPU:
-      return {"status": "timeout", "detail": f"case {i}: CPU time limit"}
+      raise channel.fail("program sent a malformed run reply")
     if code != 0:
-      return {"status": "failed",
-              "detail": f"case {i}: exit code {code}: {err[-300:].strip()}"}
-    if not outputs_match(out, expected):
-      return {"status": "failed", "detail": f"case {i}: wrong output: expected "
-                                            f"{_short(expected)}, got {_short(out)}"}
+      return _exit_failure(i, code, err)
+    wrong = compare.first_difference(out, expected)
+    if wrong is not None:
+      return {"status": "failed", "detail": f"case {i}: wrong output at {wrong}"}
   return {"status": "passed", "detail": f"all {len(cases)} cases matched"}
 
 
 def run(task: dict, channel: Channel) -> dict:
-  """Waits for the program to load, then runs the tests or the I/O cases."""
+  """Waits for the program to load, then runs the tests or the I/O cases.
+
+  The result's `program_gone` tells the supervisor that the program process
+  stopped answering, so that its exit status names the verdict.
+  """
   try:
     ready = channel.ready()
     if type(ready) is not dict or ready.get("ready") is not True:
@@ -247,9 +262,11 @@ def run(task: dict, channel: Channel) -> dict:
     if task["mode"] == "script":
       outcome = _run_script(task["cases"], channel)
     else:
-      outcome = _run_module(task["tests"], channel)
+      outcome = _run_module(task["tests"], task.get("entry_points") or (), channel)
   except ProgramGone as e:
-    return {"status": "failed", "detail": str(e), "program_gone": True}
-  if outcome["status"] == "passed" and channel.broken:
-    return {"status": "failed", "detail": channel.broken, "program_gone": True}
+    outcome = {"status": "failed", "detail": str(e)}
+  if channel.broken:
+    outcome = {"status": "failed", "detail": channel.broken}
+  if channel.gone:
+    outcome["program_gone"] = True
   return outcome

@@ -5,20 +5,39 @@ the receiver only ever holds its own builtin objects (None, bool, int, float,
 complex, str, bytes, list, tuple, dict, set, frozenset) or opaque references
 to objects that stay in the sender. An object that overrides `__eq__` can
 therefore never reach the process that compares results.
+
+Integers beyond 64 bits travel as hexadecimal text (`{"$i": "-1f"}`):
+Python refuses to turn integers of more than 4300 digits into decimal text
+(sys.set_int_max_str_digits), and the conversion is quadratic below that,
+while hexadecimal is exempt and linear; so 10 ** 5000 crosses intact.
 """
 
 import json
 import os
+import re
 import struct
 from typing import Any, Callable
 
 MAX_FRAME_BYTES = 256 << 20
+# The largest answer the program process may send the tests process (a
+# value, a run's stdout): beyond it the run fails as "output too large".
+MAX_REPLY_BYTES = 64 << 20
 _HEADER = struct.Struct("<Q")
 _MAX_DEPTH = 200
+_JSON_INT_BITS = 64
+_HEX = re.compile(r"-?[0-9a-f]+")
 
 
 class ProtocolError(Exception):
   """A peer sent something that is not a well-formed frame or value."""
+
+
+class FrameTooLarge(ProtocolError):
+  """A peer announced a frame longer than the reader accepts."""
+
+  def __init__(self, size: int, limit: int):
+    super().__init__(f"frame of {size} bytes exceeds the {limit}-byte limit")
+    self.size, self.limit = size, limit
 
 
 def frame(payload: bytes) -> bytes:
@@ -49,7 +68,7 @@ def read_frame(fd: int, limit: int = MAX_FRAME_BYTES) -> bytes:
   """Reads one frame; refuses frames longer than `limit` bytes."""
   (size,) = _HEADER.unpack(read_exact(fd, _HEADER.size))
   if size > limit:
-    raise ProtocolError(f"frame of {size} bytes exceeds the {limit}-byte limit")
+    raise FrameTooLarge(size, limit)
   return read_exact(fd, size)
 
 
@@ -68,35 +87,41 @@ def encode(value: Any, to_ref: Callable[[Any], int], depth: int = 0) -> Any:
   """Turns a value into JSON data; `to_ref(obj)` names objects that stay put.
 
   Instances of subclasses of builtin types are reduced to the builtin value,
-  so whatever methods they override stay behind in the sending process.
+  so whatever methods they override stay behind in the sending process. The
+  kind is read from type(value), never from a `__class__` the value may fake.
   """
   if depth > _MAX_DEPTH:
     raise ValueError("value is nested too deeply to send")
   if value is None or value is True or value is False:
     return value
-  if isinstance(value, bool):
-    return bool(value)
-  if isinstance(value, int):
-    return int.__index__(value)
-  if isinstance(value, float):
+  kind = type(value)
+  if issubclass(kind, bool):
+    return bool(int.__index__(value))
+  if issubclass(kind, int):
+    value = int.__index__(value)
+    if value.bit_length() > _JSON_INT_BITS:
+      return {"$i": format(value, "x")}
+    return value
+  if issubclass(kind, float):
     return float.__float__(value)
-  if isinstance(value, str):
+  if issubclass(kind, str):
     return str.__str__(value)
   d = depth + 1
-  if isinstance(value, complex):
-    return {"$c": [complex.__complex__(value).real, complex.__complex__(value).imag]}
-  if isinstance(value, (bytes, bytearray)):
-    return {"$b": bytes(value).hex()}
-  if isinstance(value, list):
+  if issubclass(kind, complex):
+    number = complex.__complex__(value)
+    return {"$c": [number.real, number.imag]}
+  if issubclass(kind, (bytes, bytearray)):
+    return {"$b": (bytes.hex if issubclass(kind, bytes) else bytearray.hex)(value)}
+  if issubclass(kind, list):
     return [encode(v, to_ref, d) for v in list.__iter__(value)]
-  if isinstance(value, tuple):
+  if issubclass(kind, tuple):
     return {"$t": [encode(v, to_ref, d) for v in tuple.__iter__(value)]}
-  if isinstance(value, dict):
+  if issubclass(kind, dict):
     return {"$d": [[encode(k, to_ref, d), encode(v, to_ref, d)]
                    for k, v in dict.items(value)]}
-  if isinstance(value, frozenset):
+  if issubclass(kind, frozenset):
     return {"$f": [encode(v, to_ref, d) for v in frozenset.__iter__(value)]}
-  if isinstance(value, set):
+  if issubclass(kind, set):
     return {"$s": [encode(v, to_ref, d) for v in set.__iter__(value)]}
   return {"$r": to_ref(value)}
 
@@ -116,6 +141,8 @@ def decode(data: Any, from_ref: Callable[[int], Any], depth: int = 0) -> Any:
   try:
     if tag == "$r" and type(body) is int:
       return from_ref(body)
+    if tag == "$i" and type(body) is str and _HEX.fullmatch(body):
+      return int(body, 16)
     if tag == "$b" and type(body) is str:
       return bytes.fromhex(body)
     if tag == "$c" and type(body) is list and len(body) == 2:
