@@ -18,6 +18,7 @@ import json  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app, flags  # pylint: disable=wrong-import-position
 
 from marl_jax.bench import suite  # pylint: disable=wrong-import-position
+from marl_jax.trainer import console  # pylint: disable=wrong-import-position
 
 _ONLY = flags.DEFINE_list("only", [], f"Subset of benchmarks to run; all: {list(suite.BENCHMARKS)}.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions per figure (median is reported).")
@@ -25,6 +26,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions per figure (med
 
 def main(argv):
   del argv
+  console.setup()  # library INFO off the console (--verbosity=0 brings it back)
   results = suite.run(_ONLY.value, repeats=_REPEATS.value)
   print(json.dumps(results, sort_keys=True))
 

@@ -20,6 +20,7 @@ from absl import app, flags
 
 from marl_jax.bench import smoke
 from marl_jax.parallel import sharding
+from marl_jax.trainer import console
 
 _PRESET = flags.DEFINE_string("preset", "qwen3_0_6b", "Model preset (random bf16 weights).")
 _BATCH = flags.DEFINE_integer("batch", 0, "Rows per rollout and per update (0: 64; tiny: 8).")
@@ -34,6 +35,7 @@ _MESH = flags.DEFINE_string("mesh", "", "Axis sizes, e.g. data=1,fsdp=-1 ('' = p
 
 def main(argv):
   del argv
+  console.setup()  # library INFO off the console (--verbosity=0 brings it back)
   tiny = _PRESET.value.startswith("tiny")
   mesh = None
   if _MESH.value:

@@ -11,6 +11,7 @@ Formulas and assumptions: marl_jax/trainer/planner.py (module docstring).
 from absl import app, flags
 
 from marl_jax.parallel import sharding
+from marl_jax.trainer import console
 from marl_jax.trainer import planner
 
 _MODELS = flags.DEFINE_list("models", ["qwen3_0_6b", "qwen3_1_7b", "qwen3_4b"], "Presets.")
@@ -53,6 +54,7 @@ def _mesh(preset: str, hosts: int) -> sharding.MeshConfig:
 
 def main(argv):
   del argv
+  console.setup()  # library INFO off the console (--verbosity=0 brings it back)
   workload = planner.Workload(
       tasks=_TASKS.value, group=_GROUP.value, agents=_AGENTS.value, calls=_CALLS.value,
       num_roles=_ROLES.value, prompt_len=_PROMPT.value, max_new_tokens=_NEW.value,

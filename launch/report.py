@@ -10,6 +10,7 @@ from absl import app, flags
 
 from marl_jax.study import report
 from marl_jax.study.diagnostics import analysis
+from marl_jax.trainer import console
 
 _DIR = flags.DEFINE_string("dir", None, "Sweep directory (launch/sweep.py --dir).")
 _RUN = flags.DEFINE_string("run", None, "One run directory instead of a sweep.")
@@ -25,6 +26,7 @@ _SHARE = flags.DEFINE_float("dominant_share", 0.6,
 
 def main(argv):
   del argv
+  console.setup()  # library INFO off the console (--verbosity=0 brings it back)
   if bool(_DIR.value) == bool(_RUN.value):
     raise app.UsageError("Give exactly one of --dir (a sweep) or --run (one run directory).")
   cliff = analysis.CliffConfig(min_drop=_DROP.value, window=_WINDOW.value)

@@ -17,6 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from marl_jax.study import sweep
+from marl_jax.trainer import console
 
 _SWEEP = config_flags.DEFINE_config_file("sweep", "configs/sweeps.py:tiny", lock_config=True)
 _DIR = flags.DEFINE_string("dir", None, "Sweep directory: one workdir per run inside it.")
@@ -38,6 +39,7 @@ flags.mark_flag_as_required("dir")
 
 def main(argv):
   del argv
+  console.setup()  # library INFO off the console (--verbosity=0 brings it back)
   specs = sweep.select(sweep.expand(_SWEEP.value, _DIR.value), _ONLY.value)
   if not specs:
     raise app.UsageError(f"--only={_ONLY.value!r} matches no run of the sweep.")

@@ -5,16 +5,36 @@
   grad_norm/<role>             the role's gradient norm: its slot's under IP,
                                from the per-role split when it ran (SP)
   grad_mass_share/<role>       |g_role|^2 / sum_r |g_r|^2 (per-role split)
-  grad_cos/<role>~<role>       cosine between two roles' gradients (split)
+  grad_cos/<role>_vs_<role>    cosine between two roles' gradients (split)
+
+Keys are valid TensorBoard tags (letters, digits, _ - . /). Runs written
+before grad_cos was renamed name it grad_cos/<role>~<role>; canonical_key
+maps that to today's name, and marl_jax.trainer.metrics.read_jsonl applies
+it, so every reader of metrics.jsonl accepts both.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
 
 _SUMMED = ("tokens", "entropy", "clip_frac", "kl", "ratio", "pg_loss")
+# The pair name until the rename: TensorBoard rejects '~' (tensorboardX
+# rewrote it to '_' with a warning per pair, every run).
+_LEGACY_PAIR = re.compile(r"^grad_cos/(.+?)~(.+)$")
+
+
+def pair_key(first: str, second: str) -> str:
+  """The name of the cosine between two roles' gradients."""
+  return f"grad_cos/{first}_vs_{second}"
+
+
+def canonical_key(key: str) -> str:
+  """Today's name of a metric key, given one written by an older version."""
+  match = _LEGACY_PAIR.match(key)
+  return pair_key(*match.groups()) if match else key
 
 
 def combine(parts: Sequence[dict]) -> dict:
@@ -50,5 +70,5 @@ def name(raw: dict, roles: Sequence[str], routing) -> dict[str, float]:
       for j in range(i + 1, len(roles)):
         denom = np.sqrt(diag[i] * diag[j])
         if denom > 0:
-          out[f"grad_cos/{roles[i]}~{roles[j]}"] = float(gram[i, j] / denom)
+          out[pair_key(roles[i], roles[j])] = float(gram[i, j] / denom)
   return out

@@ -62,17 +62,25 @@ class LossConfig:
                        f"{losses.KL_ESTIMATORS}.")
 
 
-def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0,
-                   weight_decay: float = 0.0, schedule: str = "cosine") -> optax.GradientTransformation:
-  """AdamW with linear warmup then cosine decay to 0 (or a constant rate)."""
+def learning_rate(lr: float, total_steps: int, warmup_steps: int = 0,
+                  schedule: str = "cosine") -> optax.ScalarOrSchedule:
+  """The rate by step: linear warmup then cosine decay to 0, or a constant rate
+  (a float, not a schedule: a schedule adds a step count to the optimizer state)."""
   if schedule not in SCHEDULES:
     raise ValueError(f"rl.schedule={schedule!r} is unknown; valid: {SCHEDULES}.")
   if schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(
+    return optax.warmup_cosine_decay_schedule(
         0.0, lr, warmup_steps, max(total_steps, warmup_steps + 1), end_value=0.0)
-  elif warmup_steps:
-    lr = optax.linear_schedule(0.0, lr, warmup_steps)
-  return optax.adamw(lr, weight_decay=weight_decay)
+  if warmup_steps:
+    return optax.linear_schedule(0.0, lr, warmup_steps)
+  return lr
+
+
+def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0,
+                   weight_decay: float = 0.0, schedule: str = "cosine") -> optax.GradientTransformation:
+  """AdamW at learning_rate(...)'s rate."""
+  return optax.adamw(learning_rate(lr, total_steps, warmup_steps, schedule),
+                     weight_decay=weight_decay)
 
 
 def init_state(trainable: Any, optimizer: optax.GradientTransformation) -> dict[str, Any]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import ml_collections
 
 from marl_jax.study import report
+from marl_jax.trainer import console
 from marl_jax.trainer import loop as train
 from marl_jax.trainer import metrics as metrics_lib
 
@@ -27,18 +29,23 @@ def summary(workdir: str) -> dict[str, float]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains, writes <workdir>/report.md and prints the run in a few lines, the
+  held-out accuracy table last (the libraries' log is <workdir>/log.txt)."""
   start = time.time()
+  name = (f"{config.workflow.name} / {config.task.family} / {config.policy.mode} policy / "
+          f"{config.model.preset}")
+  print(f"{name}: {config.train.steps} RL steps in {workdir} (log: "
+        f"{os.path.join(workdir, console.LOG_NAME)})", flush=True)
   train.train_and_evaluate(config, workdir)
   result = summary(workdir)
   path = report.write_run_report(workdir)
   minutes = (time.time() - start) / 60
-  print(f"\n{config.workflow.name} / {config.task.family} / {config.policy.mode} policy / "
-        f"{config.model.preset}: {result['steps']} RL steps, {minutes:.1f} min")
+  print(f"report: {path}")
+  print(f"\n{name}: {result['steps']} RL steps, {minutes:.1f} min")
   print(f"{'held-out accuracy':<22}{'base':>8}{'trained':>9}{'gain':>8}")
   for mode in ("sampled", "greedy"):
     if f"base/{mode}" in result:
       b, t = result[f"base/{mode}"], result[f"trained/{mode}"]
       label = f"{mode} (T={config.eval.temperature})" if mode == "sampled" else mode
       print(f"{label:<22}{b:>8.3f}{t:>9.3f}{t - b:>+8.3f}")
-  print(f"report: {path}")
   return result

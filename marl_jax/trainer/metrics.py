@@ -16,6 +16,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from marl_jax.rl import step_metrics
+
 
 def _scalar(value: Any) -> float | int | str | None:
   if isinstance(value, (str, bool)) or value is None:
@@ -28,16 +30,23 @@ def _scalar(value: Any) -> float | int | str | None:
 
 
 def read_jsonl(path: str) -> list[dict]:
-  """Records of a metrics file; a torn last line (killed mid-write) is skipped."""
+  """Records of a metrics file; a torn last line (killed mid-write) is skipped.
+
+  Keys an older version wrote under another name (grad_cos/<a>~<b>) come back
+  under today's (rl.step_metrics.canonical_key), so published runs still read.
+  """
   if not os.path.exists(path):
     return []
   records = []
   with open(path) as f:
     for line in f:
       try:
-        records.append(json.loads(line))
+        record = json.loads(line)
       except json.JSONDecodeError:
         break
+      if any("~" in key for key in record):
+        record = {step_metrics.canonical_key(k): v for k, v in record.items()}
+      records.append(record)
   return records
 
 
@@ -89,17 +98,3 @@ class MetricWriter:
       if self._tb is not None:
         self._tb.close()
 
-
-class Progress:
-  """One live line: step, steps/s, tokens/s, ETA and the current accuracy."""
-
-  def __init__(self, total_steps: int, start_step: int = 0):
-    self.total, self.start, self.t0 = total_steps, start_step, time.time()
-
-  def line(self, step: int, tokens_per_s: float, accuracy: float | None) -> str:
-    done = step - self.start
-    rate = done / max(time.time() - self.t0, 1e-9)
-    eta = (self.total - step) / rate if rate > 0 else float("inf")
-    acc = "-" if accuracy is None else f"{accuracy:.3f}"
-    return (f"step {step}/{self.total} | {rate:.2f} steps/s | {tokens_per_s:,.0f} tok/s | "
-            f"ETA {eta / 60:.1f} min | accuracy {acc}")
