@@ -2,7 +2,10 @@ r"""Sweep presets for launch/sweep.py: the experiment matrices (marl_jax.study.s
 
   python launch/sweep.py --sweep=configs/sweeps.py:tiny --dir=sweeps/tiny --parallel=2
   python launch/sweep.py --sweep=configs/sweeps.py:study --dir=gs://b/sweeps/study \
-      --print_commands                       # one launch/train.py command per run
+      --sweep.axes.task="('math',)" --print_commands \
+      --sweep.overrides="('task.train_path=/data/dapo-math-17k.parquet', \
+      'task.eval_path=/data/math500.jsonl', 'eval.num_problems=500')"
+                                             # one launch/train.py command per run
   python launch/sweep.py --sweep=configs/sweeps.py:tiny --dir=sweeps/tiny --status
   python launch/report.py --dir=sweeps/tiny  # report.md with figures
 
@@ -20,8 +23,10 @@ Presets (the argument):
           end before.
   study   the reference study: the same workflows and tasks x Qwen3 0.6B, 1.7B,
           4B x SP, IP x seeds 0, 1 (84 runs), configs/default.py:study=1 (500
-          steps). Checkpoint and data paths go in `overrides`, e.g.
-          --sweep.overrides="('task.options.path=/data/dapo.jsonl',)".
+          steps). Checkpoint and data paths go in `overrides`; every run
+          of a sweep gets them, so math and code data are two sweeps
+          (--sweep.axes.task="('math',)" with DAPO-Math / MATH-500 files,
+          then "('code',)" with DeepCoder / HumanEval ones), as above.
   smoke   2 runs (voting, math, tiny_s, SP and IP) on random tiny models,
           4 steps: checks the sweep, train and report pipeline end to end.
 Any field can be overridden: --sweep.axes.seed="(0,1,2)".

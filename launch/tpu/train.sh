@@ -3,7 +3,8 @@
 #   BUCKET=my-bucket SPOT=1 launch/tpu/train.sh voting_ip_1.7b \
 #     --config=configs/default.py:study=1,model=qwen3_1_7b,workflow=voting,policy=isolated \
 #     --config.model.checkpoint=/mnt/gcs/my-bucket/ckpt/Qwen3-1.7B \
-#     --config.task.options.path=/mnt/gcs/my-bucket/data/dapo.jsonl
+#     --config.task.train_path=/mnt/gcs/my-bucket/data/dapo-math-17k.parquet \
+#     --config.task.eval_path=/mnt/gcs/my-bucket/data/math500.jsonl --config.eval.num_problems=500
 # Each attempt makes sure the VM exists and is READY (re-creating a preempted
 # one and running setup.sh), then runs launch/train.py on every worker with the
 # same --workdir on the bucket: the trainer resumes from its last checkpoint.

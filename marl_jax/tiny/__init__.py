@@ -115,11 +115,13 @@ def _sources(config: ml_collections.ConfigDict
   task_list, task_keys = [], []
   for family in FAMILIES:
     own = family == config.task.family
-    name = config.task.name if own else tiny.get(f"{family}_task")
+    # resolve: the run's data files (task.train_path, ...) are the task it names,
+    # so a base built on them is never cached under the generated task's key.
+    name, options = (tasks_lib.resolve(config.task) if own
+                     else (tiny.get(f"{family}_task"), {}))
     if not name:
       raise ValueError(f"config.tiny.{family}_task is empty; name the {family} task of the "
                        "tiny world (e.g. 'arithmetic', 'tiny_code').")
-    options = config.task.options.to_dict() if own else {}
     task = tasks_lib.from_config(config.task) if own else tasks_lib.get(name)
     if task.kind != family:
       raise ValueError(f"task {name!r} is a {task.kind} task, but it stands for the {family} "

@@ -16,9 +16,10 @@ workflows, policies and agent options come from the registries
 
 Data come from files in config.task (train_path, eval_path, format, eval_format;
 marl_jax.tasks.files): setting a path trains on it in place of the tiny world's
-generated problems, e.g. the shipped GSM8K-format word problems:
+generated problems, e.g. SmolLM2-135M-Instruct on the shipped GSM8K-format word problems:
 
-  python launch/train.py --config=configs/default.py:model=tiny_m \
+  python launch/train.py --config=configs/default.py:model=smollm2_135m \
+    --config.model.checkpoint=/ckpt/SmolLM2-135M-Instruct \
     --config.task.train_path=marl_jax/tasks/math/data/word_problems_train.jsonl \
     --config.task.eval_path=marl_jax/tasks/math/data/word_problems_test.jsonl \
     --config.task.format=gsm8k --config.eval.num_problems=100 --workdir=runs/word_problems

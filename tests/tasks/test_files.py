@@ -5,9 +5,12 @@ import logging
 
 import pytest
 
+from marl_jax import tiny
 import marl_jax.tasks as tasks
 from marl_jax.tasks import files
 from marl_jax.tasks import jsonl
+from marl_jax.tasks.math import word_problems
+from marl_jax.trainer.config import get_config
 from tests.tasks import records
 
 
@@ -158,3 +161,12 @@ def test_unknown_format_lists_the_formats(tmp_path):
   with pytest.raises(ValueError, match="'dapo', 'gsm8k', 'math'"):
     tasks.get("files", train_path=records.write(tmp_path / "g.jsonl", records.GSM8K),
               format="gsm8k8k")
+
+
+def test_a_tiny_base_built_on_data_files_has_its_own_cache_key():
+  # Data paths replace the generated task, so they must enter the tiny base's
+  # key: a base built on the files is never found under arithmetic's key.
+  config = get_config("")
+  default = tiny.cache_key(config)
+  config.task.train_path = word_problems.TRAIN_FILE
+  assert tiny.cache_key(config) != default
