@@ -14,7 +14,9 @@ process.py and child/supervisor.py), which as root gives it:
 - a fresh uid for each of the two (random, unprivileged), and a chroot into
   a minimal read-only root with fresh tmpfs /tmp and /sandbox (the cwd);
 - new mount and pid namespaces (the program is pid 1 of its namespace, so
-  killing it kills everything it started) and an empty network namespace;
+  killing it kills everything it started), an empty network namespace, and
+  a new IPC namespace (no SysV or POSIX IPC object is shared with the host
+  or another run, and none outlives the run);
 - RLIMIT_CPU, RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_NOFILE, no core
   files, an empty environment, and a wall-clock deadline.
 

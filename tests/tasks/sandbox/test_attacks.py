@@ -16,6 +16,7 @@ import time
 import pytest
 
 from marl_jax.tasks.sandbox import runner as sandbox
+from tests.tasks.sandbox import attacking
 
 TIMEOUT_S = 2.0
 _RUN_UIDS: list = []  # uids the sandbox picked for the current test's runs
@@ -25,26 +26,9 @@ _RUN_UIDS: list = []  # uids the sandbox picked for the current test's runs
 def _record_run_uids(monkeypatch):
   """Notes each run's uids, to look for its leftovers (and only its own:
   other tests may run sandboxes concurrently under pytest -n)."""
-  choose = sandbox._fresh_uids  # pylint: disable=protected-access
-  def recording():
-    uids = choose()
-    _RUN_UIDS.extend(uids)
-    return uids
   _RUN_UIDS.clear()
-  monkeypatch.setattr(sandbox, "_fresh_uids", recording)
-
-
-def _processes_of(uids) -> list:
-  found = []
-  for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-      with open(f"/proc/{pid}/status") as f:
-        uid = int(next(l for l in f if l.startswith("Uid:")).split()[1])
-    except (OSError, StopIteration):
-      continue
-    if uid in uids:
-      found.append(pid)
-  return found
+  with attacking.recording_uids(monkeypatch, _RUN_UIDS):
+    yield
 
 
 def _attack(program: str, tests: str, limits=None) -> sandbox.Verdict:
@@ -56,9 +40,9 @@ def _attack(program: str, tests: str, limits=None) -> sandbox.Verdict:
   assert verdict.status in ("failed", "timeout", "error")
   assert _RUN_UIDS, "the run's uids were not recorded"
   deadline = time.monotonic() + 2.0
-  while _processes_of(_RUN_UIDS) and time.monotonic() < deadline:
+  while attacking.processes_of(_RUN_UIDS) and time.monotonic() < deadline:
     time.sleep(0.05)
-  assert not _processes_of(_RUN_UIDS), "sandbox processes outlived the run"
+  assert not attacking.processes_of(_RUN_UIDS), "sandbox processes outlived the run"
   return verdict
 
 

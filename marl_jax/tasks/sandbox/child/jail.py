@@ -1,6 +1,6 @@
 """Operating-system isolation for sandbox children.
 
-Namespaces (network, mount, pid), a minimal root filesystem on a private
+Namespaces (network, mount, pid, IPC), a minimal root filesystem on a private
 tmpfs, resource limits, and an unprivileged uid. Each step is attempted and
 reported by name, so the trainer can say which mechanisms were in force.
 Standard library only (ctypes for the syscalls Python 3.11 lacks).
@@ -12,6 +12,7 @@ import resource
 import socket
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
@@ -58,6 +59,17 @@ def enter_network_namespace() -> bool:
   loopback that is down, so no address, local or remote, is reachable."""
   try:
     unshare(CLONE_NEWNET)
+    return True
+  except OSError:
+    return False
+
+
+def enter_ipc_namespace() -> bool:
+  """Moves the caller into a new IPC namespace: SysV shared memory, message
+  queues, semaphores and POSIX message queues of its own, none of the
+  host's, all destroyed with the namespace's last process."""
+  try:
+    unshare(CLONE_NEWIPC)
     return True
   except OSError:
     return False

@@ -175,6 +175,9 @@ class _Server:
 
 def _reply_bytes(reply: dict) -> bytes:
   """The reply as one frame's payload; an oversized one becomes `too_large`."""
+  if wire.exceeds(reply, wire.MAX_REPLY_BYTES):
+    reply = {"too_large": f"its answer is over the {wire.MAX_REPLY_BYTES}-byte "
+                          "limit as data"}
   try:
     payload = json.dumps(reply).encode("utf-8")
   except BaseException as e:  # pylint: disable=broad-except

@@ -8,7 +8,8 @@ child ends `{"done": wait_status}`, each as one JSON line on stdout. The
 forked supervisor, for its one run:
 
 1. reads the header only (uids, limits, timeout, mode); becomes
-   non-dumpable; enters a fresh mount namespace and chroots into the fork
+   non-dumpable; enters a fresh IPC namespace (SysV and POSIX IPC objects
+   die with the run) and a fresh mount namespace, and chroots into the fork
    server's read-only root skeleton with fresh, empty /tmp and /sandbox
    filesystems. (The fork server built that skeleton once, and sits in an
    empty network namespace that its runs share one after another: the pid
@@ -82,6 +83,8 @@ def _isolate(header: dict, isolation: list, root):
     return None, tempfile.mkdtemp(prefix="marl-sandbox-")
   uids = jail.usable_ids(header["uids"])
   workdir = None
+  if jail.enter_ipc_namespace():
+    isolation.append("ipcns")
   if root and jail.enter_mount_namespace():
     isolation.append("mountns")
     try:

@@ -126,6 +126,31 @@ def encode(value: Any, to_ref: Callable[[Any], int], depth: int = 0) -> Any:
   return {"$r": to_ref(value)}
 
 
+def exceeds(data: Any, limit: int) -> bool:
+  """Whether encoded `data` is sure to take more than `limit` bytes as JSON.
+
+  Counts one byte per character of its strings and one per other item, a
+  floor of json.dumps' size found in a fraction of its time (json.dumps
+  writes ~100 MB/s: an 80 MB answer is refused at once, not after 1 s).
+  """
+  total, stack = 0, [data]
+  while stack:
+    item = stack.pop()
+    if type(item) is str:
+      total += len(item) + 2
+    elif type(item) is list:
+      stack.extend(item)
+      total += len(item) + 1
+    elif type(item) is dict:
+      stack.extend(item.values())
+      total += 2 * len(item) + 1
+    else:
+      total += 1
+    if total > limit:
+      return True
+  return False
+
+
 def decode(data: Any, from_ref: Callable[[int], Any], depth: int = 0) -> Any:
   """Rebuilds a value from JSON data; `from_ref(int)` resolves references."""
   if depth > _MAX_DEPTH:
