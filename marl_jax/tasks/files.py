@@ -61,7 +61,7 @@ FORMATS = {
     "humaneval": Format("code", ("task_id", "prompt", "entry_point", "test",
                                  "canonical_solution"), (),
                         lambda o: code_sources.humaneval_parser),
-    "mbpp": Format("code", ("text", "code", "test_list"), (),
+    "mbpp": Format("code", ("code", "test_list"), ("text", "prompt"),
                    lambda o: code_sources.mbpp_parser(o["challenge_tests"])),
     "deepcoder": Format("code", ("tests",), ("problem", "question", "prompt"),
                         lambda o: code_sources.deepcoder_parser(o["max_tests"] or None)),

@@ -61,6 +61,17 @@ MBPP = [
      "test_list": ["assert is_not_prime(2) == False", "assert is_not_prime(10) == True"],
      "test_setup_code": "", "challenge_test_list": []},
 ]
+# MBPP sanitized (google-research-datasets/mbpp, "sanitized"): prompt, test_imports.
+MBPP_SANITIZED = [
+    {"source_file": "Benchmark Questions Verification V2.ipynb", "task_id": 11,
+     "prompt": "Write a python function to remove first and last occurrence of a given "
+               "character from the string.",
+     "code": "def remove_Occ(s,ch): \n    s = s.replace(ch, '', 1)\n    "
+             "return s[::-1].replace(ch, '', 1)[::-1] ",
+     "test_imports": [],
+     "test_list": ['assert remove_Occ("hello","l") == "heo"',
+                   'assert remove_Occ("abcda","a") == "bcd"']},
+]
 # DeepCoder-Preview (agentica-org/DeepCoder-Preview-Dataset): tests and metadata are JSON text.
 DEEPCODER = [
     {"problem": "Read two integers and print their sum.",

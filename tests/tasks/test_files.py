@@ -170,3 +170,12 @@ def test_a_tiny_base_built_on_data_files_has_its_own_cache_key():
   default = tiny.cache_key(config)
   config.task.train_path = word_problems.TRAIN_FILE
   assert tiny.cache_key(config) != default
+
+
+def test_sanitized_mbpp_is_read_as_mbpp(tmp_path):
+  task = tasks.get("files", train_path=records.write(tmp_path / "s.jsonl",
+                                                     records.MBPP_SANITIZED))
+  assert task.formats == {"train": "mbpp"}
+  problem = task.problems("train")[0]
+  assert problem.prompt.startswith("Write a python function to remove first")
+  assert task.verify(problem, problem.reference.solution).status == "correct"

@@ -114,14 +114,17 @@ def humaneval(path: Optional[str] = None, timeout_s: float = 10.0,
 
 
 def mbpp_parser(challenge_tests: bool):
+  """MBPP records; the sanitized set's layout too ('prompt' for 'text',
+  'test_imports' for 'test_setup_code')."""
   def parse(record: dict, where: str, default_id: str) -> base.Problem:
-    text = jsonl.field(record, "text", where)
+    text = jsonl.field(record, "prompt" if "text" not in record and "prompt" in record
+                       else "text", where)
     solution = jsonl.field(record, "code", where)
     test_list = jsonl.field(record, "test_list", where, list)
     if not test_list or not all(isinstance(t, str) for t in test_list):
       raise jsonl.DataError(f"{where}: field 'test_list' must be a non-empty "
                             "list of strings")
-    setup = record.get("test_setup_code") or ""
+    setup = record.get("test_setup_code") or "\n".join(record.get("test_imports") or [])
     extra = (record.get("challenge_test_list") or []) if challenge_tests else []
     tests = "\n".join([setup] + test_list + list(extra)) + "\n"
     prompt = (f"{text}\nYour code should pass these tests:\n\n"
