@@ -47,7 +47,8 @@ class Limits:
   max_processes: int = 16  # RLIMIT_NPROC of the program's uid (threads count)
   file_size_mb: int = 16  # RLIMIT_FSIZE
   tmpfs_mb: int = 64  # size of the private filesystem holding /tmp
-  max_output_bytes: int = 8 << 20  # stdout kept per script run
+  max_output_bytes: int = 8 << 20  # stdout a script run may print; more fails
+  # the case as "output too large" (values returned to tests: wire.MAX_REPLY_BYTES)
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
