@@ -33,7 +33,10 @@ EXTRAS_REQUIRE = {
         "torch==2.13.0",
         "accelerate>=1.0",
         "peft>=0.13",  # the reference that loads exported per-role LoRA adapters
+        "wandb>=0.17",  # the wandb writer's test runs offline (no network, no account)
     ],
+    # config.metrics.writers=('jsonl', 'tensorboard', 'wandb'): Weights & Biases.
+    "wandb": ["wandb>=0.17"],
     "cuda": ["jax[cuda12]"],
     "tpu": ["jax[tpu]"],
 }

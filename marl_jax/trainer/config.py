@@ -46,6 +46,7 @@ from marl_jax.rl import interventions
 from marl_jax.rl import losses
 from marl_jax.rl import update
 from marl_jax.trainer import distributed
+from marl_jax.trainer import writers
 
 TASKS = ("math", "code")
 _ARG_DEFAULTS = {"workflow": "voting", "task": "math", "model": "tiny_m", "policy": "shared",
@@ -192,6 +193,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval.num_problems = 512 if study else 128
   c.eval.temperature = c.rollout.temperature
   c.eval.greedy = True
+
+  # --- experiment trackers (marl_jax.trainer.writers) and the console ---
+  c.metrics = ml_collections.ConfigDict()
+  c.metrics.writers = writers.DEFAULT  # + 'wandb' (pip install 'marl_jax[wandb]') or your own
+  c.metrics.progress_every = 10        # a progress line every N steps when stdout is no terminal
+  c.metrics.wandb = ml_collections.ConfigDict()
+  c.metrics.wandb.project = "marl_jax"
+  c.metrics.wandb.entity = ""          # '' = your default entity
+  c.metrics.wandb.name = ""            # '' = the workdir's name
+  c.metrics.wandb.mode = ""            # online | offline | disabled; '' = $WANDB_MODE or online
 
   # --- interventions (marl_jax.rl.interventions); every one is off by default ---
   # The per-role KL anchor is rl.kl_role_coefs above.
@@ -405,6 +416,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
       interventions.from_config(config, workflow)
     except ValueError as error:
       problems.append(str(error).rstrip("."))
+  problems.extend(writers.problems(config))
   if problems:
     raise ValueError("Invalid run config (nothing was written):\n  " + "\n  ".join(problems) +
                      "\nSet the field(s) with --config.<field>=<value>.")

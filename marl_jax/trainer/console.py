@@ -286,3 +286,9 @@ class Progress:
   def close(self) -> None:
     if self.live is not None:
       self.live.end()
+
+
+def progress_every(config: Any, default: int = 10) -> int:
+  """config.metrics.progress_every (the default for a config saved before it existed)."""
+  section = config.get("metrics") if hasattr(config, "get") else None
+  return int(section.get("progress_every", default)) if section is not None else default

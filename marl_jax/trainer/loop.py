@@ -34,8 +34,8 @@ from marl_jax.trainer import console
 from marl_jax.trainer import distributed
 from marl_jax.trainer import evaluate as evaluate_lib
 from marl_jax.trainer import hostmem
-from marl_jax.trainer import metrics as metrics_lib
 from marl_jax.trainer import rundir
+from marl_jax.trainer import writers as writers_lib
 from marl_jax.workflows import episodes as episodes_lib
 from marl_jax.workflows import rollout
 
@@ -257,7 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ckpt = _start_over_or_refuse(config, workdir, ckpt)
   if parallel.is_main:  # the steps this run redoes: their files are kept, not overwritten
     rundir.cut_rollouts(workdir, start)
-  writer = metrics_lib.MetricWriter(workdir, resume_step=start if restored else None)
+  writer = writers_lib.open_writers(config, workdir, resume_step=start if restored else None)
   if start == 0:
     writer.write_hparams(rundir.config_dict(config))
   loss_cfg = loss_config(config)
@@ -266,7 +266,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
       last_eval = evaluate_lib.evaluate(eval_run, trainable)
     writer.write(0, last_eval)
-  progress = console.Progress(train_cfg.steps, start, learning_rate=build_lib.learning_rate(config))
+  progress = console.Progress(train_cfg.steps, start, learning_rate=build_lib.learning_rate(config),
+                              every=console.progress_every(config))
   preempted = False
   for step in range(start, train_cfg.steps):
     state, metrics, episodes = rl_step(run, state, step, optimizer, loss_cfg, init_trainable,

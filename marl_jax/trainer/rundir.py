@@ -19,8 +19,9 @@ import ml_collections
 
 # Fields a resumed run may change without becoming a different experiment.
 # The mesh (how the same computation is laid out) may change too, e.g. when a
-# preempted run resumes on another slice.
-RESUMABLE_PREFIXES = ("mesh.",)
+# preempted run resumes on another slice; so may where metrics are sent
+# (metrics.writers: a tracker added to a running experiment).
+RESUMABLE_PREFIXES = ("mesh.", "metrics.")
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.checkpoint_every",
                      "train.save_rollouts_every", "train.keep_checkpoints",
                      "eval.num_problems")
