@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from marl_jax.models import decoder
 from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import interventions as interventions_lib
 from marl_jax.rl import losses
@@ -51,9 +52,12 @@ class LossConfig:
   temperature: float = 1.0
   grad_clip: float = 1.0
   chunk_size: int = 128
-  remat: bool = False
+  remat: str = "none"              # decoder.REMAT_POLICIES (config.rl.remat); True/False accepted
 
   def __post_init__(self):
+    # A name either way: LossConfig is a jit static argument, and True and
+    # 'layer' must not compile two programs.
+    object.__setattr__(self, "remat", decoder.remat_name(self.remat))
     if self.aggregation not in losses.AGGREGATIONS:
       raise ValueError(f"rl.aggregation={self.aggregation!r} is unknown; valid: "
                        f"{losses.AGGREGATIONS}.")
@@ -64,16 +68,20 @@ class LossConfig:
 
 def learning_rate(lr: float, total_steps: int, warmup_steps: int = 0,
                   schedule: str = "cosine") -> optax.ScalarOrSchedule:
-  """The rate by step: linear warmup then cosine decay to 0, or a constant rate
-  (a float, not a schedule: a schedule adds a step count to the optimizer state)."""
+  """The rate of the k-th optimizer step (k = 0, 1, ...): a linear warmup that
+  starts above zero, lr * (k + 1) / warmup_steps, as the reference trainer's
+  does (a warmup from 0 made a run's first update a no-op), then cosine decay
+  from lr to 0 at total_steps; or a constant rate (a float, not a schedule: a
+  schedule adds a step count to the optimizer state)."""
   if schedule not in SCHEDULES:
     raise ValueError(f"rl.schedule={schedule!r} is unknown; valid: {SCHEDULES}.")
+  if warmup_steps < 0:
+    raise ValueError(f"rl.warmup_steps={warmup_steps} must be >= 0.")
+  warmup = lambda k: lr * jnp.minimum(k + 1, warmup_steps) / max(warmup_steps, 1)
   if schedule == "cosine":
-    return optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup_steps, max(total_steps, warmup_steps + 1), end_value=0.0)
-  if warmup_steps:
-    return optax.linear_schedule(0.0, lr, warmup_steps)
-  return lr
+    decay = optax.cosine_decay_schedule(lr, max(total_steps - warmup_steps, 1), alpha=0.0)
+    return optax.join_schedules([warmup, decay], [warmup_steps]) if warmup_steps else decay
+  return warmup if warmup_steps else lr
 
 
 def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0,

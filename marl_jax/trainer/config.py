@@ -192,7 +192,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   c.eval.num_problems = 512 if study else 128
   c.eval.temperature = c.rollout.temperature
-  c.eval.greedy = True
+  c.eval.sampled = True          # at eval.temperature: the headline figure
+  c.eval.greedy = not study      # the reference evaluates sampled only
 
   # --- experiment trackers (marl_jax.trainer.writers) and the console ---
   c.metrics = ml_collections.ConfigDict()

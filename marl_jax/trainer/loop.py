@@ -70,7 +70,10 @@ def _reference_logp(run, arrays, route, init_trainable, loss_cfg: update.LossCon
                 init_trainable, base=reference == "base", temperature=loss_cfg.temperature)
 
 
-def _save_rollouts(workdir: str, step: int, episodes: list, keep: int = 64) -> None:
+def _save_rollouts(workdir: str, step: int, episodes: list, tokenizer: Any,
+                   keep: int = 64) -> None:
+  """rollouts/step_<step>.jsonl: per episode its question, verdict and every call's
+  prompt (as the model saw it, special tokens included), completion and parse."""
   os.makedirs(os.path.join(workdir, "rollouts"), exist_ok=True)
   path = os.path.join(workdir, "rollouts", f"step_{step}.jsonl")
   if os.path.exists(path):  # never rewritten: a resume normally cut it already
@@ -78,11 +81,15 @@ def _save_rollouts(workdir: str, step: int, episodes: list, keep: int = 64) -> N
   with open(path + ".tmp", "w") as f:
     for episode in episodes[:keep]:
       f.write(json.dumps({
-          "episode": episode.id, "group": episode.group, "reward": episode.reward,
-          "final_answer": episode.final_answer,
-          "calls": [{"role": c.role, "agent": c.agent, "turn": c.turn, "text": c.text,
-                     "answer": c.answer, "parse": c.parse_status, "correct": c.correct,
-                     "tokens": len(c.completion_tokens), "truncated": bool(c.truncated)}
+          "episode": episode.id, "group": episode.group, "question": episode.question,
+          "reward": episode.reward, "final_answer": episode.final_answer,
+          "verdict": episode.verdict,
+          "calls": [{"role": c.role, "agent": c.agent, "turn": c.turn,
+                     "prompt": tokenizer.decode(c.prompt_tokens, skip_special=False),
+                     "text": c.text, "answer": c.answer, "parse": c.parse_status,
+                     "correct": c.correct, "tokens": len(c.completion_tokens),
+                     "truncated": bool(c.truncated),
+                     "prompt_truncated": bool(c.prompt_truncated)}
                     for c in episode.calls]}, default=str) + "\n")
   os.replace(path + ".tmp", path)
 
@@ -275,7 +282,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     done = step + 1
     if (train_cfg.save_rollouts_every and done % train_cfg.save_rollouts_every == 0
         and parallel.is_main):
-      _save_rollouts(workdir, done, episodes)
+      _save_rollouts(workdir, done, episodes, run.tokenizer)
     if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
       with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
         last_eval = evaluate_lib.evaluate(eval_run, trainable)

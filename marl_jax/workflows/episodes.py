@@ -68,9 +68,11 @@ class Episode:
   id: index in the rollout's list (problem-major: group * group_size + sample).
   group, sample: problem index and sample index within the group.
   problem: the task's problem object; question: its text shown to roles.
-  family: task family ('math' or 'code').
+  family: the task's prompt family (workflows.prompts.family_of: 'gsm8k',
+    'math', 'dapo', 'code', or the tiny world's 'tiny_math' / 'tiny_code').
   calls: every call, in order. final_answer: the workflow's answer.
   reward: the task's verdict on final_answer (0 when there is none).
+  verdict: the verifier's status and detail for final_answer (tasks.Score).
   done: the workflow stopped early (e.g. an evaluator said 'correct').
   """
 
@@ -84,6 +86,7 @@ class Episode:
   final_answer: str | None = None
   reward: float = 0.0
   done: bool = False
+  verdict: dict[str, str] | None = None
 
   def of(self, role: str, turn: int | None = None) -> list[Call]:
     """The calls of a role (of one turn), in agent order."""
@@ -104,7 +107,8 @@ def role_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
   completion_tokens/<role>, prompt_tokens/<role>, response_length/<role>
   (mean completion tokens), reward/<role> (mean episode reward over the role's
   calls), accuracy/<role> (mean correctness where defined), parse/<role>/<failure>
-  (counts), prompt_truncated/<role> (counts).
+  (counts), parse_rate/<role>/<failure> and parse_ok/<role> (shares of the
+  role's calls), prompt_truncated/<role> (counts).
   """
   metrics: dict[str, float] = collections.defaultdict(float)
   metrics["episodes"] = len(episodes)
@@ -122,7 +126,12 @@ def role_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
       rewards[role].append(episode.reward)
       if call.correct is not None:
         accuracy[role].append(float(call.correct))
+  failed = collections.Counter(c.role for e in episodes for c in e.calls if c.parsed.failures)
+  for key in [k for k in metrics if k.startswith("parse/")]:
+    _, role, failure = key.split("/", 2)
+    metrics[f"parse_rate/{role}/{failure}"] = metrics[key] / metrics[f"calls/{role}"]
   for role, values in rewards.items():
+    metrics[f"parse_ok/{role}"] = 1.0 - failed[role] / len(values)
     metrics[f"reward/{role}"] = float(np.mean(values))
     metrics[f"response_length/{role}"] = metrics[f"completion_tokens/{role}"] / len(values)
   for role, values in accuracy.items():

@@ -208,11 +208,16 @@ def _verify(episodes: list[Episode], workflow: Workflow, task: Task,
   keys = list(texts)
   scores = task.verify_batch([problems[g] for g, _ in keys], list(texts.values())) if keys else []
   reward = {key: float(score.reward) for key, score in zip(keys, scores)}
+  verdicts = {key: {"status": score.status, "detail": score.detail}
+              for key, score in zip(keys, scores)}
   for episode in episodes:
     group = episode.group
     score = lambda answer: 0.0 if answer is None else reward[(group, answer)]
     ok = lambda answer: score(answer) >= 1.0
     episode.reward = score(episode.final_answer)
+    episode.verdict = (verdicts[(group, episode.final_answer)]
+                       if episode.final_answer is not None
+                       else {"status": "unparsable", "detail": "the workflow gave no final answer"})
     for call in episode.calls:
       parsed = call.parsed
       if parsed.kind == "answer":

@@ -198,3 +198,16 @@ def test_a_new_update_length_compiles_the_buckets_up_to_twice_it_at_once():
     assert compiles[0] == first > 0
     state, _ = update.apply_minibatch(state, frozen, *chunks[128], **static)
     assert compiles[0] > first  # past the headroom
+
+
+def test_warmup_starts_above_zero_and_cosine_ends_at_zero():
+  """The first update moves the policy (lr / warmup), as the reference's warmup does."""
+  rate = update.learning_rate(1e-4, total_steps=10, warmup_steps=4)
+  rates = [float(rate(k)) for k in range(11)]
+  np.testing.assert_allclose(rates[:4], [2.5e-5, 5e-5, 7.5e-5, 1e-4], rtol=1e-5)
+  assert rates[4] == pytest.approx(1e-4) and rates[-1] == pytest.approx(0.0, abs=1e-12)
+  assert all(a >= b for a, b in zip(rates[3:], rates[4:]))
+  constant = update.learning_rate(1e-4, total_steps=10, warmup_steps=2, schedule="constant")
+  assert float(constant(0)) == pytest.approx(5e-5) and float(constant(5)) == pytest.approx(1e-4)
+  with pytest.raises(ValueError, match="rl.warmup_steps=-1"):
+    update.learning_rate(1e-4, total_steps=10, warmup_steps=-1)

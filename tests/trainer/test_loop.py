@@ -157,3 +157,30 @@ def test_every_intervention_on_then_evaluate_and_export_from_the_workdir(tmp_pat
   paths = restore.export_roles(run, trainable, str(tmp_path / "export"))
   assert sorted(paths) == sorted(run.store.roles)
   assert all(os.path.exists(os.path.join(p, "config.json")) for p in paths.values())
+
+
+def test_rollouts_are_saved_with_prompts_parse_status_and_the_verdict(tmp_path):
+  from marl_jax.tasks import STATUSES
+  config = tiny_config("workflow=voting", steps=1)
+  train.train_and_evaluate(config, str(tmp_path))
+  records = read_jsonl(str(tmp_path / "rollouts" / "step_1.jsonl"))
+  assert records and all(r["verdict"]["status"] in STATUSES for r in records)
+  for record in records:
+    assert record["question"] and record["calls"]
+    for call in record["calls"]:
+      assert record["question"] in call["prompt"] and call["parse"]
+  metrics = read_jsonl(str(tmp_path / "metrics.jsonl"))[-1]
+  assert 0.0 <= metrics["parse_ok/aggregator"] <= 1.0
+
+
+def test_eval_modes_are_separate_switches(tmp_path):
+  from marl_jax.trainer import build, evaluate
+  config = tiny_config("workflow=single", steps=1)
+  config.eval.sampled, config.eval.greedy = False, True
+  run = build.build(config)
+  metrics = evaluate.evaluate(run, run.store.trainable)
+  assert "eval/greedy/accuracy" in metrics and not any("sampled" in k for k in metrics)
+  assert metrics["eval/accuracy"] == metrics["eval/greedy/accuracy"]
+  config.eval.greedy = False
+  with pytest.raises(ValueError, match="eval.sampled and config.eval.greedy are both off"):
+    evaluate.evaluate(build.build(config), run.store.trainable)
