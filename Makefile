@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,5 +30,12 @@ demo: $(VENV)/.installed
 test: $(VENV)/.test-installed
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
 
+# The API reference, from the docstrings (pdoc, Google style) into build/api;
+# any warning pdoc raises (a module that fails to import, a broken reference)
+# fails the target. CI builds it after the tests.
+docs: $(VENV)/.test-installed
+	$(PY) -W error::UserWarning -m pdoc marl_jax --docformat google -o build/api
+	@echo "API reference: build/api/index.html"
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs build
