@@ -18,6 +18,8 @@ import threading
 import time
 from typing import Optional
 
+from marl_jax.tasks.sandbox import exposure
+
 _SUPERVISOR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                            "child", "supervisor.py")
 _PYTHON = os.path.realpath(sys.executable)
@@ -193,11 +195,13 @@ def pool() -> Pool:
   """This process's pool, created on first use and closed at exit.
 
   A forked child of the trainer gets a pool of its own rather than sharing
-  the parent's pipes.
+  the parent's pipes. Without root, the trainer first becomes non-dumpable
+  (exposure.protect_trainer_memory), before any sandbox process exists.
   """
   global _POOL, _POOL_PID
   with _POOL_LOCK:
     if _POOL is None or _POOL_PID != os.getpid():
+      exposure.protect_trainer_memory()
       _POOL, _POOL_PID = Pool(), os.getpid()
       atexit.register(_POOL.close)
     return _POOL

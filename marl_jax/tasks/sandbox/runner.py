@@ -21,7 +21,9 @@ process.py and child/supervisor.py), which as root gives it:
   files, an empty environment, and a wall-clock deadline.
 
 Without root, the same process layout runs with limits and a socket stub
-only; `isolation()` names the mechanisms in force.
+only; `isolation()` names the mechanisms in force, the first run that lacks
+any logs once what a program can then reach (exposure.py), and the trainer
+makes itself non-dumpable so that programs cannot read its memory.
 """
 
 import concurrent.futures
@@ -32,6 +34,7 @@ import secrets
 import time
 from typing import Optional, Sequence
 
+from marl_jax.tasks.sandbox import exposure
 from marl_jax.tasks.sandbox import process as sandbox_process
 from marl_jax.tasks.sandbox.child import wire
 
@@ -168,8 +171,10 @@ def run(job: Job, limits: Optional[Limits] = None) -> Verdict:
     servers.release(server)
   report = _report(messages, nonce)
   status = report["status"]
+  mechanisms = tuple(report.get("isolation", ()))
+  exposure.note(mechanisms)
   return Verdict(status == "passed", status, _printable(report["detail"]),
-                 time.monotonic() - start, tuple(report.get("isolation", ())))
+                 time.monotonic() - start, mechanisms)
 
 
 def _printable(detail: str) -> str:
