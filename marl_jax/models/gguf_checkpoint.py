@@ -45,7 +45,11 @@ def _reader(path: str):
   import gguf  # imported lazily: only GGUF users need it
   if not os.path.isfile(path):
     raise FileNotFoundError(f"GGUF file {path} does not exist.")
-  return gguf.GGUFReader(path)
+  try:
+    return gguf.GGUFReader(path)
+  except ValueError as error:  # gguf says only "GGUF magic invalid", not which file
+    raise ValueError(f"{path} is not a readable GGUF file ({error}); model.checkpoint must be "
+                     "a llama.cpp .gguf file or a Hugging Face checkpoint directory.") from error
 
 
 def _float32(value: float) -> float:

@@ -1,8 +1,10 @@
 """Metric writers: JSON lines and TensorBoard events, silent on non-zero processes.
 
 `<workdir>/metrics.jsonl` holds one JSON object per record with a "step";
-a resumed run first drops records past the step it resumes from, so the file
-reads as if the run had never been interrupted.
+a resumed run first cuts the records past the step it resumes from, so the
+file reads as if the run had never been interrupted. What is cut is never
+lost: it is appended first, verbatim, to `<workdir>/metrics.cut.jsonl`
+after a {"cut": {...}} line saying when and why.
 """
 
 from __future__ import annotations
@@ -54,22 +56,51 @@ class MetricWriter:
   """Writes scalar metrics to `<workdir>/metrics.jsonl` and TensorBoard."""
 
   def __init__(self, workdir: str, *, resume_step: int | None = None, tensorboard: bool = True):
+    """resume_step: the step the run resumes from (records up to it are kept);
+    None: a run from step 0 (every earlier record is cut)."""
     self.active = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.cut_path = os.path.join(workdir, "metrics.cut.jsonl")
     self._tb = None
     if not self.active:
       return
     os.makedirs(workdir, exist_ok=True)
-    kept = [r for r in read_jsonl(self.path)
-            if resume_step is not None and r.get("step", 0) <= resume_step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in kept)
-    os.replace(tmp, self.path)  # atomic: an old file is never half-rewritten
+    self._cut(resume_step)
     self._file = open(self.path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def _cut(self, resume_step: int | None) -> None:
+    """Keeps the lines of steps <= resume_step; the others (and torn lines) go to
+    metrics.cut.jsonl first, synced, and only then leave metrics.jsonl."""
+    if not os.path.exists(self.path):
+      return
+    with open(self.path) as f:
+      lines = [line if line.endswith("\n") else line + "\n" for line in f]
+    kept, cut = [], []
+    for line in lines:
+      try:
+        step = int(json.loads(line)["step"])
+      except (ValueError, KeyError, TypeError):
+        step = None  # torn by a kill mid-write
+      ok = step is not None and resume_step is not None and step <= resume_step
+      (kept if ok else cut).append(line)
+    if not cut:
+      return
+    with open(self.cut_path, "a") as f:
+      f.write(json.dumps({"cut": {"resumed_from_step": resume_step, "lines": len(cut),
+                                  "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}})
+              + "\n")
+      f.writelines(cut)
+      f.flush()
+      os.fsync(f.fileno())
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(kept)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, self.path)  # atomic: an old file is never half-rewritten
 
   def write(self, step: int, metrics: Mapping[str, Any]) -> None:
     if not self.active:
@@ -97,4 +128,3 @@ class MetricWriter:
       self._file.close()
       if self._tb is not None:
         self._tb.close()
-

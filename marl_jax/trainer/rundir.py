@@ -6,13 +6,18 @@
 <workdir>/checkpoints/    orbax steps (marl_jax.trainer.checkpoints)
 <workdir>/rollouts/       sampled rollouts, step_<N>.jsonl
 <workdir>/report.md       written by the demo and launch/report.py
+<workdir>/metrics.cut.jsonl    records a resume cut from metrics.jsonl (appended, never lost)
+<workdir>/rollouts/cut/        rollout files of steps a resume redoes
+<workdir>/archive/<time>/      what train.restart=true moved away from an unresumable run
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import re
+import time
+from typing import Any, Sequence
 
 from absl import logging
 import ml_collections
@@ -24,7 +29,14 @@ import ml_collections
 RESUMABLE_PREFIXES = ("mesh.", "metrics.")
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.checkpoint_every",
                      "train.save_rollouts_every", "train.keep_checkpoints",
-                     "eval.num_problems")
+                     "train.restart", "eval.num_problems")
+
+# What a run writes besides config.json; train.restart=true archives these.
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.cut.jsonl", "rollouts", "tensorboard")
+
+
+class NotResumableError(RuntimeError):
+  """The workdir holds a run that progressed, but no checkpoint of it can be read."""
 
 
 def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -68,3 +80,103 @@ def check_or_save_config(config: ml_collections.ConfigDict, workdir: str) -> Non
   with open(tmp, "w") as f:
     json.dump(current, f, indent=1, sort_keys=True)
   os.replace(tmp, path)
+
+
+def metrics_steps(workdir: str) -> list[int]:
+  """Steps recorded in metrics.jsonl (whole lines only)."""
+  steps = []
+  try:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      for line in f:
+        try:
+          steps.append(int(json.loads(line)["step"]))
+        except (ValueError, KeyError, TypeError):
+          continue
+  except FileNotFoundError:
+    pass
+  return steps
+
+
+def progress(workdir: str, checkpoint_dirs: Sequence[str], first_checkpoint: int) -> list[str]:
+  """Evidence that the run in workdir got past what a restart from step 0 redoes
+  at no loss; empty when there is none.
+
+  checkpoint_dirs: the step directories found (readable or not, set aside or not).
+  first_checkpoint: the step of the run's first save, min(checkpoint_every, steps).
+  Metrics alone count once they prove a checkpoint was committed: save(2c)
+  waits for save(c) before the metrics of step 2c + 1 are written. A run killed
+  before its first commit restarts from 0 (its metrics lines are kept in
+  metrics.cut.jsonl), as a preempted run before its first checkpoint must.
+  """
+  evidence = []
+  if checkpoint_dirs:
+    evidence.append(f"checkpoint directories {sorted(checkpoint_dirs)}")
+  last = max(metrics_steps(workdir), default=0)
+  if last > 2 * first_checkpoint:
+    evidence.append(f"metrics.jsonl records up to step {last}")
+  return evidence
+
+
+def archive(workdir: str, names: Sequence[str] = RUN_OUTPUTS) -> str:
+  """Moves the run's outputs into <workdir>/archive/<UTC time>/ (a rename: nothing is
+  copied or deleted); returns that directory. config.json stays (the same config)
+  and a copy of it goes along."""
+  target = os.path.join(workdir, "archive", time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+  base, n = target, 1
+  while os.path.exists(target):
+    target, n = f"{base}.{n}", n + 1
+  os.makedirs(target)
+  for name in names:
+    if os.path.exists(os.path.join(workdir, name)):
+      os.rename(os.path.join(workdir, name), os.path.join(target, name))
+  config = os.path.join(workdir, "config.json")
+  if os.path.exists(config):
+    with open(config) as src, open(os.path.join(target, "config.json"), "w") as dst:
+      dst.write(src.read())
+  return target
+
+
+_ROLLOUT = re.compile(r"^step_(\d+)\.jsonl$")
+
+
+def cut_rollouts(workdir: str, step: int) -> list[str]:
+  """Moves rollouts/step_<N>.jsonl with N > step (a resume redoes them) into
+  rollouts/cut/, named with the time of the cut; returns the new paths."""
+  directory = os.path.join(workdir, "rollouts")
+  moved = []
+  names = sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+  stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+  for name in names:
+    match = _ROLLOUT.match(name)
+    if match and int(match.group(1)) > step:
+      moved.append(keep_aside(os.path.join(directory, name), stamp))
+  return moved
+
+
+def keep_aside(path: str, stamp: str | None = None) -> str:
+  """Renames a rollout file into rollouts/cut/<name>.<stamp> (never over another)."""
+  stamp = stamp or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+  directory = os.path.join(os.path.dirname(path), "cut")
+  os.makedirs(directory, exist_ok=True)
+  target = os.path.join(directory, f"{os.path.basename(path)}.{stamp}")
+  base, n = target, 1
+  while os.path.exists(target):
+    target, n = f"{base}.{n}", n + 1
+  os.rename(path, target)
+  return target
+
+
+def not_resumable(workdir: str, evidence: Sequence[str],
+                  failures: Sequence[tuple[int, str, str]]) -> NotResumableError:
+  """The refusal of a run that progressed but has no readable checkpoint.
+
+  failures: (step, path, why) of every checkpoint step found.
+  """
+  found = "\n".join(f"  step {step} ({path}): {why}" for step, path, why in failures)
+  return NotResumableError(
+      f"--workdir={workdir} holds a run that progressed ({'; '.join(evidence)}), but no "
+      "checkpoint of it can be read" + (f":\n{found}\n" if found else " (none was found).\n") +
+      "Nothing was changed. Either use a new --workdir to start a new run, or rerun with "
+      "--config.train.restart=true to move what is there (checkpoints, metrics, rollouts, "
+      f"tensorboard) to {os.path.join(workdir, 'archive')}/<time>/, deleting nothing, and "
+      "start again from step 0 in this workdir.")
