@@ -117,7 +117,12 @@ def candidates(episode: Episode, role: str, view: str) -> str:
   """The role's latest-turn outputs, numbered from 1."""
   calls = episode.of(role)
   turn = calls[-1].turn if calls else 0
-  return prompts_lib.numbered([show(c, view) for c in calls if c.turn == turn])
+  return prompts_lib.numbered([show(c, view) for c in calls if c.turn == turn], episode.family)
+
+
+def style(episode: Episode) -> str:
+  """How the episode's role outputs are read: its family's prompt style (prompts.style_of)."""
+  return prompts_lib.style_of(episode.family)
 
 
 def parse_answer(text: str, episode: Episode, agent: int, task: Task) -> parsing.Parsed:
@@ -132,7 +137,8 @@ def parse_choice(of_role: str, allow_own_answer: bool = False) -> Parse:
     del agent
     calls = episode.of(of_role)
     latest = [c.answer for c in calls if c.turn == calls[-1].turn]
-    return parsing.choice(text, latest, task.extract, allow_own_answer, task.same_answer)
+    return parsing.choice(text, latest, task.extract, allow_own_answer, task.same_answer,
+                          style=style(episode))
 
   return parse
 
@@ -142,15 +148,15 @@ def parse_verdict(of_role: str) -> Parse:
 
   def parse(text, episode, agent, task):
     del agent, task
-    return parsing.verdict(text, episode.last(of_role).answer)
+    return parsing.verdict(text, episode.last(of_role).answer, style=style(episode))
 
   return parse
 
 
 def parse_plan(m: int) -> Parse:
   def parse(text, episode, agent, task):
-    del episode, agent, task
-    return parsing.strategies(text, m)
+    del agent, task
+    return parsing.strategies(text, m, style=style(episode))
 
   return parse
 

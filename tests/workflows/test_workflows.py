@@ -250,15 +250,22 @@ def test_role_metrics_count_calls_tokens_rewards_and_accuracy():
   assert metrics["accuracy/aggregator"] == 0.5 and metrics["reward/aggregator"] == 0.5
 
 
-def test_parsers_directly():
-  assert parsing.choice("#2.", ["1", "2"], TASK.extract).value == 1
-  picked = parsing.choice("so it is 1/2", ["0.25", "0.5"], TASK.extract, same=TASK.same_answer)
+def test_parsers_directly_tiny_style():
+  tiny = {"style": "tiny"}
+  assert parsing.choice("#2.", ["1", "2"], TASK.extract, **tiny).value == 1
+  picked = parsing.choice("so it is 1/2", ["0.25", "0.5"], TASK.extract, same=TASK.same_answer,
+                          **tiny)
   assert (picked.value, picked.answer, picked.failures) == (1, "0.5", ())
-  assert parsing.verdict("INCORRECT - off by one", "5").value == parsing.Verdict(False,
-                                                                                 "off by one")
-  assert parsing.verdict("This is not correct: carry the 1", None).value.feedback == (
+  assert parsing.verdict("INCORRECT - off by one", "5", **tiny).value == parsing.Verdict(
+      False, "off by one")
+  assert parsing.verdict("This is not correct: carry the 1", None, **tiny).value.feedback == (
       "carry the 1")
-  assert parsing.verdict("Correct!", "5").value.correct
-  assert parsing.strategies("Strategy 1: guess\n\n* check\n3) prove", 3).value == (
+  assert parsing.verdict("Correct!", "5", **tiny).value.correct
+  unread = parsing.verdict("maybe?", "5", **tiny)
+  assert unread.failures == ("no_verdict",) and unread.value == parsing.Verdict(
+      False, readable=False)  # never an approval by default
+  assert parsing.strategies("Strategy 1: guess\n\n* check\n3) prove", 3, **tiny).value == (
       "guess", "check", "prove")
   assert parsing.majority([None, None]) is None
+  with pytest.raises(ValueError, match="style 'char'"):
+    parsing.verdict("correct", "5", style="char")

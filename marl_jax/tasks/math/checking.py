@@ -3,6 +3,21 @@
     extract_answer("... so the total is \\boxed{\\dfrac{1}{2}}.")  # '\\dfrac{1}{2}'
     answers_match("0.5", "\\frac{1}{2}")                            # True
 
+Extraction strictness (`STRICTNESS`; a math task's `strictness` option):
+  boxed    only the last \\boxed{} / \\fbox{}.
+  strict   the stated final-answer formats only: \\boxed{}, a line that starts
+           with 'Answer:' or 'Final answer:' (DAPO's format), or '#### x'
+           (GSM8K's). Use it with prompts that state the format (the
+           instruct prompts of workflows.prompts do), so a reply that ignores
+           the format is 'unparsable', never scored on a stray number.
+  lenient  also 'the answer is x' / 'answer: x' anywhere in a line; then the
+           last number, but only from a reply that reads as a bare answer:
+           a short one (at most LENIENT_SHORT_CHARS characters: '72', '= 72',
+           'x = 72 apples', the tiny world's replies) or a text whose very end
+           is that number with at most LENIENT_UNIT_WORDS words after it ('...
+           so she has 72 apples.'). A long text whose last number is followed by
+           more prose ('60 hours, and then we') gives None.
+
 Equivalence is decided in three steps, cheapest first: the normalised
 strings are equal (units, `$`, `%`, `\\text{}`, thousands separators and
 spacing removed); both sides are exact rational numbers (integers, decimals,
@@ -83,7 +98,8 @@ def _after_marker(line_rest: str) -> str:
   while True:
     inner = _ANSWER_IS.search(line_rest)
     if inner is None:
-      return _sentence_end(line_rest)
+      # Markdown bold around the answer ('**Answer:** 42', 'is **72**.') is no part of it.
+      return _sentence_end(line_rest.strip().strip("*").strip()).strip("*").strip()
     line_rest = inner.group(1)
 
 
@@ -97,12 +113,28 @@ def _unbox(answer: str) -> str:
   return answer
 
 
-def extract_answer(text: str, strictness: str = "lenient") -> Optional[str]:
-  """The final answer in model text, or None.
+# The lenient last-number reading (module doc).
+LENIENT_SHORT_CHARS = 40
+LENIENT_UNIT_WORDS = 4
+_LINE_ANSWER = re.compile(r"^[ \t>*_#]*(?:final\s+)?answer[ \t*_]*:[ \t*_]*(.*?)\s*$",
+                          re.IGNORECASE | re.MULTILINE)
+_ENDS_WITH_NUMBER = re.compile(
+    r"(?:-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+)%?[*_)\]}$]*"
+    r"(?:[ \t]+[A-Za-z][A-Za-z.'-]*){0," + str(LENIENT_UNIT_WORDS) + r"}[ \t]*[.!*_)\]}]*\s*$")
 
-  `boxed`: only \\boxed{} / \\fbox{}. `strict`: also `#### x` and
-  "the answer is x" / "Answer: x". `lenient`: also the last number.
-  """
+
+def _last_number(text: str) -> Optional[str]:
+  """The lenient mode's last number (module doc), or None."""
+  numbers = _NUMBER_IN_TEXT.findall(text)
+  if not numbers:
+    return None
+  if len(text.strip()) > LENIENT_SHORT_CHARS and not _ENDS_WITH_NUMBER.search(text):
+    return None
+  return numbers[-1].rstrip(",")
+
+
+def extract_answer(text: str, strictness: str = "lenient") -> Optional[str]:
+  """The final answer in model text, or None (strictness: see the module doc)."""
   if strictness not in STRICTNESS:
     raise ValueError(f"strictness must be one of {STRICTNESS}, got {strictness!r}")
   if not isinstance(text, str):
@@ -112,15 +144,14 @@ def extract_answer(text: str, strictness: str = "lenient") -> Optional[str]:
     return _unbox(boxed.strip())
   if strictness == "boxed":
     return None
-  for pattern in (_HASHES, _ANSWER_IS):
+  markers = (_HASHES, _LINE_ANSWER) if strictness == "strict" else (_HASHES, _ANSWER_IS)
+  for pattern in markers:
     answers = [_after_marker(m.group(1)) for m in pattern.finditer(text)]
     answers = [a for a in answers if a]
     if answers:
       return answers[-1]
   if strictness == "lenient":
-    numbers = _NUMBER_IN_TEXT.findall(text)
-    if numbers:
-      return numbers[-1].rstrip(",")
+    return _last_number(text)
   return None
 
 

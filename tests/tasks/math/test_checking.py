@@ -22,20 +22,34 @@ CASES = [
     ("The set is $\\boxed{\\{1, 2\\}}$", "\\{1, 2\\}"),
     ("$\\boxed{\\text{(B)}}$", "\\text{(B)}"),
     ("We get \\boxed{x^{2}+\\frac{1}{x}} in the end.", "x^{2}+\\frac{1}{x}"),
-    ("The answer is 42.", "42"),
-    ("So the final answer is $18.", "$18"),
     ("Answer: 3.5 hours", "3.5 hours"),
-    ("the answer is: -7", "-7"),
     ("Final Answer: The final answer is $5$. I hope it is correct.", "$5$"),
     ("Step 1 ...\nAnswer: \\frac{3}{4}", "\\frac{3}{4}"),
+    ("**Answer:** 42", "42"),
+    ("12 * 5 = 60\n\n**Final answer:** $60", "$60"),
+]
+
+# Prose markers: read by lenient, not by strict (not the stated format).
+PROSE_MARKERS = [
+    ("The answer is 42.", "42"),
+    ("So the final answer is $18.", "$18"),
+    ("the answer is: -7", "-7"),
     ("The answer is 3.5 hours. Let me double check: yes.", "3.5 hours"),
+    ("The answer is **72**.", "72"),
+    ("My answer: 9", "9"),
 ]
 
 
 @pytest.mark.parametrize("text,expected", CASES)
-def test_markers(text, expected):
+def test_stated_formats(text, expected):
   assert extract_answer(text) == expected
   assert extract_answer(text, "strict") == expected
+
+
+@pytest.mark.parametrize("text,expected", PROSE_MARKERS)
+def test_prose_markers_only_when_lenient(text, expected):
+  assert extract_answer(text) == expected
+  assert extract_answer(text, "strict") is None
 
 
 LENIENT = [
@@ -45,6 +59,16 @@ LENIENT = [
     ("Each gets 3/4 of a pie", "3/4"),
     ("To answer this, we compute 2+2=4.", "4"),
     ("The box \\boxed{5 is unbalanced", "5"),
+    ("There are 30 students, so there are 15 girls in the class.", "15"),
+    ("x = 72 apples", "72"),
+    ("-12", "-12"),
+]
+
+# Lenient reads the last number only from a reply that reads as a bare answer.
+NOT_ANSWERS = [
+    "The train travels for 60 hours and then it must stop at the station for a while before it",
+    "Step 1: 12 * 5 = 60 hours, and then we need to find out how many",
+    "First, 3 + 4 = 7. Next we need to think about the remaining apples in the basket",
 ]
 
 
@@ -52,6 +76,18 @@ LENIENT = [
 def test_last_number_fallback_only_when_lenient(text, expected):
   assert extract_answer(text) == expected
   assert extract_answer(text, "strict") is None
+
+
+@pytest.mark.parametrize("text", NOT_ANSWERS)
+def test_lenient_takes_no_stray_number_from_prose(text):
+  assert extract_answer(text) is None
+
+
+def test_short_replies_keep_the_last_number_reading():
+  # The tiny world's character models reply with at most a few characters.
+  for text, expected in [("46", "46"), ("4a6", "6"), ("12 3", "3"), ("46 +", "46"),
+                         ("x" * 30 + " 9", "9")]:
+    assert extract_answer(text) == expected, text
 
 
 def test_boxed_strictness_ignores_other_markers():
