@@ -37,6 +37,12 @@ from marl_jax.models.config import ModelConfig, as_dtype
 Params = dict[str, Any]
 LINEAR_NAMES = ("q", "k", "v", "o", "gate", "up", "down")
 UNROLL_MAX_LAYERS = 4  # deeper stacks scan: compile time independent of depth
+# Activation recompute in the backward pass (config.rl.remat): 'none' keeps
+# every layer's activations; 'layer' keeps only each layer's input and
+# recomputes the layer (jax.checkpoint of the layer body); 'dots' keeps the
+# layer's projection outputs too and recomputes the attention and elementwise
+# work (jax.checkpoint_policies.dots_with_no_batch_dims_saveable).
+REMAT_POLICIES = ("none", "layer", "dots")
 _NEG_INF = -1e30
 
 
@@ -311,7 +317,7 @@ def forward_hidden(
     cache_index: jax.Array | int = 0,
     adapters: Params | None = None,
     adapter_weights: jax.Array | None = None,
-    remat: bool = False,
+    remat: bool | str | None = False,
     rope: tuple[jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
   """Runs the decoder; returns (final-normed hidden [B, S, D], keys and values).
@@ -328,7 +334,8 @@ def forward_hidden(
       [L, B, K, S, hd] (prefill); with one, it is the written cache (in place
       under jit when the cache is donated or carried by a loop).
     adapters, adapter_weights: LoRA slots and per-row routing (module doc).
-    remat: recompute each layer's activations in the backward pass.
+    remat: a REMAT_POLICIES name (True: 'layer', False / None: 'none'): what
+      of each layer the backward pass recomputes instead of keeping.
     rope: the `rope_tables` of `positions`, when the caller computed them
       (the sampler, once for every decode step: computed inside the step,
       XLA:CPU fuses the cosine and sine into each layer's q and k and
@@ -372,8 +379,7 @@ def forward_hidden(
     h, kv = layer_fn(h, layer, lora, cache=stacked, layer_index=index)
     return ((h, None), kv) if stacked is None else ((h, kv), None)
 
-  if remat:
-    body = jax.checkpoint(body, prevent_cse=False)
+  body = _remat(body, remat)
   # Shallow stacks are unrolled: a scan's backward pass stacks every layer's
   # residuals into zero-initialised [L, ...] buffers and slices them back out,
   # which cost a 2-layer tiny model's update more than its matmuls.
@@ -382,6 +388,24 @@ def forward_hidden(
       unroll=config.num_layers <= UNROLL_MAX_LAYERS)
   return rms_norm(h, params["final_norm"], config.rms_norm_eps), (
       new_kv if cache is None else written)
+
+
+def remat_name(remat: bool | str | None) -> str:
+  """The REMAT_POLICIES name of `remat` (a name, or True for 'layer', False / None for 'none')."""
+  if remat is None or isinstance(remat, bool):
+    return "layer" if remat else "none"
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f"rl.remat={remat!r} is unknown; valid: {REMAT_POLICIES} ('layer' "
+                     "recomputes each layer in the backward pass; 'none' keeps everything).")
+  return remat
+
+
+def _remat(body, remat: bool | str | None):
+  name = remat_name(remat)
+  if name == "none":
+    return body
+  policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable if name == "dots" else None
+  return jax.checkpoint(body, prevent_cse=False, policy=policy)
 
 
 def unstack(tree: Any, num_layers: int, fuse: bool = False, kernel: Any = None) -> list:

@@ -35,13 +35,15 @@ def token_logprobs(
     adapters: Any = None,
     adapter_weights: jax.Array | None = None,
     chunk_size: int = 128,
-    remat: bool = False,
+    remat: bool | str | None = False,
 ) -> tuple[jax.Array, jax.Array]:
   """Logprob and entropy of each next token of left-padded sequences.
 
   Args:
     tokens: [B, S] ids, left-padded; valid [B, S] marks real tokens.
     temperature: logits are divided by it (the sampler's convention).
+    remat: what of each layer the backward pass recomputes
+      (decoder.REMAT_POLICIES; True: 'layer').
   Returns:
     (logprobs, entropies), each [B, S - 1] float32; entry t scores token t + 1
     given tokens <= t. Entries whose target is padding are meaningless; mask
