@@ -151,9 +151,10 @@ def family_of(task: Any) -> str:
   """The prompt family of a task (one of PROMPT_FAMILIES).
 
   A task's own `prompt_family` attribute wins; the tiny world's tasks
-  (TINY_TASKS) are 'tiny_<kind>'; known task names and data formats (a
-  task's `format`) map to theirs; any other task gets its kind ('math' or
-  'code'), so a task of your own gets the instruct prompts of its kind.
+  (TINY_TASKS) are 'tiny_<kind>'; data formats (the files task's
+  `formats`, its train file's first) and known task names map to theirs;
+  any other task gets its kind ('math' or 'code'), so a task of your own
+  gets the instruct prompts of its kind.
   """
   own = getattr(task, "prompt_family", None)
   if own:
@@ -167,7 +168,11 @@ def family_of(task: Any) -> str:
                      f"need a task of kind {FAMILIES} (set Task.kind).")
   if getattr(task, "name", "") in TINY_TASKS:
     return f"tiny_{kind}"
-  for name in (getattr(task, "format", None), getattr(task, "name", None)):
+  # The files task records each split's data format; the training format decides, so
+  # a run is trained and evaluated with one stated answer format.
+  formats = getattr(task, "formats", None)
+  formats = [formats.get("train"), formats.get("eval")] if isinstance(formats, Mapping) else []
+  for name in (*formats, getattr(task, "format", None), getattr(task, "name", None)):
     family = _FAMILY_OF_NAME.get(name) if isinstance(name, str) else None
     if family is not None and _KIND_OF[family] == kind:
       return family
