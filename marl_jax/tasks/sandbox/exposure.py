@@ -1,8 +1,10 @@
 """What a sandboxed program can still reach where isolation is missing.
 
 As root, every run gets rlimits, its own uid, and network, IPC, mount and
-pid namespaces with a chroot. Without root (a laptop, a container without
-CAP_SYS_ADMIN) some are missing, and the user is told once, at the first
+pid namespaces with a chroot; without root, where the kernel allows
+unprivileged user namespaces, the same inside one of the sandbox's own
+(capabilities dropped instead of a uid of its own). Otherwise (user
+namespaces disabled, a container without CAP_SYS_ADMIN) some are missing, and the user is told once, at the first
 verification, which ones and what that lets a program do. Without root the
 trainer also makes its own memory unreadable to its children first.
 """
@@ -33,8 +35,17 @@ _PROTECTED = threading.Event()
 
 
 def missing(isolation) -> tuple:
-  """The mechanisms of FULL that `isolation` lacks, in FULL's order."""
-  return tuple(m for m in FULL if m not in isolation and m != "rlimits")
+  """The mechanisms of FULL that `isolation` lacks, in FULL's order.
+
+  In a user namespace (no root) the program keeps the trainer's uid with
+  every capability dropped ("caps-drop"); inside a chroot and a pid
+  namespace that reaches none of the user's files or processes, so it
+  stands for "uid-drop".
+  """
+  held = set(isolation)
+  if {"caps-drop", "chroot", "pidns"} <= held:
+    held.add("uid-drop")
+  return tuple(m for m in FULL if m not in held and m != "rlimits")
 
 
 def describe(isolation) -> str:

@@ -4,9 +4,17 @@ stashes it; the second run's tests pass only if it can fetch that secret.
 
 The second run must never pass, and nothing of either run may remain on
 the host (no process, no SysV IPC object, the host's IPC keys unchanged).
+Last, a program that tries to leave its chroot (directly, or from a user
+namespace of its own) must not read a host file any user may read.
+
+As root, or without root where user namespaces work, these all run; where
+a mechanism they need is missing, they are skipped with what is missing.
 """
 
+import os
 import secrets
+import shutil
+import tempfile
 import textwrap
 
 import pytest
@@ -169,3 +177,50 @@ def test_nothing_carries_over_to_the_next_run(channel, monkeypatch):
   assert not attacking.processes_of(uids), "sandbox processes outlived their run"
   assert not attacking.sysv_objects_of(uids), "SysV IPC objects outlived their run"
   assert attacking.sysv_keys() == keys_before, "the host's SysV IPC objects changed"
+
+
+ESCAPE = """
+    import ctypes, os
+    libc = ctypes.CDLL(None, use_errno=True)
+    def f(path):
+        libc.unshare(0x10000000)  # a user namespace of its own: caps again?
+        try:  # the classic chroot escape (needs CAP_SYS_CHROOT)
+            os.makedirs("/tmp/out", exist_ok=True)
+            os.chroot("/tmp/out")
+            for _ in range(64):
+                os.chdir("..")
+            os.chroot(".")
+        except OSError:
+            pass
+        for candidate in (path, "/proc/1/root" + path, "/proc/self/root" + path):
+            try:
+                with open(candidate) as f:
+                    return f.read()
+            except OSError:
+                continue
+        return None
+"""
+
+
+def test_the_host_filesystem_stays_out_of_reach():
+  """A file any user may read, outside the sandbox's root: a program that
+  breaks out of its chroot (or regains the capabilities to) would read it."""
+  if not os.path.isdir("/var/tmp"):
+    pytest.skip("no /var/tmp to hold a host file outside /tmp")
+  if "chroot" not in _isolation():
+    pytest.skip(f"no chroot here: the host's files are visible by design "
+                f"(isolation in force: {_isolation()})")
+  secret = secrets.token_hex(8)
+  folder = tempfile.mkdtemp(prefix="marl-host-", dir="/var/tmp")
+  try:
+    os.chmod(folder, 0o755)
+    path = os.path.join(folder, "secret.txt")
+    with open(path, "w") as f:
+      f.write(secret)
+    os.chmod(path, 0o644)
+    verdict = sandbox.run_tests(textwrap.dedent(ESCAPE),
+                                f"assert f({path!r}) == {secret!r}\n", TIMEOUT_S)
+    assert not verdict.passed, f"the program read a host file: {verdict}"
+    assert verdict.status == "failed", verdict
+  finally:
+    shutil.rmtree(folder, ignore_errors=True)

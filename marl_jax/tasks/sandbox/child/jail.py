@@ -12,12 +12,20 @@ import resource
 import socket
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
 _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
+_MS_NOATIME, _MS_NODIRATIME, _MS_RELATIME = 1024, 2048, 1 << 21
+# statvfs flag -> mount flag, for the flags a user namespace locks on a mount.
+_KEPT_FLAGS = ((os.ST_NOSUID, _MS_NOSUID), (os.ST_NODEV, _MS_NODEV),
+               (os.ST_NOEXEC, _MS_NOEXEC), (os.ST_NOATIME, _MS_NOATIME),
+               (os.ST_NODIRATIME, _MS_NODIRATIME), (os.ST_RELATIME, _MS_RELATIME))
 _PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
+_PR_CAPBSET_DROP, _PR_SET_NO_NEW_PRIVS = 24, 38
+_CAP_LAST = 63
 NOBODY = 65534
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -64,6 +72,63 @@ def enter_network_namespace() -> bool:
     return False
 
 
+def _write(path: str, text: str) -> None:
+  with open(path, "w") as f:
+    f.write(text)
+
+
+def enter_user_namespace() -> None:
+  """Becomes root of a new user namespace that maps only the caller's ids.
+
+  Unprivileged users may do this where the kernel allows it; inside, the
+  caller may create the other namespaces and mount filesystems, with no
+  power over anything outside that it did not have already.
+  """
+  uid, gid = os.getuid(), os.getgid()
+  unshare(CLONE_NEWUSER)
+  # A non-dumpable process's /proc/self files belong to the global root
+  # until its namespace's root is mapped: only a dumpable one may write its
+  # maps. It becomes non-dumpable again at once.
+  set_dumpable(True)
+  try:
+    _write("/proc/self/setgroups", "deny")
+    _write("/proc/self/uid_map", f"0 {uid} 1")
+    _write("/proc/self/gid_map", f"0 {gid} 1")
+  finally:
+    set_dumpable(False)
+
+
+def user_namespace_works() -> bool:
+  """Whether a user namespace here lets its root create mount, pid, IPC and
+  network namespaces and mount a tmpfs (tried in a throwaway child)."""
+  pid = os.fork()
+  if pid == 0:
+    status = 1
+    try:
+      enter_user_namespace()
+      unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID)
+      mount(None, "/", None, _MS_REC | _MS_PRIVATE)
+      mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, "size=1m")
+      status = 0
+    except BaseException:  # pylint: disable=broad-except
+      pass
+    finally:
+      os._exit(status)  # pylint: disable=protected-access
+  return os.waitpid(pid, 0)[1] == 0
+
+
+def drop_capabilities() -> None:
+  """Gives up every capability for good (root of a user namespace keeps
+  its uid 0 but can no longer chroot out, mount, ptrace or regain them)."""
+  _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl no_new_privs")
+  for cap in range(_CAP_LAST + 1):
+    if _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+      break  # past the kernel's last capability
+  header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+  data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable x 2
+  _check(_libc.capset(header, data), "capset")
+
+
 def enter_ipc_namespace() -> bool:
   """Moves the caller into a new IPC namespace: SysV shared memory, message
   queues, semaphores and POSIX message queues of its own, none of the
@@ -88,8 +153,15 @@ def enter_mount_namespace() -> bool:
 def _bind(source: str, target: str, readonly: bool = True) -> None:
   mount(source, target, None, _MS_BIND | _MS_REC)
   if readonly:
-    mount(None, target, None,
-          _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV)
+    # In a user namespace the source mount's nosuid/nodev/noexec/atime flags
+    # are locked: a remount that drops any of them is refused, so keep them.
+    held = os.statvfs(target).f_flag
+    kept = 0
+    for st_flag, ms_flag in _KEPT_FLAGS:
+      if held & st_flag:
+        kept |= ms_flag
+    mount(None, target, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID
+          | _MS_NODEV | kept)
 
 
 def build_root(extra_dirs) -> str:

@@ -43,6 +43,7 @@ import time  # pylint: disable=g-import-not-at-top,wrong-import-position
 import traceback  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _CHILD_FAILED = 70
+_USERNS_HELPERS = 3  # fork server, run supervisor, tests process
 _MAX_CRASH_CHARS = 1500  # Lines stay below PIPE_BUF: writers never interleave.
 _SANDBOX_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
 
@@ -63,14 +64,24 @@ def _fork(body, keep, devnull: int) -> int:
 
 def _confine(uid, limits: dict, workdir: str, memory_mb: int, processes: int,
              isolation) -> None:
-  """Applies limits, leaves root for `uid` (if any), dies with its parent."""
+  """Applies limits, leaves root for `uid` (if any), dies with its parent.
+
+  In a user namespace (see serve) only the user's own uid is mapped, so the
+  child keeps uid 0 there and gives up every capability instead. Its
+  RLIMIT_NPROC then counts the processes of that namespace, which also
+  holds the fork server, this run's supervisor and the tests process.
+  """
   os.chdir(workdir)
   os.environ.clear()
   os.environ.update(_SANDBOX_ENV, HOME=workdir)
+  if uid is not None and "userns" in isolation:
+    processes += _USERNS_HELPERS
   jail.apply_limits(cpu_s=limits["cpu_s"], memory_bytes=memory_mb << 20,
                     processes=processes if uid is not None else 0,
                     file_bytes=limits["file_size_mb"] << 20)
-  if uid is not None:
+  if uid is not None and "userns" in isolation:
+    jail.drop_capabilities()
+  elif uid is not None:
     jail.drop_privileges(uid)
   jail.set_parent_death_signal(signal.SIGKILL)
   if "netns" not in isolation:
@@ -81,7 +92,7 @@ def _isolate(header: dict, isolation: list, root):
   """Per-run mount namespace and fresh root; returns (uids or None, workdir)."""
   if os.geteuid() != 0:
     return None, tempfile.mkdtemp(prefix="marl-sandbox-")
-  uids = jail.usable_ids(header["uids"])
+  uids = [0, 0] if "userns" in isolation else jail.usable_ids(header["uids"])
   workdir = None
   if jail.enter_ipc_namespace():
     isolation.append("ipcns")
@@ -95,7 +106,7 @@ def _isolate(header: dict, isolation: list, root):
   if workdir is None:
     workdir = tempfile.mkdtemp(prefix="marl-sandbox-")
     os.chown(workdir, uids[0], uids[0])
-  isolation.append("uid-drop")
+  isolation.append("caps-drop" if "userns" in isolation else "uid-drop")
   return uids, workdir
 
 
@@ -174,12 +185,13 @@ def _judge(result, program_status, started: bool, timeout_s: float) -> tuple:
   return "failed", f"program exited with code {code} before the tests finished"
 
 
-def run_one(net_isolated: bool, root) -> None:
+def run_one(net_isolated: bool, root, userns: bool = False) -> None:
   """One sandbox run, reading its request from fd 0 and reporting on fd 1.
 
   `net_isolated`: the fork server already holds an empty network namespace
   (shared by its runs one after another; no process outlives its run).
   `root`: the fork server's root skeleton (jail.build_root), if it has one.
+  `userns`: the fork server is root of a user namespace of its own.
   """
   header = json.loads(wire.read_frame(0))
   jail.set_dumpable(False)
@@ -191,6 +203,8 @@ def run_one(net_isolated: bool, root) -> None:
   devnull = os.open("/dev/null", os.O_RDWR)
   limits = header["limits"]
   isolation = ["rlimits", "netns" if net_isolated else "socket-stub"]
+  if userns:
+    isolation.append("userns")
   uids, workdir = _isolate(header, isolation, root)
   prog_r, prog_w = os.pipe()
   req_r, req_w = os.pipe()
@@ -259,9 +273,21 @@ def _say(message: dict) -> None:
 
 
 def serve() -> None:
-  """Fork server: one forked supervisor per request, until stdin closes."""
+  """Fork server: one forked supervisor per request, until stdin closes.
+
+  Without root, where the kernel lets unprivileged users create user
+  namespaces, it first becomes root of one of its own (mapping only the
+  user's ids) and then isolates its runs as root does, with capabilities
+  dropped in place of a uid of their own.
+  """
   jail.set_dumpable(False)
-  net_isolated, root = False, None
+  net_isolated, root, userns = False, None, False
+  if os.geteuid() != 0 and jail.user_namespace_works():
+    try:
+      jail.enter_user_namespace()
+      userns = True
+    except OSError:
+      pass
   if os.geteuid() == 0:
     net_isolated = jail.enter_network_namespace()
     if jail.enter_mount_namespace():
@@ -275,7 +301,7 @@ def serve() -> None:
     pid = os.fork()
     if pid == 0:
       try:
-        run_one(net_isolated, root)
+        run_one(net_isolated, root, userns)
       except BaseException:  # pylint: disable=broad-except
         _say({"crash": traceback.format_exc()[-_MAX_CRASH_CHARS:]})
       finally:
