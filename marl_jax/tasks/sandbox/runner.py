@@ -20,10 +20,14 @@ process.py and child/supervisor.py), which as root gives it:
 - RLIMIT_CPU, RLIMIT_AS, RLIMIT_NPROC, RLIMIT_FSIZE, RLIMIT_NOFILE, no core
   files, an empty environment, and a wall-clock deadline.
 
-Without root, the same process layout runs with limits and a socket stub
-only; `isolation()` names the mechanisms in force, the first run that lacks
-any logs once what a program can then reach (exposure.py), and the trainer
-makes itself non-dumpable so that programs cannot read its memory.
+Without root, where the kernel allows unprivileged user namespaces, the
+fork server becomes root of one of its own and isolates runs the same way,
+its children dropping every capability instead of taking a uid of their
+own ("userns", "caps-drop"). Where it does not, the same process layout
+runs with limits and a socket stub only. `isolation()` names the mechanisms
+in force; the first run that lacks any logs once what a program can then
+reach (exposure.py); without root the trainer makes itself non-dumpable so
+that programs cannot read its memory.
 """
 
 import concurrent.futures

@@ -126,7 +126,7 @@ class Channel:
       raise self.fail(f"program raised {name} ({message}) during a call; a "
                       "BaseException that is not an Exception fails the run")
     if name in _ITERATION_ENDS:
-      raise RuntimeError(f"program raised {name}: {message}")
+      raise RuntimeError(f"program raised {name}" + (f": {message}" if message else ""))
     cls = _EXCEPTIONS.get(name)
     try:
       exc = cls(message) if cls else None
