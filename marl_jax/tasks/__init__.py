@@ -12,6 +12,7 @@ fields (train_path, eval_path, format, eval_format) select the `files` task.
 import inspect
 
 from marl_jax.tasks import files
+from marl_jax.tasks import rewards
 from marl_jax.tasks.base import Problem, Score, SPLITS, STATUSES, Task  # pylint: disable=g-importing-member
 from marl_jax.tasks.code import sources as code_sources
 from marl_jax.tasks.code import tiny_code
@@ -101,9 +102,12 @@ def resolve(section) -> tuple:
 
 
 def from_config(section) -> Task:
-  """The task of a run's config.task (see `resolve`)."""
+  """The task of a run's config.task (see `resolve`), rewarded by
+  task.reward_fn ('package.module:function', tasks.rewards) when it is set."""
   name, task_options = resolve(section)
-  return get(name, **task_options)
+  task = get(name, **task_options)
+  reward_fn = _value(section, "reward_fn", "")
+  return rewards.with_reward(task, reward_fn) if reward_fn else task
 
 
 def get(name: str, **task_options) -> Task:
@@ -116,5 +120,5 @@ def get(name: str, **task_options) -> Task:
   return _REGISTRY[name](**task_options)
 
 
-__all__ = ["Problem", "Score", "SPLITS", "STATUSES", "Task", "available",
+__all__ = ["Problem", "Score", "SPLITS", "STATUSES", "Task", "available", "rewards",
            "from_config", "get", "options", "register", "resolve"]

@@ -1,13 +1,16 @@
 """The task interface: problems for train/eval splits, and verified rewards.
 
 A `Task` yields `Problem`s deterministically from a seed and turns a model's
-raw final text into a `Score` (reward in [0, 1] plus a status). Workflows
+raw final text into a `Score` (a reward plus a status; the built-in tasks
+reward 1 for correct and 0 otherwise, a reward function of your own may give
+any finite number: marl_jax.tasks.rewards). Workflows
 also call `extract` and `same_answer` to compare intermediate answers (a
 voter's own answer, a worker's solution), and `verify` on any of them.
 """
 
 import abc
 import dataclasses
+import math
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -28,7 +31,8 @@ class Problem:
 
 @dataclasses.dataclass(frozen=True)
 class Score:
-  """A verified answer: reward in [0, 1], status in STATUSES, and why."""
+  """A verified answer: a finite reward, status in STATUSES ('correct' is what
+  accuracy counts), and why."""
   reward: float
   status: str
   detail: str = ""
@@ -36,8 +40,8 @@ class Score:
   def __post_init__(self):
     if self.status not in STATUSES:
       raise ValueError(f"Score.status must be one of {STATUSES}, got {self.status!r}")
-    if not 0.0 <= self.reward <= 1.0:
-      raise ValueError(f"Score.reward must be in [0, 1], got {self.reward!r}")
+    if not math.isfinite(self.reward):
+      raise ValueError(f"Score.reward must be a finite number, got {self.reward!r}")
 
 
 def check_split(task_name: str, split: str, available: Sequence[str]) -> None:

@@ -40,7 +40,8 @@ def evaluate(run: Any, trainable: Any, *, num_problems: int | None = None,
                            rollout.sampling_params(config.rollout, temperature), run.tokenizer,
                            **rollout.options(config))
     metrics = episodes_lib.role_metrics(episodes)
-    out[f"eval/{name}/accuracy"] = metrics.pop("reward/mean")
+    out[f"eval/{name}/accuracy"] = metrics.pop("accuracy/mean")
+    out[f"eval/{name}/reward"] = metrics.pop("reward/mean")
     for k, v in metrics.items():
       if k.startswith(("accuracy/", "parse/", "parse_rate/", "parse_ok/", "response_length/")):
         out[f"eval/{name}/{k}"] = v

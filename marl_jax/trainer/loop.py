@@ -34,6 +34,7 @@ from marl_jax.trainer import console
 from marl_jax.trainer import distributed
 from marl_jax.trainer import evaluate as evaluate_lib
 from marl_jax.trainer import hostmem
+from marl_jax.trainer import planner
 from marl_jax.trainer import rundir
 from marl_jax.trainer import writers as writers_lib
 from marl_jax.workflows import episodes as episodes_lib
@@ -45,13 +46,21 @@ class NonFiniteError(FloatingPointError):
 
 
 def loss_config(config: ml_collections.ConfigDict) -> update.LossConfig:
+  """The update's static settings, rl.remat included; first checks by the planner's
+  numbers that one row of the run's longest length fits this device (an accelerator
+  that reports its memory), so a length that cannot fit fails before anything compiles."""
   rl_cfg = config.rl
+  stats = jax.local_devices()[0].memory_stats() or {}
+  planner.require_fit(config, stats.get("bytes_limit"), jax.device_count(), jax.process_count(),
+                      usable=1.0)  # bytes_limit is what XLA may use already
   use_kl = bool(rl_cfg.kl_coef) or any(v for v in rl_cfg.kl_role_coefs.to_dict().values())
   return update.LossConfig(
       clip_low=rl_cfg.clip_low, clip_high=rl_cfg.clip_high, aggregation=rl_cfg.aggregation,
       constant=float(config.rollout.max_new_tokens), use_kl=use_kl,
       kl_estimator=rl_cfg.kl_estimator, temperature=config.rollout.temperature or 1.0,
-      grad_clip=rl_cfg.grad_clip)
+      grad_clip=rl_cfg.grad_clip,
+      # Configs saved before rl.remat existed ran without recompute.
+      remat=rl_cfg.get("remat", "none"))
 
 
 @functools.partial(jax.jit, static_argnames=("base", "temperature"))
@@ -184,7 +193,7 @@ def rl_step(run, state, step: int, optimizer, loss_cfg: update.LossConfig, init_
       parts.append(raw)
   t2 = time.perf_counter()
   metrics = episodes_lib.role_metrics(episodes)
-  metrics["accuracy"] = metrics.pop("reward/mean")
+  metrics["accuracy"] = metrics.pop("accuracy/mean")
   raw = step_metrics.combine(parts)
   metrics.update(step_metrics.name(raw, run.store.roles, run.store.routing))
   metrics.update(interventions.name_metrics(raw, run.store.roles))

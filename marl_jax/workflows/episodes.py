@@ -88,6 +88,11 @@ class Episode:
   done: bool = False
   verdict: dict[str, str] | None = None
 
+  @property
+  def correct(self) -> bool:
+    """The verifier judged the final answer correct."""
+    return bool(self.verdict and self.verdict["status"] == "correct")
+
   def of(self, role: str, turn: int | None = None) -> list[Call]:
     """The calls of a role (of one turn), in agent order."""
     return [c for c in self.calls if c.role == role and (turn is None or c.turn == turn)]
@@ -103,7 +108,8 @@ class Episode:
 def role_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
   """Per-role metrics of a rollout.
 
-  Keys: episodes, reward/mean, and per role: calls/<role>,
+  Keys: episodes, reward/mean, accuracy/mean (share of episodes whose final
+  answer the verifier judged correct), and per role: calls/<role>,
   completion_tokens/<role>, prompt_tokens/<role>, response_length/<role>
   (mean completion tokens), reward/<role> (mean episode reward over the role's
   calls), accuracy/<role> (mean correctness where defined), parse/<role>/<failure>
@@ -113,6 +119,8 @@ def role_metrics(episodes: Sequence[Episode]) -> dict[str, float]:
   metrics: dict[str, float] = collections.defaultdict(float)
   metrics["episodes"] = len(episodes)
   metrics["reward/mean"] = float(np.mean([e.reward for e in episodes])) if episodes else 0.0
+  # The verifier's verdict, which a reward function of your own may not equal.
+  metrics["accuracy/mean"] = float(np.mean([e.correct for e in episodes])) if episodes else 0.0
   rewards, accuracy = collections.defaultdict(list), collections.defaultdict(list)
   for episode in episodes:
     for call in episode.calls:

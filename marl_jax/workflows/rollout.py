@@ -24,6 +24,7 @@ import jax
 
 from marl_jax.generate.sampler import Generation, SamplingParams
 from marl_jax.tasks import Problem, Task
+from marl_jax.tasks import rewards
 from marl_jax.workflows import prompts as prompts_lib
 from marl_jax.workflows.base import Workflow
 from marl_jax.workflows.episodes import Call, Episode, role_metrics
@@ -192,12 +193,14 @@ def _verify(episodes: list[Episode], workflow: Workflow, task: Task,
   text gave that answer (the answer string itself if none did).
   """
   texts: dict[tuple[int, str], str] = {}
+  roles: dict[tuple[int, str], str] = {}  # who gave each answer first, for error messages
   for episode in episodes:
     episode.final_answer = workflow.final(episode, task)
     for call in episode.calls:
       if call.answer is not None and call.parsed.kind in ("answer", "choice") and (
           call.parsed.kind == "answer" or call.value is None):
         texts.setdefault((episode.group, call.answer), call.text)
+        roles.setdefault((episode.group, call.answer), call.role)
   for episode in episodes:
     answers = [episode.final_answer]
     for call in episode.calls:
@@ -205,15 +208,26 @@ def _verify(episodes: list[Episode], workflow: Workflow, task: Task,
     for answer in answers:
       if answer is not None:
         texts.setdefault((episode.group, answer), answer)
+        roles.setdefault((episode.group, answer), "final answer")
   keys = list(texts)
-  scores = task.verify_batch([problems[g] for g, _ in keys], list(texts.values())) if keys else []
+  try:
+    scores = (task.verify_batch([problems[g] for g, _ in keys], list(texts.values()))
+              if keys else [])
+  except rewards.RewardError as error:
+    group, answer = keys[error.index]
+    raise rewards.RewardError(
+        f"{error} (problem {problems[group].id!r}, answer {answer!r} of the "
+        f"{roles[(group, answer)]}); the step's update and checkpoint were not made.",
+        error.index) from error
   reward = {key: float(score.reward) for key, score in zip(keys, scores)}
   verdicts = {key: {"status": score.status, "detail": score.detail}
               for key, score in zip(keys, scores)}
   for episode in episodes:
     group = episode.group
     score = lambda answer: 0.0 if answer is None else reward[(group, answer)]
-    ok = lambda answer: score(answer) >= 1.0
+    # Correct is the verifier's status, not a reward threshold: a reward function
+    # of your own may give partial credit or penalties (tasks.rewards).
+    ok = lambda answer: answer is not None and verdicts[(group, answer)]["status"] == "correct"
     episode.reward = score(episode.final_answer)
     episode.verdict = (verdicts[(group, episode.final_answer)]
                        if episode.final_answer is not None
