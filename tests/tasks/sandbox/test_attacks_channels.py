@@ -177,6 +177,7 @@ def test_nothing_carries_over_to_the_next_run(channel, monkeypatch):
   assert not attacking.processes_of(uids), "sandbox processes outlived their run"
   assert not attacking.sysv_objects_of(uids), "SysV IPC objects outlived their run"
   assert attacking.sysv_keys() == keys_before, "the host's SysV IPC objects changed"
+  assert not attacking.files_of(uids), "files of the runs were left on the host"
 
 
 ESCAPE = """

@@ -6,7 +6,8 @@ the tests' namespace or a secret reached, a verdict forged, a judge
 crashed into "passed", a channel kept from one run to the next. All run in
 one batch (a few seconds); each must come back without a pass, and with
 the honest status where one is named. Nothing of theirs may outlive the
-batch: no process and no SysV IPC object of their uids.
+batch: no process, SysV IPC object or file in /tmp, /var/tmp or /dev/shm
+of their uids.
 """
 
 import dataclasses
@@ -373,6 +374,7 @@ def test_attacks_leave_nothing_behind(batch):
   assert len(uids) == 2 * len(BATCH)
   assert not attacking.processes_of(uids), "sandbox processes outlived their run"
   assert not attacking.sysv_objects_of(uids), "SysV IPC objects outlived their run"
+  assert not attacking.files_of(uids), "files of the runs were left on the host"
 
 
 def test_sandbox_works_after_the_attacks(batch):
