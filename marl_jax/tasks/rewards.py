@@ -65,8 +65,10 @@ class RewardTask(Task):
 
   def __init__(self, task: Task, fn: Callable, name: str = ""):
     self.task, self.fn = task, fn
-    self.name = f"{task.name}+{name or getattr(fn, '__name__', 'reward')}"
-    self.kind = task.kind
+    # The task's own name: prompts and the tiny bases are chosen by it, and a
+    # reward changes neither.
+    self.name, self.kind = task.name, task.kind
+    self.reward_name = name or getattr(fn, "__name__", "reward")
     self.batched = bool(getattr(fn, "batched", False))
 
   def __getattr__(self, attr: str) -> Any:  # the task's own knobs and helpers
@@ -92,7 +94,7 @@ class RewardTask(Task):
     if self.batched:
       values = self._call(lambda: list(self.fn(list(problems), list(texts))), None)
       if len(values) != len(texts):
-        raise RewardError(f"batched reward function {self.name} returned {len(values)} "
+        raise RewardError(f"batched reward function {self.reward_name} returned {len(values)} "
                           f"rewards for {len(texts)} completions.", 0)
     else:
       values = [self._call(lambda p=p, t=t: self.fn(p, t), i)
@@ -104,7 +106,7 @@ class RewardTask(Task):
     try:
       return thunk()
     except Exception as error:  # pylint: disable=broad-except
-      raise RewardError(f"reward function {self.name} raised {type(error).__name__}: {error}",
+      raise RewardError(f"reward function {self.reward_name} raised {type(error).__name__}: {error}",
                         index or 0) from error
 
   def _score(self, value: Any, verdict: Score, problem: Problem, index: int) -> Score:
@@ -115,7 +117,7 @@ class RewardTask(Task):
     except (TypeError, ValueError):
       reward = math.nan
     if not math.isfinite(reward):
-      raise RewardError(f"reward function {self.name} returned {value!r} for problem "
+      raise RewardError(f"reward function {self.reward_name} returned {value!r} for problem "
                         f"{problem.id!r}; a reward must be a finite number or a Score.", index)
     return score or Score(reward, verdict.status, verdict.detail)
 

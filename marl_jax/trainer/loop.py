@@ -27,6 +27,8 @@ from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import interventions
 from marl_jax.rl import step_metrics
 from marl_jax.rl import update
+from marl_jax.tasks import sandbox
+from marl_jax.tasks.sandbox import exposure
 from marl_jax.trainer import build as build_lib
 from marl_jax.trainer import checkpoints as checkpointing
 from marl_jax.trainer import config as config_lib
@@ -251,6 +253,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if distributed.is_main():  # one writer on a shared run directory
     rundir.check_or_save_config(config, workdir)
   run = build_lib.build(config)
+  if run.task.kind == "code":  # model-written code will run: say how it is fenced in
+    logging.info("%s", exposure.describe(sandbox.isolation()))
   if rewards_of is not None:
     run = dataclasses.replace(run, rewards_of=rewards_of)
   parallel = distributed.Parallel.create(config, run)

@@ -33,6 +33,7 @@ def countdown(digits: int = 2, data_seed: int = 0) -> ArithmeticTask:
   """Two-operand subtraction, `digits` digits per operand."""
   task = ArithmeticTask(digits=digits, operators="-", terms=2, data_seed=data_seed)
   task.name = "countdown"
+  task.prompt_family = "tiny_math"  # the tiny world's prompts, which its bases read
   return task
 
 
