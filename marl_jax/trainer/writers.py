@@ -17,7 +17,8 @@ Built in:
                or wandb's default). A resumed run continues the same W&B run (its id
                is kept in <workdir>/wandb_run_id.txt).
 
-A writer of your own, without subclassing anything:
+A writer of your own, without subclassing anything (CluWriter wraps a CLU or
+metrax-style one):
 
     writers.register("my_tracker", lambda config, workdir, resume_step: MyWriter(...))
     # then --config.metrics.writers="('jsonl', 'my_tracker')" (with import=<your module>)
@@ -196,6 +197,31 @@ class WandbWriter:
 
 
 register("wandb", lambda config, workdir, resume_step: WandbWriter(config, workdir, resume_step))
+
+
+class CluWriter:
+  """A CLU (clu.metric_writers) or metrax-style writer -- write_scalars(step,
+  scalars), write_hparams, flush, close -- as a writer of this interface:
+
+    from clu import metric_writers
+    writers.register("clu", lambda config, workdir, resume_step: writers.CluWriter(
+        metric_writers.create_default_writer(workdir, asynchronous=False)))
+  """
+
+  def __init__(self, writer: Any):
+    self.writer = writer
+
+  def write(self, step: int, metrics: Mapping[str, Any]) -> None:
+    numbers = _numbers(metrics)
+    if numbers:
+      self.writer.write_scalars(int(step), numbers)
+
+  def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+    self.writer.write_hparams(dict(hparams))
+
+  def close(self) -> None:
+    self.writer.flush()
+    self.writer.close()
 
 
 def open_writers(config: ml_collections.ConfigDict, workdir: str, *,

@@ -130,3 +130,16 @@ def test_wandb_offline_writes_its_run_without_network(tmp_path, monkeypatch):
   assert len(files) == 1
   data = open(files[0], "rb").read()
   assert b"grad_cos/generator_vs_aggregator" in data and b"loss" in data
+
+
+def test_a_clu_style_writer_behind_the_interface():
+  calls = []
+  clu_like = types.SimpleNamespace(
+      write_scalars=lambda step, scalars: calls.append(("scalars", step, scalars)),
+      write_hparams=lambda hparams: calls.append(("hparams", hparams)),
+      flush=lambda: calls.append("flush"), close=lambda: calls.append("close"))
+  writer = writers.Writers([writers.CluWriter(clu_like)])
+  writer.write_hparams({"rl.lr": 1e-4})
+  writer.write(2, {"loss": 0.5, "note": "text", "flag": True})
+  writer.close()
+  assert calls == [("hparams", {"rl.lr": 1e-4}), ("scalars", 2, {"loss": 0.5}), "flush", "close"]
