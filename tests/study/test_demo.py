@@ -29,6 +29,10 @@ def test_demo_path_from_the_shipped_base_to_the_report(tmp_path, capsys):
   assert result["base/sampled"] >= 0.1, result
   printed = capsys.readouterr().out
   assert "held-out accuracy" in printed and f"{result['base/sampled']:.3f}" in printed
+  # A short console that ends with the table (the libraries' log is in log.txt).
+  lines = printed.strip().splitlines()
+  assert len(lines) <= 30 and lines[-1].startswith("sampled"), printed
+  assert os.path.getsize(os.path.join(workdir, "log.txt")) > 0
   text = open(os.path.join(workdir, "report.md")).read()
   assert "| base | peak (step) | final (step) |" in text
   assert os.path.getsize(os.path.join(workdir, "report_accuracy.png")) > 5000
