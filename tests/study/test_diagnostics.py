@@ -174,6 +174,11 @@ def test_rubber_stamping_evaluator_and_degenerate_orchestrator(tmp_path):
   late = [eval_opt("correct", False), eval_opt("correct", True), eval_opt("whatever", False),
           orch("add\nadd\nadd"), orch("add\nadd\nadd")]
   _write_rollouts(str(tmp_path), {5: early, 10: early, 15: late, 20: late})
+  # A tiny-world run: its replies are read with the tiny parsers, and its eval_opt
+  # stops on an unreadable verdict ('whatever'), letting the answer through.
+  with open(os.path.join(tmp_path, "config.json"), "w") as f:
+    json.dump({"task": {"family": "math", "name": "arithmetic"}}, f)
+  assert failure_modes.run_style(str(tmp_path)) == ("tiny", True)
   modes = {m.key: m for m in failure_modes.analyze(str(tmp_path))}
   stamp = modes["rubber_stamp/evaluator"]
   assert stamp.flagged and stamp.emerged and stamp.early == 0.5 and stamp.late == 1.0
@@ -182,3 +187,9 @@ def test_rubber_stamping_evaluator_and_degenerate_orchestrator(tmp_path):
   assert modes["constant_plan/orchestrator"].flagged
   assert modes["degenerate_plan/orchestrator"].early == 0.0
   assert failure_modes.analyze(str(tmp_path / "nothing")) == []
+  # Told to revise on an unreadable verdict, the workflow does not let 'whatever' through.
+  with open(os.path.join(tmp_path, "config.json"), "w") as f:
+    json.dump({"task": {"name": "arithmetic"},
+               "workflow": {"options": {"unreadable_verdict": "revise"}}}, f)
+  late_rate = {m.key: m for m in failure_modes.analyze(str(tmp_path))}["rubber_stamp/evaluator"]
+  assert late_rate.late == pytest.approx(2 / 3)

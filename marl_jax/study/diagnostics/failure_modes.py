@@ -15,9 +15,11 @@ training rather than a model that never got there).
   voter_collapse/<role>   share of episodes whose parallel agents of the role
                           (same turn, >= 2 agents) give one identical answer;
                           flag >= voter (voting degenerates to one voice)
-  rubber_stamp/<role>     share of verdicts that say 'correct' (an unparseable
-                          verdict counts: the workflow treats it so); flag >=
-                          rubber_stamp. detail: approvals of wrong answers
+  rubber_stamp/<role>     share of verdicts that let the answer through: 'correct',
+                          and an unreadable one when the run's workflow stops on
+                          it (eval_opt's unreadable_verdict: 'stop', or 'auto'
+                          in the tiny world); flag >= rubber_stamp. detail:
+                          approvals of wrong answers
   degenerate_plan/<role>  share of plans with fewer distinct strategies than
                           workers (duplicates or fallback padding); flag >= plan
   constant_plan/<role>    share of the most common plan across problems; flag >= plan
@@ -26,6 +28,9 @@ training rather than a model that never got there).
                           answer-style pick counts only when it names exactly
                           one candidate); flag >= fixed_index with >= min_count picks
 Which role is which kind is by name (CHOICE_OF, VERDICT_ROLES, PLAN_ROLES).
+Replies are re-read with the parsers of the prompts the run used
+(`run_style`): the tiny world's short replies ('correct', '2') with the tiny
+ones, every other run's with the instruct ones.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import glob
+import json
 import math
 import os
 import re
@@ -42,6 +48,7 @@ import numpy as np
 
 from marl_jax.trainer.metrics import read_jsonl
 from marl_jax.workflows import parsing
+from marl_jax.workflows import prompts
 
 CHOICE_OF = {"aggregator": "generator", "synthesizer": "worker"}  # chooser -> candidates' role
 VERDICT_ROLES = ("evaluator",)
@@ -95,9 +102,28 @@ def _mean(values: Iterable[float]) -> float:
   return float(np.mean(values)) if values else math.nan
 
 
-def _chosen_index(call: dict, candidates: Sequence[str | None]) -> int | None:
+def run_style(workdir: str) -> tuple[str, bool]:
+  """(parsers' style, whether an unreadable verdict lets the answer through) of a run.
+
+  The style is 'tiny' for the tiny world's tasks (prompts.TINY_TASKS), else
+  'instruct': reading a tiny reply with the instruct parsers would misread its
+  verdicts and picks. An unreadable verdict passes when eval_opt's
+  unreadable_verdict is 'stop', or 'auto' in the tiny world (workflows.eval_opt).
+  """
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      config = json.load(f)
+  except (OSError, ValueError):
+    return "instruct", False
+  style = "tiny" if config.get("task", {}).get("name") in prompts.TINY_TASKS else "instruct"
+  options = config.get("workflow", {}).get("options") or {}
+  on_unreadable = options.get("unreadable_verdict", "auto")
+  return style, on_unreadable == "stop" or (on_unreadable == "auto" and style == "tiny")
+
+
+def _chosen_index(call: dict, candidates: Sequence[str | None], style: str) -> int | None:
   """The candidate a chooser picked, when that is unambiguous."""
-  parsed = parsing.choice(call.get("text") or "", list(candidates), lambda _: None)
+  parsed = parsing.choice(call.get("text") or "", list(candidates), lambda _: None, style=style)
   if "bad_choice" not in parsed.failures:
     return parsed.value
   answer = call.get("answer")
@@ -105,8 +131,11 @@ def _chosen_index(call: dict, candidates: Sequence[str | None]) -> int | None:
   return matches[0] if len(matches) == 1 else None
 
 
-def step_rates(episodes: Sequence[dict]) -> dict[str, Any]:
-  """Raw per-indicator values of one saved step: {'<indicator>/<role>': value or list}."""
+def step_rates(episodes: Sequence[dict], style: str = "instruct",
+               unreadable_passes: bool = False) -> dict[str, Any]:
+  """Raw per-indicator values of one saved step: {'<indicator>/<role>': value or list}.
+
+  style, unreadable_passes: how the run read its verdicts (run_style)."""
   out: dict[str, Any] = {}
   calls = collections.defaultdict(list)
   for episode in episodes:
@@ -122,14 +151,15 @@ def step_rates(episodes: Sequence[dict]) -> dict[str, Any]:
       by_turn[(call["role"], call.get("turn", 0))].append(call)
       role = call["role"]
       if role in VERDICT_ROLES:
-        approve = parsing.verdict(call.get("text") or "", None).value.correct
+        said = parsing.verdict(call.get("text") or "", None, style).value
+        approve = said.correct or (unreadable_passes and not said.readable)
         stamps[role].append(float(approve))
         if call.get("correct") is not None:  # correct: the verdict matches the truth
           if bool(call["correct"]) != approve:  # so the judged answer was wrong
             wrong_ok[role].append(float(approve))
       if role in PLAN_ROLES:
         workers = sum(1 for c in episode["calls"] if c["role"] == "worker") or 1
-        plan = parsing.strategies(call.get("text") or "", workers).value
+        plan = parsing.strategies(call.get("text") or "", workers, style).value
         plans[role].append((tuple(s.lower() for s in plan), episode.get("group")))
       if role in CHOICE_OF:
         source = [c for c in episode["calls"] if c["role"] == CHOICE_OF[role]]
@@ -137,7 +167,7 @@ def step_rates(episodes: Sequence[dict]) -> dict[str, Any]:
           turn = source[-1].get("turn", 0)
           candidates = [c.get("answer") for c in source if c.get("turn", 0) == turn]
           if len(set(candidates)) > 1:
-            index = _chosen_index(call, candidates)
+            index = _chosen_index(call, candidates, style)
             if index is not None:
               picks[role].append(index)
     for (role, _), group in by_turn.items():
@@ -181,7 +211,8 @@ def analyze(workdir: str, config: FailureConfig = FailureConfig()) -> list[Failu
   saved = rollout_steps(workdir)
   if not saved:
     return []
-  steps = [step_rates(read_jsonl(path)) for _, path in saved]
+  style, passes = run_style(workdir)
+  steps = [step_rates(read_jsonl(path), style, passes) for _, path in saved]
   early, late = steps[:config.window], steps[-config.window:]
   keys = sorted({k for s in steps for k in s if not k.startswith("wrong_approved/")})
   modes = []
