@@ -1,7 +1,9 @@
 r"""Writes report.md with figures for a sweep directory, or for one run.
 
   python launch/report.py --dir=sweeps/tiny                 # <dir>/report.md
+  python launch/report.py --dir=docs/tiny_study             # runs in <dir>/runs; <dir>/report.md
   python launch/report.py --dir=docs/study/runs --out=docs/study  # docs/study/report.md
+  python launch/report.py --dir=sweeps/tiny --title="The tiny-world study"
   python launch/report.py --run=runs/voting_sp              # <run>/report.md
   python launch/report.py --dir=sweeps/tiny --cliff_drop=0.15 --cliff_window=2
 """
@@ -16,6 +18,9 @@ _DIR = flags.DEFINE_string("dir", None, "Sweep directory (launch/sweep.py --dir)
 _RUN = flags.DEFINE_string("run", None, "One run directory instead of a sweep.")
 _OUT = flags.DEFINE_string("out", None, "Write the sweep's report.md and figures here "
                            "(default: --dir).")
+_TITLE = flags.DEFINE_string("title", None, "The sweep report's heading (default: the "
+                             "sweep's name from its manifest, sweep.json, else the directory's "
+                             "name made readable, e.g. docs/tiny_study -> 'Tiny study').")
 _DROP = flags.DEFINE_float("cliff_drop", analysis.CliffConfig.min_drop,
                            "Terminal cliff: accuracy points (fraction) below the peak.")
 _WINDOW = flags.DEFINE_integer("cliff_window", analysis.CliffConfig.window,
@@ -34,7 +39,7 @@ def main(argv):
     path = report.write_run_report(_RUN.value, cliff)
   else:
     path = report.write_sweep_report(_DIR.value, cliff, dominant_share=_SHARE.value,
-                                     out_dir=_OUT.value)
+                                     out_dir=_OUT.value, title=_TITLE.value)
   print(f"report: {path}")
 
 

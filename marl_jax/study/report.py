@@ -1,42 +1,44 @@
-"""Markdown reports with figures: one per run (`write_run_report`), one per sweep.
+"""Markdown reports with figures and CSV tables: one per run (`write_run_report`), one per sweep.
 
-  <workdir>/report.md, <workdir>/report_*.png          write_run_report(workdir)
-  <sweep>/report.md, <sweep>/report_figures/*.png       write_sweep_report(sweep_dir)
+  <workdir>/report.md, report_*.png, report_*.csv       write_run_report(workdir)
+  <out>/report.md, report_figures/*.png, *.csv          write_sweep_report(sweep_dir)
 
-The sweep report holds: the study's four claims tested on the data
-(diagnostics.claims), the empirical map (gain over base per workflow x task
-x scale x policy, as heat maps and a table with seeds and spreads), accuracy
-curves SP vs IP per cell with the base and cliff markers, per-role gradient
-norms and mass shares, same-role amplification, and a failure-mode table.
+The run report (the demo's) shows accuracy beside each role's parse rate and
+reward over the steps, the run's summary, its gradients by role and its
+failure modes. The sweep report holds: the study's four claims tested on the
+data (diagnostics.claims), the empirical map (gain over base per workflow x
+task x scale x policy, as heat maps and a table with seeds and spreads),
+accuracy curves SP vs IP per cell with the base and cliff markers, per-role
+gradient norms and mass shares, same-role amplification, and a failure-mode
+table. Every table is also a CSV beside report.md (marl_jax.study.tables).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
 from typing import Sequence
 
+import numpy as np
+
 from marl_jax.study import figures
 from marl_jax.study import sweep
+from marl_jax.study import tables
 from marl_jax.study.diagnostics import analysis
 from marl_jax.study.diagnostics import claims as claims_lib
 from marl_jax.study.diagnostics import failure_modes
 from marl_jax.study.diagnostics import gradients
+from marl_jax.study.diagnostics import roles as roles_lib
+from marl_jax.study.tables import AtStep, Num, Spread
 
 FIGURES = "report_figures"
+RUNS = "runs"  # a published study keeps its runs here (docs/<study>/runs)
 WORKFLOW_ORDER = ("single", "voting", "eval_opt", "orch_workers")  # figures: control first
-
-
-def _fmt(x: float | None, signed: bool = False) -> str:
-  if x is None or not math.isfinite(x):
-    return "-"
-  return f"{x:+.3f}" if signed else f"{x:.3f}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-  out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+SCALE_ORDER = ("tiny_s", "tiny_m", "tiny_l", "qwen3_0_6b", "qwen3_1_7b", "qwen3_4b")
+FAILURE_HEADER = ("run", "mode", "role", "early", "late", "emerged", "detail")
+_fmt = tables.fmt
 
 
 def _cliff_text(cliff: analysis.CliffConfig) -> str:
@@ -45,50 +47,83 @@ def _cliff_text(cliff: analysis.CliffConfig) -> str:
           f"it (metric `{cliff.metric}`; marl_jax.study.diagnostics.analysis).")
 
 
-def _failure_rows(name: str, modes: Sequence[failure_modes.FailureMode]) -> list[list[str]]:
-  return [[name, m.name, m.role, _fmt(m.early), _fmt(m.late),
+def _failure_rows(name: str, modes: Sequence[failure_modes.FailureMode]) -> list[list]:
+  return [[name, m.name, m.role, Num(m.early), Num(m.late),
            "yes" if m.emerged else "from start", m.detail] for m in failure_modes.flagged(modes)]
+
+
+def _failure_table(table: tables.Tables, rows: list[list]) -> list[str]:
+  if rows:
+    return table("failure_modes", FAILURE_HEADER, rows)
+  table("failure_modes", FAILURE_HEADER, [])  # an empty CSV still says 'none flagged'
+  return ["None flagged."]
 
 
 # --- one run -------------------------------------------------------------------
 
 
+def _role_rows(records: Sequence[dict], k: int = 5) -> list[list]:
+  """Per role: parse rate and reward over the first and the last k training steps."""
+  parsed, rewards = roles_lib.parse_ok(records), roles_lib.rewards(records)
+  empty = (np.zeros(0), np.zeros(0))
+  return [[role] + [Num(roles_lib.window_mean(series.get(role, empty), first, k))
+                    for series in (parsed, rewards) for first in (True, False)]
+          for role in sorted(set(parsed) | set(rewards))]
+
+
 def write_run_report(workdir: str, cliff: analysis.CliffConfig = analysis.CliffConfig(),
                      failure: failure_modes.FailureConfig = failure_modes.FailureConfig()) -> str:
-  """Writes <workdir>/report.md (accuracy curve, summary, gradients, failure modes)."""
+  """Writes <workdir>/report.md (accuracy beside per-role parse rates and rewards,
+  summary, gradients, failure modes), its figures and a CSV per table."""
   run = analysis.load_run(workdir)
   if not run.records:
     raise FileNotFoundError(f"{os.path.join(workdir, 'metrics.jsonl')} is missing or empty; "
                             "train the run before writing its report.")
   summary = run.summary(cliff)
   cell = run.cell
+  table = tables.Tables(workdir, "report_")
   curve = figures.run_accuracy(run, summary, os.path.join(workdir, "report_accuracy.png"))
   lines = [f"# Run report: {run.name}", "",
            f"{cell['workflow']} / {cell['task']} / {cell['scale']} / {cell['policy']} / "
            f"seed {cell['seed']}; step {summary.steps_done} of {summary.steps_total or '?'}.", "",
-           f"![accuracy]({os.path.basename(curve)})", ""]
-  lines += _table(["base", "peak (step)", "final (step)", "gain at peak", "gain at end",
-                   "terminal cliff"],
-                  [[_fmt(summary.base), f"{_fmt(summary.peak)} ({summary.peak_step})",
-                    f"{_fmt(summary.final)} ({summary.final_step})",
-                    _fmt(summary.gain_peak, True), _fmt(summary.gain_end, True),
-                    f"yes, from step {summary.cliff.step} (drop {summary.cliff.drop:.3f})"
-                    if summary.cliff.found else "no"]])
+           f"![accuracy, parse rates and rewards by role]({os.path.basename(curve)})", ""]
+  lines += table("summary", ["base", "peak (step)", "final (step)", "gain at peak",
+                             "gain at end", "terminal cliff"],
+                 [[Num(summary.base), AtStep(summary.peak, summary.peak_step),
+                   AtStep(summary.final, summary.final_step),
+                   Num(summary.gain_peak, True), Num(summary.gain_end, True),
+                   f"yes, from step {summary.cliff.step} (drop {summary.cliff.drop:.3f})"
+                   if summary.cliff.found else "no"]])
   lines += ["", f"Cliff definition: {_cliff_text(cliff)}", ""]
+  role_rows = _role_rows(run.records)
+  if role_rows:
+    derived = roles_lib.parse_ok_derived(run.records)
+    lines += ["## Roles: parse rates and rewards", "",
+              "Parse rate: the share of the role's calls in a training step's rollouts that "
+              "parsed cleanly" + (" (derived from the logged failure counts, "
+                                  "1 - failures / calls: a lower bound, since a call can fail "
+                                  "two ways)" if derived else "") +
+              ". Reward: the mean episode reward over the role's calls. "
+              "Means over the first and the last 5 training steps.", ""]
+    lines += table("roles", ["role", "parse rate, first 5 steps", "parse rate, last 5 steps",
+                             "reward, first 5 steps", "reward, last 5 steps"], role_rows)
+    lines.append("")
   grads = figures.run_gradients(run, os.path.join(workdir, "report_gradients.png"))
   if grads:
     means = gradients.role_means(run.records)
     shares = gradients.role_means(run.records, "grad_mass_share")
-    lines += ["## Gradients by role", "", f"![gradients]({os.path.basename(grads)})", ""]
-    lines += _table(["role", "mean grad norm", "mean mass share"],
-                    [[r, _fmt(means[r]), _fmt(shares.get(r))] for r in sorted(means)])
+    lines += ["## Gradients by role", "", f"![gradients by role]({os.path.basename(grads)})", ""]
+    if len(shares) > 1:
+      lines += table("gradients", ["role", "mean grad norm", "mean mass share"],
+                     [[r, Num(means[r]), Num(shares.get(r))] for r in sorted(means)])
+    else:  # one role holds all the mass by definition
+      lines += table("gradients", ["role", "mean grad norm"],
+                     [[r, Num(means[r])] for r in sorted(means)])
     lines.append("")
   modes = failure_modes.analyze(workdir, failure)
   if modes:
     lines += ["## Failure modes (sampled rollouts)", ""]
-    rows = _failure_rows(run.name, modes)
-    lines += _table(["run", "mode", "role", "early", "late", "emerged", "detail"], rows) \
-        if rows else ["None flagged."]
+    lines += _failure_table(table, _failure_rows(run.name, modes))
     lines.append("")
   path = os.path.join(workdir, "report.md")
   with open(path, "w") as f:
@@ -99,11 +134,23 @@ def write_run_report(workdir: str, cliff: analysis.CliffConfig = analysis.CliffC
 # --- a sweep ---------------------------------------------------------------------
 
 
+def runs_dir(sweep_dir: str) -> str:
+  """Where a sweep's runs are: the directory itself, or its runs/ (a published study)."""
+  nested = os.path.join(sweep_dir, RUNS)
+  has_runs = os.path.isdir(sweep_dir) and (
+      os.path.exists(os.path.join(sweep_dir, sweep.MANIFEST)) or
+      any(os.path.exists(os.path.join(sweep_dir, n, "config.json"))
+          for n in os.listdir(sweep_dir)))
+  return nested if not has_runs and os.path.isdir(nested) else sweep_dir
+
+
 def load_sweep(sweep_dir: str) -> list[analysis.RunData]:
   """The runs of a sweep: those in its manifest (sweep.json), else every subdirectory
-  holding a config.json; runs with no metrics yet are left out. Variant runs
-  (named '<point>-<variant>') are kept out of the main matrix's cells."""
-  manifest = os.path.join(sweep_dir, "sweep.json")
+  holding a config.json (of sweep_dir, or of sweep_dir/runs when sweep_dir has none);
+  runs with no metrics yet are left out. Variant runs (named '<point>-<variant>')
+  are kept out of the main matrix's cells."""
+  sweep_dir = runs_dir(sweep_dir)
+  manifest = os.path.join(sweep_dir, sweep.MANIFEST)
   if os.path.exists(manifest):
     with open(manifest) as f:
       entries = [(r["name"], r["workdir"]) for r in json.load(f)["runs"]]
@@ -124,15 +171,37 @@ def load_sweep(sweep_dir: str) -> list[analysis.RunData]:
   return runs
 
 
-def _map_rows(scored: Sequence[claims_lib.Scored]) -> list[list[str]]:
+def readable(name: str) -> str:
+  """'tiny_study' -> 'Tiny study'."""
+  words = name.replace("_", " ").replace("-", " ").split()
+  text = " ".join(words)
+  return text[:1].upper() + text[1:]
+
+
+def sweep_title(sweep_dir: str) -> str:
+  """The study's name: the manifest's sweep name ('The tiny sweep'), else the
+  directory's name made readable, skipping a generic 'runs' (docs/tiny_study/runs
+  is 'Tiny study')."""
+  manifest = os.path.join(runs_dir(sweep_dir), sweep.MANIFEST)
+  if os.path.exists(manifest):
+    with open(manifest) as f:
+      name = (json.load(f).get("sweep") or {}).get("name")
+    if name:
+      return f"The {name} sweep"
+  path = os.path.abspath(sweep_dir)
+  while os.path.basename(path) in (RUNS, "sweeps") and os.path.dirname(path) != path:
+    path = os.path.dirname(path)
+  return readable(os.path.basename(path)) or "Sweep report"
+
+
+def _map_rows(scored: Sequence[claims_lib.Scored]) -> list[list]:
   rows = []
   for key, group in claims_lib.cells(scored).items():
     s = [g.summary for g in group]
     rows.append(["/".join(map(str, key)), str(len(group)),
-                 analysis.format_spread([x.base for x in s]),
-                 analysis.format_spread([x.peak for x in s]),
-                 analysis.format_spread([x.final for x in s]),
-                 analysis.format_spread([x.gain_end for x in s], signed=True),
+                 Spread(tuple(x.base for x in s)), Spread(tuple(x.peak for x in s)),
+                 Spread(tuple(x.final for x in s)),
+                 Spread(tuple(x.gain_end for x in s), signed=True),
                  f"{sum(x.cliff.found for x in s)}/{len(s)}"])
   return rows
 
@@ -144,10 +213,44 @@ def _figure_lines(title: str, paths: Sequence[str | None], root: str) -> list[st
   return [f"### {title}", ""] + [f"![{title}]({os.path.relpath(p, root)})" for p in shown] + [""]
 
 
+def _logged_every(scored: Sequence[claims_lib.Scored], policy: str, prefix: str) -> int | None:
+  """The most common interval at which the policy's runs logged `<prefix>/<role>`."""
+  found = collections.Counter(
+      figures.interval(steps) for s in scored if s.main and s.cell["policy"] == policy
+      for steps, _ in gradients.role_series(s.run.records, prefix).values())
+  found.pop(None, None)
+  return found.most_common(1)[0][0] if found else None
+
+
+def _gradient_note(scored: Sequence[claims_lib.Scored]) -> list[str]:
+  """What was logged when, in words: the figures plot only the steps both policies logged."""
+  def every(k):
+    return "every step" if k == 1 else f"every {k} steps" if k else "never"
+
+  parts = []
+  for policy, label in (("shared", "SP"), ("isolated", "IP")):
+    norm, share = (_logged_every(scored, policy, p) for p in ("grad_norm", "grad_mass_share"))
+    if norm == share and norm:
+      parts.append(f"{label} runs logged per-role gradient norms and mass shares {every(norm)}")
+    elif norm or share:
+      parts.append(f"{label} runs logged per-role gradient norms {every(norm)} and mass shares "
+                   f"{every(share)}")
+  if not parts:
+    return []
+  return ["What was logged when: " + "; ".join(parts) + ". The per-role split of an update "
+          "costs a backward pass per role, so it runs every `rl.role_grad_every` steps; under "
+          "IP each role's norm is also its own policy's norm, logged every step. Each figure "
+          "plots both policies at the steps both logged (means over seeds), norms on a log "
+          "scale. A one-role workflow (single) has no mass-share panel: its share is 1 by "
+          "definition.", ""]
+
+
 def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.CliffConfig(),
                        failure: failure_modes.FailureConfig = failure_modes.FailureConfig(),
-                       dominant_share: float = 0.6, out_dir: str | None = None) -> str:
-  """Writes <out_dir>/report.md (default: the sweep's) and its figures; returns its path."""
+                       dominant_share: float = 0.6, out_dir: str | None = None,
+                       title: str | None = None) -> str:
+  """Writes <out_dir>/report.md (default: the sweep's), its figures and a CSV per
+  table; returns its path. title: the report's heading (default: sweep_title)."""
   out_dir = out_dir or sweep_dir
   runs = load_sweep(sweep_dir)
   if not runs:
@@ -156,13 +259,17 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
   scored = claims_lib.score(runs, cliff)
   out = os.path.join(out_dir, FIGURES)
   os.makedirs(out, exist_ok=True)
+  table = tables.Tables(out_dir, "report_")
   tasks = sorted({s.cell["task"] for s in scored})
-  scales = sorted({s.cell["scale"] for s in scored})
+  scales = figures.order({s.cell["scale"] for s in scored}, SCALE_ORDER)
   finished = sum(s.summary.finished for s in scored)
-  lines = [f"# Sweep report: {os.path.basename(os.path.normpath(sweep_dir))}", "",
-           f"{len(scored)} runs with metrics ({finished} finished). Accuracy is `eval/accuracy` "
-           "on held-out problems; step 0 is the base model. Spreads are mean ± sample std "
-           "over seeds (n = runs).", "", f"Cliffs: {_cliff_text(cliff)}", "",
+  source = os.path.relpath(runs_dir(sweep_dir), out_dir)  # a link that works where report.md is
+  lines = [f"# {title or sweep_title(sweep_dir)}", "",
+           f"Sweep report of {len(scored)} runs with metrics ({finished} finished), from "
+           f"[{source}]({source}). Accuracy is `eval/accuracy`: the fraction of held-out "
+           "problems solved; step 0 is the base model. Spreads are mean ± sample std "
+           "over seeds (n = runs). Every table is also a CSV beside this file.", "",
+           f"Cliffs: {_cliff_text(cliff)}", "",
            "## The study's claims, tested on these runs", ""]
   for claim in claims_lib.all_claims(scored, dominant_share):
     lines += [f"**{claim.statement}** — *{claim.verdict}*", ""]
@@ -170,19 +277,19 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
 
   lines += ["## The empirical map: gain over base", ""]
   lines += _figure_lines("Gain at the end", [figures.gain_heatmap(
-      scored, os.path.join(out, "map_gain_end.png"), "end")], out_dir)
+      scored, os.path.join(out, "map_gain_end.png"), "end", SCALE_ORDER)], out_dir)
   lines += _figure_lines("Gain at the peak", [figures.gain_heatmap(
-      scored, os.path.join(out, "map_gain_peak.png"), "peak")], out_dir)
-  lines += _table(["cell (workflow/task/scale/policy)", "seeds", "base", "peak", "final",
-                   "gain at end", "cliffs"], _map_rows(scored)) + [""]
+      scored, os.path.join(out, "map_gain_peak.png"), "peak", SCALE_ORDER)], out_dir)
+  lines += table("map", ["cell (workflow/task/scale/policy)", "seeds", "base", "peak", "final",
+                         "gain at end", "cliffs"], _map_rows(scored)) + [""]
 
   lines += ["## Accuracy curves, SP vs IP (dashed: base; red ▼: terminal cliff)", ""]
   for task in tasks:
     lines += _figure_lines(task, [figures.accuracy_curves(
-        scored, task, os.path.join(out, f"curves_{task}.png"), workflows=WORKFLOW_ORDER)],
-                           out_dir)
+        scored, task, os.path.join(out, f"curves_{task}.png"), workflows=WORKFLOW_ORDER,
+        scales=SCALE_ORDER)], out_dir)
 
-  lines += ["## Role-level gradient dynamics", ""]
+  lines += ["## Role-level gradient dynamics", ""] + _gradient_note(scored)
   for task in tasks:
     for scale in scales:
       lines += _figure_lines(f"{task} / {scale}", [figures.gradient_dynamics(
@@ -192,9 +299,9 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
       claims_lib.amplification_pairs(scored, "shared")
   if pairs:
     lines += ["### Same-role amplification (grad norm with N agents / N = 1)", ""]
-    lines += _table(["run", "reference", "N", "ratio"],
-                    [[a.run.name, b.run.name, str(a.cell["agents"]), f"{r:.2f}"]
-                     for a, b, r in pairs]) + [""]
+    lines += table("amplification", ["run", "reference", "N", "ratio"],
+                   [[a.run.name, b.run.name, str(a.cell["agents"]), Num(r, digits=2)]
+                    for a, b, r in pairs]) + [""]
 
   lines += ["## Failure modes (from the sampled rollouts)", "",
             "Flagged when the rate over the last saved steps crosses its threshold "
@@ -202,15 +309,14 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
   rows = []
   for s in scored:
     rows += _failure_rows(s.run.name, failure_modes.analyze(s.run.workdir, failure))
-  lines += _table(["run", "mode", "role", "early", "late", "emerged", "detail"], rows) \
-      if rows else ["None flagged."]
+  lines += _failure_table(table, rows)
   lines += ["", "## Runs", ""]
-  lines += _table(["run", "steps", "base", "peak (step)", "final", "cliff step"],
-                  [[s.run.name, f"{s.summary.steps_done}/{s.summary.steps_total or '?'}",
-                    _fmt(s.summary.base), f"{_fmt(s.summary.peak)} ({s.summary.peak_step})",
-                    _fmt(s.summary.final),
-                    str(s.summary.cliff.step) if s.summary.cliff.found else "-"]
-                   for s in scored])
+  lines += table("runs", ["run", "steps", "base", "peak (step)", "final", "cliff step"],
+                 [[s.run.name, f"{s.summary.steps_done}/{s.summary.steps_total or '?'}",
+                   Num(s.summary.base), AtStep(s.summary.peak, s.summary.peak_step),
+                   Num(s.summary.final),
+                   str(s.summary.cliff.step) if s.summary.cliff.found else "-"]
+                  for s in scored])
   path = os.path.join(out_dir, "report.md")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
