@@ -126,7 +126,7 @@ def answer(text: str, extract: Extract) -> Parsed:
 
 _BARE_INDEX = re.compile(r"^\W*#?\s*(\d+)\s*[.)\]]?\s*$")
 _NAMED_INDEX = re.compile(r"\b(?:candidate|solution|option|number|choice)\s*#?\s*(\d+)\b", re.I)
-_NOUN = r"(?:candidate|solution|option|answer|program|response|choice|number|no\.?)"
+_NOUN = r"(?:candidate|solution|option|answer|program|response|choice|number|no\.)"
 _MARK = r"[*_`\"'(\[]*"  # markdown and brackets around a number
 _STATED_CHOICE = re.compile(rf"\bchoice\s*[*_`]*\s*[:=]\s*{_MARK}\s*(?:{_NOUN}\s*)?#?\s*(\d+)\b",
                             re.I)
@@ -185,10 +185,11 @@ def choice(text: str, candidates: Sequence[str | None], extract: Extract,
   in the reply, which selects the first candidate with the `same` answer or, when
   allow_own_answer (the synthesizer), stands as the call's own answer; else
   bad_choice and the majority vote of the candidates.
-  instruct: the last 'CHOICE: k' in range; a reply that is only k; the last
-  intent phrase ('best answer is k', 'I choose k', 'candidate k is correct',
-  '**k**'); the task's answer as above; a last line that is only k ('Answer:
-  2'); the last 'candidate/solution k' mention; else bad_choice as above.
+  instruct: the last 'CHOICE: k' in range; a reply (or its first line) that
+  is only k; the last intent phrase ('best answer is k', 'I choose k',
+  'candidate k is correct', '**k**', 'I pick the second'); the task's answer
+  as above; a last line that is only k ('Answer: 2'); the last
+  'candidate/solution k' mention; else bad_choice as above.
   """
   _check_style(style)
   n, shown = len(candidates), tuple(candidates)
@@ -207,7 +208,9 @@ def choice(text: str, candidates: Sequence[str | None], extract: Extract,
     if index is not None:
       return picked(index)
   else:
+    first = _BARE_INDEX.match(stripped.splitlines()[0]) if stripped else None  # '2\n...'
     for index in (_last_in_range(_STATED_CHOICE.findall(stripped), n), bare_index,
+                  _last_in_range([first.group(1)] if first else [], n),
                   _intent_index(stripped, n)):
       if index is not None:
         return picked(index)
@@ -219,7 +222,7 @@ def choice(text: str, candidates: Sequence[str | None], extract: Extract,
     if allow_own_answer:
       return Parsed("choice", None, found, shown)
   if style == "instruct" and stripped:
-    last = _LAST_LINE_INDEX.match(stripped.splitlines()[-1].strip())
+    last = _LAST_LINE_INDEX.match(stripped.splitlines()[-1].strip())  # '...\nAnswer: 2'
     index = _last_in_range([last.group(1)] if last else [], n)
     if index is None:
       index = _last_in_range(_MENTION.findall(stripped), n)
@@ -242,8 +245,10 @@ _ECHO = re.compile(rf"\b(?:{_POSITIVE}|{_NEGATIVE})\b[\s'\"*_`]*(?:or|/|\|)[\s'\
                    rf"(?:verdict\s*:\s*)?[\s'\"*_`]*\b(?:{_POSITIVE}|{_NEGATIVE})\b", re.I)
 _CLAUSE_BREAK = re.compile(r"[.!?;:\n,]|\b(?:but|however|although|though|while|whereas|"
                            r"because|since|so|therefore|thus|hence)\b", re.I)
+# 'partially correct' is not an approval either.
 _NEGATOR = re.compile(r"\b(?:not|never|hardly|no\s+longer|isn't|aren't|wasn't|weren't|"
-                      r"doesn't|don't|cannot|can't)\b|n't\b", re.I)
+                      r"doesn't|don't|cannot|can't|partially|partly|mostly|almost|nearly)\b|"
+                      r"n't\b", re.I)
 _CONDITIONAL = re.compile(r"\b(?:if|whether|check|verify|determine|see|unless|ensure|make\s+"
                           r"sure)\b", re.I)
 # A verdict word right before one of these is attributive ('the correct answer is 72'),
@@ -252,13 +257,15 @@ _ATTRIBUTIVE = re.compile(r"\s+(?:final\s+)?(?:answer|solution|result|value|numb
                           r"method|way|calculation|formula|reasoning|total|amount|option|choice|"
                           r"one|step|steps|triangle|angle|side|track|units?|order|equation|"
                           r"expression|interpretation|procedure|answers|values|sum|product|"
-                          r"count|response|program|code|output|time|direction)\b", re.I)
+                          r"count|response|program|code|output|time|direction|now|away|"
+                          r"here|there|hand|corner|after|before)\b", re.I)
+_SENTENCE_END = re.compile(r"[ \t]*(?:[.!\n]|$)")
 _COPULA = re.compile(r"\b(?:is|are|was|were|be|'s)\b(?:\s+\w+){0,2}\s+(?:the|a|an)\s*$", re.I)
 _ERROR_PHRASE = re.compile(
     r"\b(?P<none>no|without\s+any|not\s+any|n't\s+\w+\s+any|free\s+of)\s+(?:\w+\s+)?"
     r"(?:errors?|mistakes?)\b|\b(?:an?|one|some|two|several|the)\s+(?:\w+\s+){0,2}"
     r"(?:error|mistake)s?\b", re.I)
-_YES_NO = re.compile(r"^[\W_]*(yes|no)\b", re.I)
+_YES_NO = re.compile(r"(?:^|[.!?\n])[\s*_]*(yes|no)\b(?=[\s*_]*(?:[.!,;:\n]|$))", re.I)
 
 
 def _polarity(text: str) -> bool | None:
@@ -275,7 +282,9 @@ def _polarity(text: str) -> bool | None:
       continue  # a question, not a verdict
     if _CONDITIONAL.search(clause):
       continue
-    if _ATTRIBUTIVE.match(after) and not _COPULA.search(clause):
+    noun = _ATTRIBUTIVE.match(after)
+    if noun and not _COPULA.search(clause) and not (
+        not clause.strip() and _SENTENCE_END.match(after[noun.end():])):  # 'Wrong answer.'
       continue
     positive = m.group(1) is not None
     window = " ".join(clause.split()[-4:])
@@ -288,10 +297,10 @@ def _polarity(text: str) -> bool | None:
       continue
     if last is None or m.start() > last[0]:
       last = (m.start(), m.group("none") is not None)
-  if last is not None:
-    return last[1]
-  yes_no = _YES_NO.match(text)
-  return None if yes_no is None else yes_no.group(1).lower() == "yes"
+  for m in _YES_NO.finditer(text):  # 'Yes.' / 'No, ...' as a sentence of its own
+    if last is None or m.start() > last[0]:
+      last = (m.start(), m.group(1).lower() == "yes")
+  return None if last is None else last[1]
 
 
 def _feedback(text: str) -> str:
@@ -374,9 +383,9 @@ def _plan_items(text: str) -> list[str]:
   bullets = [_clean(m.group(1)) for m in map(_BULLETED.match, text.splitlines()) if m]
   if any(bullets):
     return [b for b in bullets if b]
-  lines = [_clean(line) for line in text.splitlines()]
-  return [line for line in lines if line and not line.endswith(":")
-          and not _PREAMBLE.match(line)]
+  lines = [_clean(_BULLET.sub("", line)) for line in text.splitlines()
+           if not re.sub(r"[\s*_]+$", "", line).endswith(":")]  # headers ('Strategies:')
+  return [line for line in lines if line and not _PREAMBLE.match(line)]
 
 
 def strategies(text: str, m: int, style: str = "instruct") -> Parsed:

@@ -10,7 +10,8 @@ Extraction strictness (`STRICTNESS`; a math task's `strictness` option):
            (GSM8K's). Use it with prompts that state the format (the
            instruct prompts of workflows.prompts do), so a reply that ignores
            the format is 'unparsable', never scored on a stray number.
-  lenient  also 'the answer is x' / 'answer: x' anywhere in a line; then the
+  lenient  also 'the answer is x' / 'answer: x' anywhere in a line, when x
+           reads as an answer (a digit or LaTeX, or at most 3 words); then the
            last number, but only from a reply that reads as a bare answer:
            a short one (at most LENIENT_SHORT_CHARS characters: '72', '= 72',
            'x = 72 apples', the tiny world's replies) or a text whose very end
@@ -123,6 +124,14 @@ _ENDS_WITH_NUMBER = re.compile(
     r"(?:[ \t]+[A-Za-z][A-Za-z.'-]*){0," + str(LENIENT_UNIT_WORDS) + r"}[ \t]*[.!*_)\]}]*\s*$")
 
 
+def _answer_like(answer: str) -> bool:
+  """Whether a lenient 'the answer is ...' reading is an answer, not prose ('the answer is
+  already in the box'): it has a digit or a LaTeX command, or at most 3 words."""
+  if not re.search(r"[A-Za-z0-9]", answer):
+    return False
+  return bool(re.search(r"[\d\\]", answer)) or len(answer.split()) <= 3
+
+
 def _last_number(text: str) -> Optional[str]:
   """The lenient mode's last number (module doc), or None."""
   numbers = _NUMBER_IN_TEXT.findall(text)
@@ -147,7 +156,7 @@ def extract_answer(text: str, strictness: str = "lenient") -> Optional[str]:
   markers = (_HASHES, _LINE_ANSWER) if strictness == "strict" else (_HASHES, _ANSWER_IS)
   for pattern in markers:
     answers = [_after_marker(m.group(1)) for m in pattern.finditer(text)]
-    answers = [a for a in answers if a]
+    answers = [a for a in answers if a and (pattern is not _ANSWER_IS or _answer_like(a))]
     if answers:
       return answers[-1]
   if strictness == "lenient":
