@@ -15,23 +15,35 @@ itemsize. Terms:
   rollout copy base + trainable again where rollouts need another layout: under
                ROLLOUT_RULES (rollout_params='replicated', no fsdp), or under
                TRAIN_RULES when the state is also sharded over data.
-  transient    one layer's weights and the embedding cast to the compute dtype,
-               twice (FSDP gathers / casts of the forward and the backward).
+Programs (per device, fixed and per row: below) come on top of the state; a
+sampler call and an update chunk never run at once, so each is set against
+the state alone.
 
-Rows (one prompt + completion, T = prompt_len + max_new_tokens tokens) are
-estimated by formula; c is the compute itemsize (bf16: 2), t the tensor size
-where it divides the dimension, r the LoRA rank, S the number of LoRA slots:
+Rows (one prompt + completion, T = prompt_len + max_new_tokens tokens, P the
+prompt) are estimated by formula, fitted to the compiled programs' temp bytes
+(marl_jax/trainer/measure.py; `launch/plan.py --measure` prints both); c is
+the compute itemsize (bf16: 2), t the tensor size where it divides the
+dimension, r the LoRA rank, S the number of LoRA slots, C the LM-head chunk:
 
   KV cache / row     2 L (K/t) T hd c                     (k and v, all layers)
-  rollout / row      KV + (H/t) P^2 (8 + c)               (one layer's prefill logits,
-                     + 2 L (K/t) P hd c + 16 V/t           softmax; prefill k/v before the
-                                                           cache is padded; decode logits)
-  update / row       L T D c                              (remat: each layer's input)
-                     + T c (6D + 3(H+2K)hd/t + 4F/t + 14 S r)   (one layer's activations)
-                     + (H/t) T^2 (12 + c)                 (its attention logits, softmax,
-                                                           probs and their gradient)
-                     + 12 C V/t                           (one chunk of C=128 logits)
-                     without remat, the two per-layer terms count L times.
+  rollout / row      KV + (H/t) P^2 (6 + c) + 16 V/t      (the cache; one prefill layer's
+                                                           scores and probs; the decode
+                                                           step's logits)
+  update / row       5/2 L T D c                          (remat 'layer': each layer's input,
+                                                           and XLA's copies of it by the scan)
+                     + max(layer + attention, 12 C V/t)   (the backward of one layer, or of
+                                                           one LM-head chunk: not at once)
+    layer            T c (6D + 3(H+2K)hd/t + 4F/t + 14 S r)
+    attention        (H/t) T^2 (11 + c)                   (scores, softmax, probs, gradients)
+                     remat 'dots' keeps the projections too: + L T c (D + (H+2K)hd/t + 3F/t + S r)
+                     remat 'none' keeps every layer: L (2 layer + (H/t) T^2 (8 + c)) + max(...)
+
+The fixed terms (per program, independent of rows) are dominated by copies of
+the embedding in the compute dtype (the lookup's, the tied LM head's and its
+transpose): sampler c (4 V D + 2 layer weights) / t; update 4 c V D / t, the
+peak of a one-row program (with many rows the compiled remainder is 0.1-1.6
+GiB: the term errs on the safe side). All coefficients are fitted to Qwen3
+0.6B / 1.7B / 4B at 1,024 and 5,120 tokens, per row within 10%.
 
 Rows per device: a rollout stage's or an update's rows are split over the batch
 axes (data x fsdp). The study step: the largest stage samples
@@ -93,16 +105,17 @@ class Workload:
   agents: int = 3            # rows per episode in the largest sampler stage
   calls: int = 4             # calls per episode in an update (Voting: 3 + 1)
   num_roles: int = 3         # IP slots (Orch-Workers; Voting and Eval-Opt have 2)
-  prompt_len: int = 1024
+  prompt_len: int = 4096     # the study config's rollout.max_prompt_len
   max_new_tokens: int = 1024
   lora_rank: int = 64
   lora_alpha: float = 32.0
   param_dtype: str = "float32"
   compute_dtype: str = "bfloat16"
-  remat: bool = True
+  remat: str = "layer"       # decoder.REMAT_POLICIES (config.rl.remat); True / False accepted
   chunk: int = 128
 
   def __post_init__(self):
+    object.__setattr__(self, "remat", decoder.remat_name(self.remat))
     for field in ("tasks", "group", "agents", "calls", "num_roles", "prompt_len",
                   "max_new_tokens", "lora_rank", "chunk"):
       if getattr(self, field) < 1:
@@ -124,7 +137,8 @@ class Plan:
   slots: int
   optimizer: int
   rollout_copy: int
-  transient: int
+  update_fixed: int         # the update chunk program's bytes that do not scale with rows
+  rollout_fixed: int        # ... and the sampler call's
   kv_per_row: int
   rollout_per_row: int
   update_per_row: int
@@ -138,16 +152,14 @@ class Plan:
     return self.params + self.slots + self.optimizer + self.rollout_copy
 
   @property
-  def free(self) -> int:
-    return self.usable - self.state - self.transient
-
-  @property
   def max_rollout_rows(self) -> int:
-    return max(0, self.free // self.rollout_per_row)
+    """Rows of one sampler call that fit beside the state (config.mesh.rollout_rows_per_device=0)."""
+    return max(0, (self.usable - self.state - self.rollout_fixed) // self.rollout_per_row)
 
   @property
   def max_update_rows(self) -> int:
-    return max(0, self.free // self.update_per_row)
+    """Rows of one update chunk that fit beside the state (config.rl.update_rows=0)."""
+    return max(0, (self.usable - self.state - self.update_fixed) // self.update_per_row)
 
   @property
   def fits(self) -> bool:
@@ -197,19 +209,27 @@ def _row_bytes(model: ModelConfig, w: Workload, tensor: int, lora_cols: int
   mlp, vocab = _split(model.intermediate_size, tensor), _split(model.vocab_size, tensor)
   p, t = w.prompt_len, w.prompt_len + w.max_new_tokens
   kv_row = 2 * n_layers * kv * t * hd * c
-  rollout = kv_row + heads * p * p * (8 + c) + 2 * n_layers * kv * p * hd * c + 16 * vocab
+  rollout = kv_row + heads * p * p * (6 + c) + 16 * vocab
   layer = t * c * (6 * d + 3 * (heads + 2 * kv) * hd + 4 * mlp + 2 * _LINEARS_PER_LAYER * lora_cols)
-  attention = heads * t * t * (12 + c)
-  saved = n_layers * t * d * c if w.remat else (n_layers - 1) * (layer + attention)
-  update = saved + layer + attention + 12 * w.chunk * vocab
+  attention = heads * t * t * (11 + c)
+  # The LM head's backward runs before the layers' and frees its chunk first.
+  top = max(layer + attention, 12 * w.chunk * vocab)
+  if w.remat == "none":
+    update = n_layers * (2 * layer + heads * t * t * (8 + c)) + top
+  else:
+    update = 5 * n_layers * t * d * c // 2 + top
+    if w.remat == "dots":
+      update += n_layers * t * c * (d + (heads + 2 * kv) * hd + 3 * mlp + lora_cols)
   return kv_row, rollout, update
 
 
-def _transient(model: ModelConfig, w: Workload, mesh_shape: Mapping[str, int]) -> int:
+def _fixed(model: ModelConfig, w: Workload, mesh_shape: Mapping[str, int]) -> tuple[int, int]:
+  """(update, sampler) bytes of a program that do not scale with its rows (module doc)."""
   c = np.dtype(as_dtype(w.compute_dtype)).itemsize
   t = mesh_shape.get("tensor", 1)
   per_layer = sum(i * o for i, o in decoder.linear_shapes(model).values()) // t
-  return 2 * c * (per_layer + model.vocab_size * model.hidden_size // t)
+  embed = model.vocab_size * model.hidden_size // t
+  return 4 * c * embed, c * (4 * embed + 2 * per_layer)
 
 
 def memory_terms(store: PolicyStore, mesh_shape: Mapping[str, int],
@@ -256,6 +276,7 @@ def plan(preset: str | ModelConfig, mode: str, kind: str, mesh_shape: Mapping[st
   terms = memory_terms(store, mesh_shape, rules)
   lora_cols = sum(r for _, r, _ in store.routing.lora_storage)
   kv_row, rollout_row, update_row = _row_bytes(model, workload, mesh_shape["tensor"], lora_cols)
+  update_fixed, rollout_fixed = _fixed(model, workload, mesh_shape)
   budget = int(usable * memory_gib * GIB)
   if rollout_params == "auto":  # as marl_jax.trainer.distributed.Parallel decides it
     rollout_params = choose_rollout_params(mesh_shape, terms, budget)
@@ -265,11 +286,55 @@ def plan(preset: str | ModelConfig, mode: str, kind: str, mesh_shape: Mapping[st
       preset=name, mode=mode, kind=kind, hardware=hardware, mesh=mesh_shape,
       params=terms["params"], slots=terms["slots"], optimizer=terms["optimizer"],
       rollout_copy=terms["replica" if rollout_params == "replicated" else "sharded_copy"],
-      transient=_transient(model, workload, mesh_shape), kv_per_row=kv_row,
+      update_fixed=update_fixed, rollout_fixed=rollout_fixed, kv_per_row=kv_row,
       rollout_per_row=rollout_row, update_per_row=update_row, usable=budget,
       stage_rows=math.ceil(per_episode * workload.agents / shards),
       update_rows=math.ceil(per_episode * workload.calls / shards),
       rollout_params=rollout_params)
+
+
+def workload_of(config: Any) -> Workload:
+  """The Workload of a run config (marl_jax.trainer.config): its lengths, LoRA rank,
+  dtypes, roles and rl.remat; the largest stage and the update as the study's."""
+  roles = 3 if config.workflow.name == "orch_workers" else 2
+  return Workload(
+      tasks=config.rollout.batch_size, group=config.rollout.group_size, num_roles=roles,
+      prompt_len=config.rollout.max_prompt_len, max_new_tokens=config.rollout.max_new_tokens,
+      lora_rank=config.policy.lora_rank, lora_alpha=config.policy.lora_alpha,
+      param_dtype=config.model.param_dtype, compute_dtype=config.model.compute_dtype,
+      remat=config.rl.get("remat", "none"))
+
+
+def require_fit(config: Any, memory_bytes: int | None, num_devices: int = 1, hosts: int = 1,
+                model: ModelConfig | None = None, usable: float = 0.9) -> Plan | None:
+  """The run's plan on devices of `memory_bytes`; a ValueError when one row of its
+  longest length (rollout.max_prompt_len + max_new_tokens) cannot fit an update
+  chunk or a sampler call beside the state -- before anything compiles.
+
+  `model` defaults to config.model.preset's shapes; None is returned (nothing
+  checked) without a memory size (a CPU) or a model to size.
+  """
+  if not memory_bytes or (model is None and config.model.preset not in presets.PRESETS):
+    return None
+  workload = workload_of(config)
+  mesh = sharding.mesh_config(config.mesh, config.model.preset, hosts).resolve(num_devices)
+  result = plan(model or config.model.preset, config.policy.mode, config.policy.kind,
+                mesh.sizes, memory_bytes / GIB, workload, usable=usable,
+                state_over_data=mesh.state_over_data, rollout_params=config.mesh.rollout_params)
+  if result.fits:
+    return result
+  tokens = workload.prompt_len + workload.max_new_tokens
+  free = result.usable - result.state
+  hint = "" if workload.remat == "layer" else ", set rl.remat='layer'"
+  raise ValueError(
+      f"rollout.max_prompt_len + rollout.max_new_tokens = {tokens} tokens do not fit "
+      f"{memory_bytes / GIB:.1f} GiB per device ({result.usable / GIB:.1f} usable, by the planner): "
+      f"the state takes {result.state / GIB:.1f} GiB, leaving {free / GIB:.1f}; one update row "
+      f"needs {(result.update_fixed + result.update_per_row) / GIB:.1f} GiB with "
+      f"rl.remat={workload.remat!r}, one sampler row "
+      f"{(result.rollout_fixed + result.rollout_per_row) / GIB:.1f}. Shorten the rows{hint}, "
+      "or shard over more "
+      "devices (config.mesh.fsdp / tensor); `python launch/plan.py` prints the figures.")
 
 
 def plan_hardware(preset: str, mode: str, kind: str, hardware: Hardware,
@@ -283,8 +348,9 @@ def plan_hardware(preset: str, mode: str, kind: str, hardware: Hardware,
 
 
 _COLUMNS = ("model", "policy", "kind", "hardware", "mesh", "params GiB", "slots GiB",
-            "opt+grad GiB", "rollout copy GiB", "state GiB", "KV MiB/row", "update MiB/row",
-            "max rows/device (rollout, update)", "study step (sampler calls, update chunks)")
+            "opt+grad GiB", "rollout copy GiB", "state GiB", "KV MiB/row", "rollout MiB/row",
+            "update MiB/row", "rows/device when 0 (rollout_rows_per_device, update chunk)",
+            "study step (sampler calls, update chunks)")
 
 
 def _gib(n: int) -> str:
@@ -303,7 +369,7 @@ def table(plans: Sequence[Plan]) -> str:
     cells = (p.preset, {"shared": "SP", "isolated": "IP"}.get(p.mode, p.mode), p.kind,
              p.hardware, mesh, _gib(p.params), _gib(p.slots), _gib(p.optimizer),
              _gib(p.rollout_copy), _gib(p.state), f"{p.kv_per_row / MIB:.0f}",
-             f"{p.update_per_row / MIB:.0f}", rows, step)
+             f"{p.rollout_per_row / MIB:.0f}", f"{p.update_per_row / MIB:.0f}", rows, step)
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 

@@ -9,9 +9,11 @@ import optax
 import pytest
 
 from marl_jax.models import count_params, decoder, get_preset, init_params
+from marl_jax.models.config import ModelConfig
 from marl_jax.models.lora import LoraConfig
 from marl_jax.policies.store import PolicyStore
-from marl_jax.trainer import planner
+from marl_jax.trainer import measure, planner
+from marl_jax.trainer.config import get_config
 from tests.helpers import REPO
 
 ONE = {"data": 1, "fsdp": 1, "tensor": 1, "role": 1}
@@ -104,3 +106,38 @@ def test_plan_launcher_prints_a_row():
   assert out.returncode == 0, out.stderr[-2000:]
   rows = [line for line in out.stdout.splitlines() if line.startswith("| qwen3_1_7b")]
   assert len(rows) == 1 and "| IP | lora | v4-8 | fsdp4 |" in rows[0]
+
+
+# Qwen3-shaped and small: deeper than decoder.UNROLL_MAX_LAYERS, so its layers scan as Qwen3's.
+SMALL_QWEN = ModelConfig(vocab_size=4096, hidden_size=128, intermediate_size=384, num_layers=6,
+                         num_heads=4, num_kv_heads=2, head_dim=32, max_position_embeddings=4096)
+
+
+def test_formulas_agree_with_the_compiled_update_and_sampler_per_row():
+  workload = planner.Workload(num_roles=2, lora_rank=8, max_new_tokens=64)
+  for m in measure.measure(SMALL_QWEN, 256, workload):
+    assert 0.85 <= m.ratio <= 1.15, (m.program, m.per_row, m.formula_per_row)
+
+
+def test_a_length_that_cannot_fit_one_row_is_an_error_from_the_planner():
+  config = get_config("model=qwen3_0_6b,study=1")
+  plan = planner.require_fit(config, 80 * planner.GIB)
+  assert plan.max_update_rows >= 1 and plan.max_rollout_rows >= 1
+  assert planner.require_fit(config, None) is None  # no memory size (a CPU): nothing to check
+  config.rollout.max_prompt_len = 32768
+  with pytest.raises(ValueError, match=r"max_prompt_len \+ rollout.max_new_tokens = 33792 tokens "
+                                       r"do not fit 80.0 GiB per device.*one update row needs"):
+    planner.require_fit(config, 80 * planner.GIB)
+  config.rollout.max_prompt_len, config.rl.remat = 4096, "none"
+  with pytest.raises(ValueError, match="set rl.remat='layer'"):
+    planner.require_fit(config, 80 * planner.GIB)
+
+
+@pytest.mark.parametrize("preset", ["qwen3_0_6b", "qwen3_1_7b", "qwen3_4b"])
+def test_the_study_step_of_every_preset_fits_one_h100_with_lora(preset):
+  for mode in ("shared", "isolated"):
+    plan = planner.plan_hardware(preset, mode, "lora", planner.HARDWARE["1xH100"])
+    assert plan.fits, (preset, mode)
+    calls, chunks = plan.chunks()
+    assert calls * plan.max_rollout_rows >= plan.stage_rows
+    assert chunks * plan.max_update_rows >= plan.update_rows
