@@ -31,7 +31,7 @@ from marl_jax.study.diagnostics import claims as claims_lib
 from marl_jax.study.diagnostics import failure_modes
 from marl_jax.study.diagnostics import gradients
 from marl_jax.study.diagnostics import roles as roles_lib
-from marl_jax.study.tables import AtStep, Num, Spread
+from marl_jax.study.tables import AtStep, Int, Num, OutOf, Spread
 
 FIGURES = "report_figures"
 RUNS = "runs"  # a published study keeps its runs here (docs/<study>/runs)
@@ -198,11 +198,11 @@ def _map_rows(scored: Sequence[claims_lib.Scored]) -> list[list]:
   rows = []
   for key, group in claims_lib.cells(scored).items():
     s = [g.summary for g in group]
-    rows.append(["/".join(map(str, key)), str(len(group)),
+    rows.append(["/".join(map(str, key)), Int(len(group)),
                  Spread(tuple(x.base for x in s)), Spread(tuple(x.peak for x in s)),
                  Spread(tuple(x.final for x in s)),
                  Spread(tuple(x.gain_end for x in s), signed=True),
-                 f"{sum(x.cliff.found for x in s)}/{len(s)}"])
+                 OutOf(sum(x.cliff.found for x in s), len(s))])
   return rows
 
 
@@ -300,7 +300,7 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
   if pairs:
     lines += ["### Same-role amplification (grad norm with N agents / N = 1)", ""]
     lines += table("amplification", ["run", "reference", "N", "ratio"],
-                   [[a.run.name, b.run.name, str(a.cell["agents"]), Num(r, digits=2)]
+                   [[a.run.name, b.run.name, Int(a.cell["agents"]), Num(r, digits=2)]
                     for a, b, r in pairs]) + [""]
 
   lines += ["## Failure modes (from the sampled rollouts)", "",
@@ -312,10 +312,10 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
   lines += _failure_table(table, rows)
   lines += ["", "## Runs", ""]
   lines += table("runs", ["run", "steps", "base", "peak (step)", "final", "cliff step"],
-                 [[s.run.name, f"{s.summary.steps_done}/{s.summary.steps_total or '?'}",
+                 [[s.run.name, OutOf(s.summary.steps_done, s.summary.steps_total),
                    Num(s.summary.base), AtStep(s.summary.peak, s.summary.peak_step),
                    Num(s.summary.final),
-                   str(s.summary.cliff.step) if s.summary.cliff.found else "-"]
+                   Int(s.summary.cliff.step if s.summary.cliff.found else None)]
                   for s in scored])
   path = os.path.join(out_dir, "report.md")
   with open(path, "w") as f:

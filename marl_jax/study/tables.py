@@ -85,7 +85,42 @@ class AtStep:
     return [name, f"{name} step"]
 
 
-Cell = str | Num | Spread | AtStep
+@dataclasses.dataclass(frozen=True)
+class Int:
+  """A whole number, or none ('-' in markdown, empty in the CSV)."""
+
+  value: int | None
+
+  def md(self) -> str:
+    return "-" if self.value is None else str(self.value)
+
+  def csv(self) -> list[str]:
+    return [_number(self.value)]
+
+  @staticmethod
+  def columns(name: str) -> list[str]:
+    return [name]
+
+
+@dataclasses.dataclass(frozen=True)
+class OutOf:
+  """k of n: '30/30' (steps done of the total), '0/2' (runs with a cliff)."""
+
+  count: int
+  total: int | None
+
+  def md(self) -> str:
+    return f"{self.count}/{'?' if self.total is None else self.total}"
+
+  def csv(self) -> list[str]:
+    return [str(self.count), _number(self.total)]
+
+  @staticmethod
+  def columns(name: str) -> list[str]:
+    return [name, f"{name} out of"]
+
+
+Cell = str | Num | Spread | AtStep | Int | OutOf
 
 
 def _md(cell: Cell) -> str:

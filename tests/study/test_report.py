@@ -291,6 +291,8 @@ def test_every_table_is_a_csv_with_the_same_rows(sweep_dir, tmp_path):
   runs = {r["run"]: r for r in _csv_rows(tmp_path / "report_runs.csv")}
   row = runs["voting-math-tiny_s-isolated-s0"]  # a value and its step: two numeric columns
   assert (float(row["peak"]), int(row["peak step"])) == (0.62, 30)
+  assert (row["steps"], row["steps out of"], row["cliff step"]) == ("60", "60", "40")
+  assert runs["voting-math-tiny_s-shared-s0"]["cliff step"] == ""  # '-' in markdown
   cell = {r["cell (workflow/task/scale/policy)"]: r
           for r in _csv_rows(tmp_path / "report_map.csv")}["voting/math/tiny_s/isolated"]
   assert (float(cell["base mean"]), int(cell["base n"])) == (pytest.approx(0.305), 2)
