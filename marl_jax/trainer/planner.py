@@ -26,7 +26,7 @@ the compute itemsize (bf16: 2), t the tensor size where it divides the
 dimension, r the LoRA rank, S the number of LoRA slots, C the LM-head chunk:
 
   KV cache / row     2 L (K/t) T hd c                     (k and v, all layers)
-  rollout / row      KV + (H/t) P^2 (6 + c) + 16 V/t      (the cache; one prefill layer's
+  rollout / row      KV + (H/t) P^2 (5 + c) + 16 V/t      (the cache; one prefill layer's
                                                            scores and probs; the decode
                                                            step's logits)
   update / row       5/2 L T D c                          (remat 'layer': each layer's input,
@@ -209,7 +209,7 @@ def _row_bytes(model: ModelConfig, w: Workload, tensor: int, lora_cols: int
   mlp, vocab = _split(model.intermediate_size, tensor), _split(model.vocab_size, tensor)
   p, t = w.prompt_len, w.prompt_len + w.max_new_tokens
   kv_row = 2 * n_layers * kv * t * hd * c
-  rollout = kv_row + heads * p * p * (6 + c) + 16 * vocab
+  rollout = kv_row + heads * p * p * (5 + c) + 16 * vocab
   layer = t * c * (6 * d + 3 * (heads + 2 * kv) * hd + 4 * mlp + 2 * _LINEARS_PER_LAYER * lora_cols)
   attention = heads * t * t * (11 + c)
   # The LM head's backward runs before the layers' and frees its chunk first.
