@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
@@ -55,10 +56,11 @@ class Unreadable:
   reason: str
   path: str
 
-  def short(self, limit: int = 240) -> str:
-    # Orbax/tensorstore errors can dump a whole spec; the first line names the cause.
-    first = self.reason.strip().splitlines()[0] if self.reason.strip() else "?"
-    return first if len(first) <= limit else first[:limit] + "..."
+  def short(self, limit: int = 320) -> str:
+    # One line: orbax's errors span lines (a pytree key path) or dump a whole
+    # tensorstore spec after the cause; the head names the cause.
+    text = " ".join(self.reason.split()) or "?"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _target(abstract_state: Any) -> Any:
@@ -112,10 +114,11 @@ def set_aside_steps(directory: str) -> list[Unreadable]:
       continue
     try:
       with open(path + _REASON) as f:
-        reason = f.read().strip()
+        reason = f.readline().strip()
     except OSError:
       reason = "(no reason file)"
-    found.append(Unreadable(int(match.group(1)), f"set aside earlier: {reason}", path))
+    found.append(Unreadable(int(match.group(1)), f"set aside by an earlier start: {reason}",
+                            path))
   return sorted(found, key=lambda u: u.step)
 
 
@@ -213,6 +216,9 @@ class Checkpointer:
         continue
       if self.train:
         self._set_aside(self.unreadable)
+        if jax.process_count() > 1:  # process 0 moved them: every process re-lists after it
+          multihost_utils.sync_global_devices("marl_jax_checkpoints_set_aside")
+          self._manager.reload()
         # Whatever newer step is still listed (set aside by another process, or
         # not movable) is kept out of the retention's reach.
         self._keep.protected = {s for s in self.steps() if s > step}
@@ -229,10 +235,10 @@ class Checkpointer:
       while os.path.exists(target):  # the same step went bad twice: keep both
         target, n = f"{item.path}{UNREADABLE}.{n}", n + 1
       os.rename(item.path, target)
-      with open(target + _REASON, "w") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} step {item.step} could "
-                f"not be restored, so the run resumed from an older step; this directory was "
-                f"moved aside, not deleted.\n{item.reason}\n")
+      with open(target + _REASON, "w") as f:  # line 1: the cause (set_aside_steps reads it)
+        f.write(f"{item.short()}\n\n{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: step "
+                f"{item.step} could not be restored, so the run resumed from an older step; "
+                f"this directory was moved aside, not deleted.\n\n{item.reason}\n")
       logging.warning("Checkpoint step %d cannot be read; moved aside to %s (reason in %s).",
                       item.step, target, target + _REASON)
     self._manager.reload()  # orbax caches its step list

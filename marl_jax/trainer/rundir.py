@@ -32,7 +32,9 @@ RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.checkpoint_every"
                      "train.restart", "eval.num_problems")
 
 # What a run writes besides config.json; train.restart=true archives these.
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.cut.jsonl", "rollouts", "tensorboard")
+# log.txt stays: this process is appending to it.
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "metrics.cut.jsonl", "rollouts", "tensorboard",
+               "wandb", "wandb_run_id.txt")
 
 
 class NotResumableError(RuntimeError):
@@ -176,7 +178,7 @@ def not_resumable(workdir: str, evidence: Sequence[str],
   return NotResumableError(
       f"--workdir={workdir} holds a run that progressed ({'; '.join(evidence)}), but no "
       "checkpoint of it can be read" + (f":\n{found}\n" if found else " (none was found).\n") +
-      "Nothing was changed. Either use a new --workdir to start a new run, or rerun with "
+      "Nothing of the run was moved, deleted or rewritten. Either use a new --workdir to start a new run, or rerun with "
       "--config.train.restart=true to move what is there (checkpoints, metrics, rollouts, "
       f"tensorboard) to {os.path.join(workdir, 'archive')}/<time>/, deleting nothing, and "
       "start again from step 0 in this workdir.")
