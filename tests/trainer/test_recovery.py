@@ -242,6 +242,9 @@ train.train_and_evaluate(config, {workdir!r}, rewards_of=parity_rewards)
 
 
 def test_kill_9_during_an_async_save_resumes_and_leaves_no_tmp(tmp_path):
+  from orbax.checkpoint._src.checkpointers import async_checkpointer
+  if not hasattr(async_checkpointer, "_background_wait_for_commit_futures"):
+    pytest.skip("this orbax has no _background_wait_for_commit_futures to hold a save open")
   workdir, marker = str(tmp_path / "run"), str(tmp_path / "saving")
   proc = subprocess.Popen(
       [sys.executable, "-c", _SLOW_SAVE.format(root=REPO, workdir=workdir, marker=marker)],
@@ -297,3 +300,17 @@ def test_metric_cut_keeps_torn_and_later_lines_in_the_side_file(tmp_path):
   cut = (tmp_path / "metrics.cut.jsonl").read_text().splitlines(keepends=True)
   assert json.loads(cut[0])["cut"]["lines"] == 3
   assert cut[1:] == [lines[2], '{"step": 3, "lo\n', lines[3]]
+
+
+def test_metrics_alone_count_as_progress_once_they_prove_a_commit(tmp_path):
+  """save(2c) waits for save(c) before the metrics of step 2c + 1 are written, so
+  those metrics prove checkpoint c was committed; fewer do not (a run killed
+  before its first commit restarts from 0, as a preempted one must)."""
+  path = tmp_path / "metrics.jsonl"
+  path.write_text("".join(json.dumps({"step": s}) + "\n" for s in range(3)))
+  assert rundir.progress(str(tmp_path), [], first_checkpoint=1) == []
+  path.write_text("".join(json.dumps({"step": s}) + "\n" for s in range(4)))
+  assert rundir.progress(str(tmp_path), [], first_checkpoint=1) == [
+      "metrics.jsonl records up to step 3"]
+  assert rundir.progress(str(tmp_path), [], first_checkpoint=2) == []
+  assert rundir.progress(str(tmp_path), ["3.unreadable"], first_checkpoint=2)
