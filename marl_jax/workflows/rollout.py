@@ -35,6 +35,8 @@ DEFAULT_MAX_PROMPT_LEN = 256
 # Held-out evaluation samples with fold_in(seed, EVAL_KEY) at every evaluation
 # of a run, so accuracy curves compare policies, not draws.
 EVAL_KEY = 7919
+# A verdict call with one of these failures is scored wrong whatever its fallback did
+# (eval_opt's unreadable_verdict decides only what the episode does next).
 _SCORED_FAILURES = ("empty", "no_verdict")
 
 
@@ -239,5 +241,6 @@ def _verify(episodes: list[Episode], workflow: Workflow, task: Task,
       elif parsed.kind == "choice" and (ok(call.answer) or any(map(ok, parsed.shown))):
         call.correct = ok(call.answer)
       elif parsed.kind == "verdict":
-        malformed = any(f in parsed.failures for f in _SCORED_FAILURES)
+        malformed = (any(f in parsed.failures for f in _SCORED_FAILURES)
+                     or not getattr(parsed.value, "readable", True))
         call.correct = not malformed and parsed.value.correct == ok(parsed.shown[0])
