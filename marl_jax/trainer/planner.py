@@ -35,7 +35,7 @@ dimension, r the LoRA rank, S the number of LoRA slots, C the LM-head chunk:
                                                            one LM-head chunk: not at once)
     layer            T c (6D + 3(H+2K)hd/t + 4F/t + 14 S r)
     attention        (H/t) T^2 (11 + c)                   (scores, softmax, probs, gradients)
-                     remat 'dots' keeps the projections too: + L T c (D + (H+2K)hd/t + 3F/t + S r)
+                     remat 'dots' keeps the projections too: + 3 L T c (D + (H+2K)hd/t + 3F/t + S r)
                      remat 'none' keeps every layer: L (2 layer + (H/t) T^2 (8 + c)) + max(...)
 
 The fixed terms (per program, independent of rows) are dominated by copies of
@@ -61,6 +61,7 @@ import dataclasses
 import math
 from typing import Any, Mapping, Sequence
 
+from absl import logging
 import jax
 import numpy as np
 import optax
@@ -219,7 +220,8 @@ def _row_bytes(model: ModelConfig, w: Workload, tensor: int, lora_cols: int
   else:
     update = 5 * n_layers * t * d * c // 2 + top
     if w.remat == "dots":
-      update += n_layers * t * c * (d + (heads + 2 * kv) * hd + 3 * mlp + lora_cols)
+      # Fitted: XLA keeps about three copies of each saved product (0.6B and 4B, 1,024).
+      update += 3 * n_layers * t * c * (d + (heads + 2 * kv) * hd + 3 * mlp + lora_cols)
   return kv_row, rollout, update
 
 
@@ -321,9 +323,10 @@ def require_fit(config: Any, memory_bytes: int | None, num_devices: int = 1, hos
   result = plan(model or config.model.preset, config.policy.mode, config.policy.kind,
                 mesh.sizes, memory_bytes / GIB, workload, usable=usable,
                 state_over_data=mesh.state_over_data, rollout_params=config.mesh.rollout_params)
-  if result.fits:
-    return result
   tokens = workload.prompt_len + workload.max_new_tokens
+  if result.fits:
+    _warn_rows(config, result, tokens)
+    return result
   free = result.usable - result.state
   hint = "" if workload.remat == "layer" else ", set rl.remat='layer'"
   raise ValueError(
@@ -335,6 +338,20 @@ def require_fit(config: Any, memory_bytes: int | None, num_devices: int = 1, hos
       f"{(result.rollout_fixed + result.rollout_per_row) / GIB:.1f}. Shorten the rows{hint}, "
       "or shard over more "
       "devices (config.mesh.fsdp / tensor); `python launch/plan.py` prints the figures.")
+
+
+def _warn_rows(config: Any, result: Plan, tokens: int) -> None:
+  """Warns where the configured rows per sampler call or update chunk exceed what fits
+  rows of the longest length (shorter rows may fit: a warning, not an error)."""
+  asked = {"config.mesh.rollout_rows_per_device": (
+               config.mesh.rollout_rows_per_device or result.stage_rows, result.max_rollout_rows),
+           "config.rl.update_rows": (
+               config.rl.update_rows or result.update_rows, result.max_update_rows)}
+  for field, (rows, fit) in asked.items():
+    if rows > fit:
+      logging.warning("%s: %d rows per device of up to %d tokens exceed the %d that fit by the "
+                      "planner (launch/plan.py); set %s=%d if the run runs out of memory.",
+                      field, rows, tokens, fit, field, fit)
 
 
 def plan_hardware(preset: str, mode: str, kind: str, hardware: Hardware,
@@ -349,7 +366,7 @@ def plan_hardware(preset: str, mode: str, kind: str, hardware: Hardware,
 
 _COLUMNS = ("model", "policy", "kind", "hardware", "mesh", "params GiB", "slots GiB",
             "opt+grad GiB", "rollout copy GiB", "state GiB", "KV MiB/row", "rollout MiB/row",
-            "update MiB/row", "rows/device when 0 (rollout_rows_per_device, update chunk)",
+            "update MiB/row", "max rows/device (sampler call, update chunk)",
             "study step (sampler calls, update chunks)")
 
 
