@@ -8,7 +8,11 @@ in the jailed process and imports nothing from the package but its own files.
 from __future__ import annotations
 
 import ast
+import functools
+import json
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -27,11 +31,15 @@ def _modules() -> dict[str, pathlib.Path]:
   return out
 
 
+def _parse(path: pathlib.Path) -> ast.Module:
+  return ast.parse(path.read_text(), str(path))
+
+
 def _imports(path: pathlib.Path, module: str) -> list[tuple[str, int, bool]]:
   """(imported marl_jax module, line, inside a function) for every package import:
   `from p import m` imports module p.m when there is one, else p (m is a name of p)."""
   modules = _modules()
-  tree = ast.parse(path.read_text(), str(path))
+  tree = _parse(path)
   inside = set()
   for fn in ast.walk(tree):
     if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -50,6 +58,15 @@ def _imports(path: pathlib.Path, module: str) -> list[tuple[str, int, bool]]:
   return found
 
 
+@functools.lru_cache(maxsize=None)
+def _scan() -> dict[str, list[tuple[str, int, bool]]]:
+  """Every module's package imports, read in a fresh interpreter: in a test
+  worker whose recursion tracking an earlier test upset (a RecursionError
+  caught and survived), CPython 3.11's ast.parse can raise SystemError."""
+  out = subprocess.run([sys.executable, __file__], capture_output=True, text=True, check=True)
+  return {module: [tuple(x) for x in found] for module, found in json.loads(out.stdout).items()}
+
+
 def _layer(module: str) -> int | None:
   parts = module.split(".")
   return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else None
@@ -60,7 +77,7 @@ def _graph() -> dict[str, set[str]]:
   graph = {}
   for module, path in modules.items():
     targets = set()
-    for name, _, _ in _imports(path, module):
+    for name, _, _ in _scan()[module]:
       while name not in modules and "." in name:
         name = name.rsplit(".", 1)[0]  # an attribute (a function, a class) of a module
       if name in modules and name != module:
@@ -77,7 +94,7 @@ def test_every_module_sits_in_a_layer():
 def test_imports_point_down_and_sit_at_module_level():
   wrong = []
   for module, path in _modules().items():
-    for name, line, in_function in _imports(path, module):
+    for name, line, in_function in _scan()[module]:
       where = f"{path.relative_to(PACKAGE.parent)}:{line} imports {name}"
       if in_function:
         wrong.append(f"{where} inside a function")
@@ -109,5 +126,9 @@ def test_no_import_cycles():
 
 @pytest.mark.parametrize("child", sorted(p.name for p in (PACKAGE / "tasks/sandbox/child").glob("*.py")))
 def test_sandbox_child_imports_nothing_of_the_package(child):
-  path = PACKAGE / "tasks/sandbox/child" / child
-  assert not _imports(path, child), f"{path} imports the package; it runs inside the jail"
+  module = "marl_jax.tasks.sandbox.child" + ("" if child == "__init__.py" else "." + child[:-3])
+  assert not _scan()[module], f"{module} imports the package; it runs inside the jail"
+
+
+if __name__ == "__main__":  # the child of _scan
+  print(json.dumps({m: _imports(p, m) for m, p in _modules().items()}))

@@ -35,7 +35,8 @@ def _episode_keys(roles):
       correct=True, parsed=types.SimpleNamespace(
           failures=("empty", "no_answer", "no_verdict", "too_few", "too_many")))
            for role in roles]
-  return set(episodes_lib.role_metrics([types.SimpleNamespace(reward=1.0, calls=calls)]))
+  return set(episodes_lib.role_metrics(
+      [types.SimpleNamespace(reward=1.0, correct=True, calls=calls)]))
 
 
 def test_every_registered_workflow_names_valid_tensorboard_tags():
