@@ -26,8 +26,9 @@ def test_score_and_problem_types():
   assert base.Score(1.0, "correct").reward == 1.0
   with pytest.raises(ValueError, match="status"):
     base.Score(1.0, "right")
-  with pytest.raises(ValueError, match="reward"):
-    base.Score(1.5, "correct")
+  assert base.Score(-0.1, "wrong").reward == -0.1  # penalties and partial credit are rewards
+  with pytest.raises(ValueError, match="reward must be a finite number"):
+    base.Score(float("nan"), "correct")
   problem = base.Problem("a", "b", "c", {"k": 1})
   assert problem == base.Problem("a", "b", "c", {"k": 2})
   assert hash(problem) == hash(base.Problem("a", "b", "c"))

@@ -29,9 +29,11 @@ from marl_jax.tasks.math.arithmetic import ArithmeticTask
 _NUMBER = re.compile(r"-?\d+")
 
 
-def countdown(digits: int = 2, data_seed: int = 0) -> ArithmeticTask:
+def countdown(digits: int = 2, data_seed: int = 0, strictness: str = "lenient"
+              ) -> ArithmeticTask:
   """Two-operand subtraction, `digits` digits per operand."""
-  task = ArithmeticTask(digits=digits, operators="-", terms=2, data_seed=data_seed)
+  task = ArithmeticTask(digits=digits, operators="-", terms=2, data_seed=data_seed,
+                        strictness=strictness)
   task.name = "countdown"
   task.prompt_family = "tiny_math"  # the tiny world's prompts, which its bases read
   return task
