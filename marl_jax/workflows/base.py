@@ -147,8 +147,9 @@ def parse_verdict(of_role: str) -> Parse:
   """Parser of a verdict on the last answer of `of_role`."""
 
   def parse(text, episode, agent, task):
-    del agent, task
-    return parsing.verdict(text, episode.last(of_role).answer, style=style(episode))
+    del agent
+    return parsing.verdict(text, episode.last(of_role).answer, style=style(episode),
+                           same=task.same_answer)
 
   return parse
 

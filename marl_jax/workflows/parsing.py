@@ -149,6 +149,7 @@ _INTENT_CHOICE = tuple(re.compile(p, re.I) for p in (
 ))
 _LAST_LINE_INDEX = re.compile(rf"^\W*(?:(?:final\s+)?(?:answer|{_NOUN})\s*[:#]?\s*)?#?\s*(\d+)"
                               r"\s*[.)\]*]*\s*$", re.I)
+_LEADING_NUMBER = re.compile(r"^[\s*_$]*(-?\d[\d,]*(?:\.\d+)?)(?![\d.])")
 _MENTION = re.compile(rf"\b(?:{_NOUN})\s*#?\s*(\d+)\b", re.I)
 
 
@@ -222,6 +223,11 @@ def choice(text: str, candidates: Sequence[str | None], extract: Extract,
     if allow_own_answer:
       return Parsed("choice", None, found, shown)
   if style == "instruct" and stripped:
+    lead = _LEADING_NUMBER.match(stripped)  # '26, the final answer to ...'
+    index = None if lead is None else next(
+        (i for i, c in enumerate(candidates) if c is not None and same(c, lead.group(1))), None)
+    if index is not None:
+      return picked(index)
     last = _LAST_LINE_INDEX.match(stripped.splitlines()[-1].strip())  # '...\nAnswer: 2'
     index = _last_in_range([last.group(1)] if last else [], n)
     if index is None:
@@ -249,8 +255,13 @@ _CLAUSE_BREAK = re.compile(r"[.!?;:\n,]|\b(?:but|however|although|though|while|w
 _NEGATOR = re.compile(r"\b(?:not|never|hardly|no\s+longer|isn't|aren't|wasn't|weren't|"
                       r"doesn't|don't|cannot|can't|partially|partly|mostly|almost|nearly)\b|"
                       r"n't\b", re.I)
+# ... or a condition, a check to make, or the prompt's 'say what is wrong'.
 _CONDITIONAL = re.compile(r"\b(?:if|whether|check|verify|determine|see|unless|ensure|make\s+"
-                          r"sure)\b", re.I)
+                          r"sure|what)\b", re.I)
+# 'The correct answer is 4.': a verdict by comparison with the judged answer.
+_STATES_ANSWER = re.compile(r"\b(?:correct|right|actual|true)\s+(?:final\s+)?answer\s+"
+                            r"(?:to\s+(?:the|this)\s+(?:problem|question)\s+)?(?:is|should\s+be|would\s+be)\s*:?\s*(.{1,40}?)\s*(?:[.,;](?:\s|$)|$)",
+                            re.I | re.M)
 # A verdict word right before one of these is attributive ('the correct answer is 72'),
 # unless a copula precedes it ('64 is not the correct answer').
 _ATTRIBUTIVE = re.compile(r"\s+(?:final\s+)?(?:answer|solution|result|value|number|approach|"
@@ -307,14 +318,32 @@ def _feedback(text: str) -> str:
   return text.strip()[-MAX_FEEDBACK_CHARS:].strip()
 
 
-def verdict(text: str, judged: str | None, style: str = "instruct") -> Parsed:
+def _stated_answer(text: str, judged: str | None, same: Same) -> bool | None:
+  """'The correct answer is X': X the judged answer (True) or another (False); None if absent."""
+  found = _STATES_ANSWER.findall(text)
+  if not found or judged is None:
+    return None
+  return bool(same(found[-1].strip("$*` "), judged))
+
+
+def _line_at(text: str, position: int) -> str:
+  start = text.rfind("\n", 0, position) + 1
+  end = text.find("\n", position)
+  return text[start:] if end < 0 else text[start:end]
+
+
+def verdict(text: str, judged: str | None, style: str = "instruct",
+            same: Same = operator.eq) -> Parsed:
   """A verdict on the judged answer (module doc); unreadable: no_verdict, readable=False.
 
   tiny: the first of 'correct' / 'incorrect' / 'not correct' decides; the
   feedback is what follows it. instruct: the last 'VERDICT: ...' line, read
   by its first word or as a clause; else the last decisive clause of the
-  reply; else a leading Yes / No. The feedback of 'incorrect' is the reply
-  without its verdict line (its last MAX_FEEDBACK_CHARS characters).
+  reply or a 'Yes.' / 'No,' sentence; else a stated 'the correct answer is
+  X', compared with the judged answer by `same` (the task's same_answer).
+  Lines that echo the prompt ('VERDICT: correct' or 'VERDICT: incorrect')
+  say nothing. The feedback of 'incorrect' is the reply without its verdict
+  line (its last MAX_FEEDBACK_CHARS characters).
   """
   _check_style(style)
   shown = (judged,)
@@ -329,6 +358,8 @@ def verdict(text: str, judged: str | None, style: str = "instruct") -> Parsed:
     return Parsed("verdict", Verdict(False, feedback), shown=shown)
   correct, rest = None, text
   for line in reversed(list(_STATED_VERDICT.finditer(text))):
+    if _ECHO.search(_line_at(text, line.start())):
+      continue
     said = line.group(1).strip(" \t*_`\"'[]().")
     first = re.match(r"(in\s*correct|not\s+correct|wrong|false|no|correct|right|true|yes)\b",
                      said, re.I)
@@ -343,6 +374,8 @@ def verdict(text: str, judged: str | None, style: str = "instruct") -> Parsed:
       break
   if correct is None:
     correct = _polarity(text)
+  if correct is None:
+    correct = _stated_answer(text, judged, same)
   if correct is None:
     return Parsed("verdict", Verdict(False, _feedback(text), readable=False), shown=shown,
                   failures=("no_verdict",))
@@ -359,7 +392,7 @@ _PREAMBLE = re.compile(r"^(?:sure|certainly|of course|okay|ok|here\s+(?:are|is)|
 
 
 def _clean(item: str) -> str:
-  item = re.sub(r"\*\*|__|`", "", item).strip()
+  item = _BULLET.sub("", re.sub(r"\*\*|__|`", "", item).strip()).strip()  # '1. 1. ...'
   return re.sub(r"^(?:strategy|approach|method|idea)\s*\d*\s*[:.)-]\s*", "", item,
                 flags=re.I).strip().rstrip(":").strip()
 

@@ -45,8 +45,9 @@ def test_each_role_kind_has_at_least_40_phrasings_with_real_smollm2_ones():
 
 @pytest.mark.parametrize("entry", _entries("verdicts"), ids=_id)
 def test_verdict_readings(entry):
-  _, text, expected = entry
-  parsed = parsing.verdict(text, "72")
+  # Real entries carry the answer they judged ('the correct answer is X' is compared with it).
+  _, text, expected, *judged = entry
+  parsed = parsing.verdict(text, judged[0] if judged else "72", same=_same)
   if expected is None:
     assert parsed.failures == ("no_verdict",) and not parsed.value.readable
     assert parsed.value.correct is False  # an unreadable verdict never approves

@@ -11,7 +11,8 @@ Extraction strictness (`STRICTNESS`; a math task's `strictness` option):
            instruct prompts of workflows.prompts do), so a reply that ignores
            the format is 'unparsable', never scored on a stray number.
   lenient  also 'the answer is x' / 'answer: x' anywhere in a line, when x
-           reads as an answer (a digit or LaTeX, or at most 3 words); then the
+           reads as an answer (at most 3 words, or 8 with a digit or LaTeX; not
+           'correct', 'below', ...); then the
            last number, but only from a reply that reads as a bare answer:
            a short one (at most LENIENT_SHORT_CHARS characters: '72', '= 72',
            'x = 72 apples', the tiny world's replies) or a text whose very end
@@ -124,12 +125,18 @@ _ENDS_WITH_NUMBER = re.compile(
     r"(?:[ \t]+[A-Za-z][A-Za-z.'-]*){0," + str(LENIENT_UNIT_WORDS) + r"}[ \t]*[.!*_)\]}]*\s*$")
 
 
+_NOT_ANSWERS = re.compile(r"(?:correct|incorrect|wrong|right|not|unknown|unclear|below|above|"
+                          r"as follows|given|shown|yes|no)\b", re.IGNORECASE)
+
+
 def _answer_like(answer: str) -> bool:
   """Whether a lenient 'the answer is ...' reading is an answer, not prose ('the answer is
-  already in the box'): it has a digit or a LaTeX command, or at most 3 words."""
-  if not re.search(r"[A-Za-z0-9]", answer):
+  already in the box', 'the answer is correct'): at most 3 words, or at most 8 with a digit
+  or a LaTeX command, and not a verdict or a pointer."""
+  if not re.search(r"[A-Za-z0-9]", answer) or _NOT_ANSWERS.match(answer):
     return False
-  return bool(re.search(r"[\d\\]", answer)) or len(answer.split()) <= 3
+  words = len(answer.split())
+  return words <= 3 or (words <= 8 and bool(re.search(r"[\d\\]", answer)))
 
 
 def _last_number(text: str) -> Optional[str]:
