@@ -128,9 +128,10 @@ def _rows(fixed: int, per_row: int) -> tuple[int, int]:
 def measure(preset: str | ModelConfig, tokens: int,
             workload: planner.Workload = planner.Workload(),
             mode: str = "shared", kind: str = "lora", programs: tuple[str, ...] = (
-                "update", "sampler")) -> list[Measurement]:
+                "update", "sampler"), one_row: bool = True) -> list[Measurement]:
   """Compiles `programs` of one preset at one row length; the formulas of the same
-  workload (prompt and completion from split_tokens) beside them."""
+  workload (prompt and completion from split_tokens) beside them. one_row=False
+  skips the third compile (of one row; Measurement.one_row is then 0)."""
   prompt, new = split_tokens(tokens, workload.max_new_tokens)
   workload = dataclasses.replace(workload, prompt_len=prompt, max_new_tokens=new)
   plan = planner.plan(preset, mode, kind, {}, 80.0, workload)
@@ -151,6 +152,6 @@ def measure(preset: str | ModelConfig, tokens: int,
       raise ValueError(f"program {program!r} is unknown; valid: update, sampler.")
     rows = _rows(fixed, per_row)
     temp = (run(rows[0]), run(rows[1]))
-    one = temp[0] if rows[0] == 1 else run(1)
+    one = run(1) if one_row else 0
     out.append(Measurement(plan.preset, program, tokens, rows, temp, one, per_row, fixed))
   return out

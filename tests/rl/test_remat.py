@@ -22,15 +22,20 @@ DEEP = ModelConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_laye
 ROLES = ("generator", "aggregator")
 
 
+def _random(tree, rng, scale):
+  # numpy, not jax.random: eager jax.random compiles once per shape (seconds here).
+  return jax.tree.map(lambda x: jnp.asarray(scale * rng.standard_normal(x.shape), x.dtype), tree)
+
+
+@functools.cache  # jax arrays are immutable: every test may share them
 def _store_and_batch(rows=3, length=20):
-  base = decoder.init_params(DEEP, jax.random.PRNGKey(0))
+  rng = np.random.default_rng(0)
+  base = _random(decoder.param_shapes(DEEP), rng, 0.02)
+  base["layers"].update({k: jnp.ones_like(v) for k, v in base["layers"].items() if "norm" in k})
   store = PolicyStore.create(DEEP, base, ROLES, mode="isolated", kind="lora",
                              lora=LoraConfig(rank=4, alpha=8.0), rng=jax.random.PRNGKey(1))
   # LoRA B starts at zero, which leaves A without a gradient: give it values.
-  keys = iter(jax.random.split(jax.random.PRNGKey(2), 64))
-  trainable = jax.tree.map(lambda x: 0.05 * jax.random.normal(next(keys), x.shape, x.dtype),
-                           store.trainable)
-  rng = np.random.default_rng(0)
+  trainable = _random(store.trainable, rng, 0.05)
   valid = np.ones((rows, length), bool)
   valid[0, :4] = False
   mask = np.zeros((rows, length - 1), bool)

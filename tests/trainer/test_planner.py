@@ -113,10 +113,12 @@ SMALL_QWEN = ModelConfig(vocab_size=4096, hidden_size=128, intermediate_size=384
                          num_heads=4, num_kv_heads=2, head_dim=32, max_position_embeddings=4096)
 
 
-def test_formulas_agree_with_the_compiled_update_and_sampler_per_row():
+def test_the_update_formula_agrees_with_the_compiled_update_per_row():
+  # The sampler's formula is checked at Qwen3 scale by `launch/plan.py --measure`
+  # (two more compiles here).
   workload = planner.Workload(num_roles=2, lora_rank=8, max_new_tokens=64)
-  for m in measure.measure(SMALL_QWEN, 256, workload):
-    assert 0.85 <= m.ratio <= 1.15, (m.program, m.per_row, m.formula_per_row)
+  m, = measure.measure(SMALL_QWEN, 256, workload, programs=("update",), one_row=False)
+  assert 0.85 <= m.ratio <= 1.15, (m.per_row, m.formula_per_row)
 
 
 def test_a_length_that_cannot_fit_one_row_is_an_error_from_the_planner():
