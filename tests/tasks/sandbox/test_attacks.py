@@ -300,16 +300,18 @@ def test_printed_fake_verdicts_are_ignored():
   _sandbox_still_works()
 
 
+KILL_EVERYTHING = """
+    import os, signal
+    def f():
+        for sig in (signal.SIGKILL, signal.SIGTERM):
+            try:
+                os.kill(-1, sig)
+            except OSError:
+                pass
+        return 1
+"""
+
+
 def test_signalling_everything_harms_nobody():
-  program = """
-      import os, signal
-      def f():
-          for sig in (signal.SIGKILL, signal.SIGTERM):
-              try:
-                  os.kill(-1, sig)
-              except OSError:
-                  pass
-          return 1
-  """
-  _attack(program, "assert f() == 2")
+  _attack(KILL_EVERYTHING, "assert f() == 2")
   _sandbox_still_works()

@@ -17,19 +17,10 @@ import pytest
 
 from marl_jax.tasks.sandbox import runner as sandbox
 from tests.tasks.sandbox import test_attacks_verdicts as verdict_attacks
+from tests.tasks.sandbox.test_attacks import KILL_EVERYTHING
 
 NOBODY = 65534
 
-KILL_EVERYTHING = """
-    import os, signal
-    def f():
-        for sig in (signal.SIGKILL, signal.SIGTERM):
-            try:
-                os.kill(-1, sig)
-            except OSError:
-                pass
-        return 1
-"""
 DELETE = """
     import os, shutil
     def f(path):
