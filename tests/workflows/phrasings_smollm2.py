@@ -3,8 +3,8 @@ with their readings. Every text here is a real model output, unedited.
 
 Collected once with rollout.run of voting (n=2), eval_opt (1 round, judged) and
 orch_workers (m=2) on GSM8K-format problems, every role played by the base model
-(script: marl_jax.workflows.prompts' instruct prompts, group size 2, at
-temperature 1.0 and 0.5). At this size the model rarely follows the stated
+with the instruct prompts, group size 2, at temperature 1.0 and 0.5
+(collect_smollm2.py, on smollm2_problems.jsonl). At this size the model rarely follows the stated
 format and often writes word salad; its readings are pinned as the parsers read
 them after review: a reply with no usable verdict, pick, plan or answer must
 read as a failure, and one that states one must read as it. Entries as
