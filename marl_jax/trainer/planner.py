@@ -328,6 +328,14 @@ def require_fit(config: Any, memory_bytes: int | None, num_devices: int = 1, hos
     _warn_rows(config, result, tokens)
     return result
   free = result.usable - result.state
+  if free <= 0:
+    raise ValueError(
+        f"The run's state alone takes {result.state / GIB:.1f} GiB per device (base "
+        f"{result.params / GIB:.1f}, trainable {result.slots / GIB:.1f}, optimizer and gradient "
+        f"{result.optimizer / GIB:.1f}, rollout copy {result.rollout_copy / GIB:.1f}) of the "
+        f"{result.usable / GIB:.1f} usable of {memory_bytes / GIB:.1f} GiB (planner): shard over "
+        "more devices (config.mesh.fsdp), set config.model.param_dtype='bfloat16', or use "
+        "policy.kind='lora'; `python launch/plan.py` prints the figures.")
   hint = "" if workload.remat == "layer" else ", set rl.remat='layer'"
   raise ValueError(
       f"rollout.max_prompt_len + rollout.max_new_tokens = {tokens} tokens do not fit "

@@ -12,7 +12,7 @@ from marl_jax.models import count_params, decoder, get_preset, init_params
 from marl_jax.models.config import ModelConfig
 from marl_jax.models.lora import LoraConfig
 from marl_jax.policies.store import PolicyStore
-from marl_jax.trainer import measure, planner
+from marl_jax.trainer import loop, measure, planner
 from marl_jax.trainer.config import get_config
 from tests.helpers import REPO
 
@@ -143,3 +143,19 @@ def test_the_study_step_of_every_preset_fits_one_h100_with_lora(preset):
     calls, chunks = plan.chunks()
     assert calls * plan.max_rollout_rows >= plan.stage_rows
     assert chunks * plan.max_update_rows >= plan.update_rows
+
+
+def test_loss_config_checks_the_fit_where_the_device_reports_its_memory(monkeypatch):
+  class Device:  # an accelerator's memory_stats(); a CPU's is None and nothing is checked
+    def memory_stats(self):
+      return {"bytes_limit": 16 * planner.GIB}
+  config = get_config("model=qwen3_0_6b,study=1")
+  config.rollout.max_prompt_len = 16384
+  assert loop.loss_config(config).remat == "layer"
+  monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [Device()])
+  with pytest.raises(ValueError, match="17408 tokens do not fit 16.0 GiB per device"):
+    loop.loss_config(config)
+  config.rollout.max_prompt_len = 4096
+  assert loop.loss_config(config).remat == "layer"  # one 5,120-token row fits 16 GiB
+  with pytest.raises(ValueError, match=r"state alone takes 17.\d GiB per device"):
+    loop.loss_config(get_config("model=qwen3_4b,study=1"))  # float32 4B on one 16 GiB chip
