@@ -6,7 +6,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 WORKDIR ?= runs/demo
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test docs install clean
+.PHONY: demo real-demo test docs install clean
 
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) launch/demo.py --workdir=$(WORKDIR)
+
+# The real-model run (configs/real_smollm2.py): SmolLM2-135M-Instruct with LoRA,
+# Voting under a shared and an isolated policy on the shipped word problems,
+# then the study report. Hours on a 2-core CPU; resumable (rerun to continue).
+real-demo: $(VENV)/.test-installed
+	$(PY) launch/train.py --config=configs/real_smollm2.py:policy=shared --workdir=runs/real_smollm2/voting-sp
+	$(PY) launch/train.py --config=configs/real_smollm2.py:policy=isolated --workdir=runs/real_smollm2/voting-ip
+	$(PY) launch/report.py --dir=runs/real_smollm2 --title="SmolLM2-135M-Instruct: Voting on word problems"
 
 test: $(VENV)/.test-installed
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
