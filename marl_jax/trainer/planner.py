@@ -43,7 +43,10 @@ the embedding in the compute dtype (the lookup's, the tied LM head's and its
 transpose): sampler c (4 V D + 2 layer weights) / t; update 4 c V D / t, the
 peak of a one-row program (with many rows the compiled remainder is 0.1-1.6
 GiB: the term errs on the safe side). All coefficients are fitted to Qwen3
-0.6B / 1.7B / 4B at 1,024 and 5,120 tokens, per row within 10%.
+0.6B / 1.7B / 4B at 1,024 and 5,120 tokens, per row within 10%, and hold for
+small models whose layers scan (tests/trainer/test_planner.py); the tiny
+presets (two unrolled layers, a one-hot embedding, 64-128 tokens) compile to
+2-4x the formulas per row, a few MiB that nothing needs to plan.
 
 Rows per device: a rollout stage's or an update's rows are split over the batch
 axes (data x fsdp). The study step: the largest stage samples
