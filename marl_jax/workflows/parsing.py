@@ -224,8 +224,9 @@ def choice(text: str, candidates: Sequence[str | None], extract: Extract,
       return Parsed("choice", None, found, shown)
   if style == "instruct" and stripped:
     lead = _LEADING_NUMBER.match(stripped)  # '26, the final answer to ...'
-    index = None if lead is None else next(
-        (i for i, c in enumerate(candidates) if c is not None and same(c, lead.group(1))), None)
+    value = None if lead is None else extract(lead.group(1))  # read as the task reads answers
+    index = None if value is None else next(
+        (i for i, c in enumerate(candidates) if c is not None and same(c, value)), None)
     if index is not None:
       return picked(index)
     last = _LAST_LINE_INDEX.match(stripped.splitlines()[-1].strip())  # '...\nAnswer: 2'
