@@ -133,7 +133,8 @@ def _answer_like(answer: str) -> bool:
   """Whether a lenient 'the answer is ...' reading is an answer, not prose ('the answer is
   already in the box', 'the answer is correct'): at most 3 words, or at most 8 with a digit
   or a LaTeX command, and not a verdict or a pointer."""
-  if not re.search(r"[A-Za-z0-9]", answer) or _NOT_ANSWERS.match(answer):
+  if (not re.search(r"[A-Za-z0-9]", answer) or _NOT_ANSWERS.match(answer)
+      or re.search(r"\\boxed\s*\{\s*\}", answer)):  # the prompt's '\boxed{}', echoed
     return False
   words = len(answer.split())
   return words <= 3 or (words <= 8 and bool(re.search(r"[\d\\]", answer)))

@@ -69,7 +69,14 @@ NOT_ANSWERS = [
     "The train travels for 60 hours and then it must stop at the station for a while before it",
     "Step 1: 12 * 5 = 60 hours, and then we need to find out how many",
     "First, 3 + 4 = 7. Next we need to think about the remaining apples in the basket",
+    "So the answer is correct, and we are done with the whole problem at last",
+    "The answer is already contained within your output box and nowhere else in it",
 ]
+
+
+def test_lenient_answer_markers_skip_echoes_of_the_prompt():
+  assert extract_answer("The answer is \\boxed{}, which is $12.") == "12"
+  assert extract_answer("Put the answer within \\boxed{}. The answer is within \\boxed{}") is None
 
 
 @pytest.mark.parametrize("text,expected", LENIENT)
