@@ -39,6 +39,7 @@ import ml_collections
 from marl_jax import policies
 from marl_jax import tasks
 from marl_jax import workflows
+from marl_jax.models import decoder
 from marl_jax.models import presets
 from marl_jax.rl import advantages
 from marl_jax.rl import batch as batch_lib
@@ -414,6 +415,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   one_of("rl.kl_estimator", losses.KL_ESTIMATORS)
   one_of("rl.kl_reference", ("base", "init"))
   one_of("rl.schedule", update.SCHEDULES)
+  if not isinstance(_field(config, "rl.remat"), bool):  # True / False: 'layer' / 'none'
+    one_of("rl.remat", decoder.REMAT_POLICIES)
   one_of("mesh.distributed", distributed.DISTRIBUTED_MODES)
   one_of("mesh.rollout_params", distributed.ROLLOUT_PARAMS)
   one_of("mesh.state_over_data", ("auto", "yes", "no"))

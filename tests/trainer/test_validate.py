@@ -78,3 +78,10 @@ def test_a_file_that_is_not_gguf_is_named(tmp_path):
   path.write_bytes(b"not a gguf file at all")
   with pytest.raises(ValueError, match=rf"{path} is not a readable GGUF file \(GGUF magic invalid\)"):
     load_pretrained(str(path))
+
+
+def test_an_unknown_remat_policy_is_named_before_anything_is_built():
+  config = config_lib.get_config()
+  config.rl.remat = "everything"
+  with pytest.raises(ValueError, match=r"rl.remat='everything' is unknown; valid: \('none', "):
+    config_lib.validate(config)
