@@ -127,6 +127,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.task.reward_fn = ""       # 'package.module:function': your reward (marl_jax.tasks.rewards)
   c.task.options = ml_collections.ConfigDict(
       _FILES_OPTIONS[args["task"]] if c.task.name == "files" else {})
+  if study and args["task"] == "math":  # the stated answer formats only (\boxed{}, Answer:)
+    c.task.options.strictness = "strict"
 
   c.workflow = ml_collections.ConfigDict()
   c.workflow.name = args["workflow"]
