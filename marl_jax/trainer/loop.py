@@ -249,6 +249,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config_lib.validate(config)  # before anything is written: a corrected rerun is the same run
   distributed.initialize(config.mesh.distributed)
   console.open_log(workdir, jax.process_index())  # library INFO: the file, not the console
+  try:
+    return _train(config, workdir, rewards_of)
+  finally:
+    console.close_log()  # a later run in this process (a notebook, a test) logs to its own file
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str,
+           rewards_of: Callable[..., Any] | None) -> dict[str, float]:
+  """train_and_evaluate's run, once its config is valid and its log file open."""
   hostmem.advise()
   if distributed.is_main():  # one writer on a shared run directory
     rundir.check_or_save_config(config, workdir)

@@ -169,7 +169,8 @@ def test_sharded_export_of_random_params(tmp_path):
   np.testing.assert_allclose(torch_logits(model, ids), ours, rtol=0, atol=TOL)
   # Re-saving unsharded removes the old shards, so the reload cannot read stale weights.
   save_pretrained(config, params, tmp_path)
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "model.safetensors"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      "config.json", "generation_config.json", "model.safetensors"]
 
 
 def test_bfloat16_load(tmp_path):

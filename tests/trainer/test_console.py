@@ -168,3 +168,13 @@ def test_progress_without_optional_metrics():
   line = console.Progress(1, 0, stream=io.StringIO(), active=True, clock=_Clock()).line(
       1, types.MappingProxyType({}))
   assert line == "step 1/1 | - steps/s | eval - | ETA -"
+
+
+def test_a_run_closes_its_log_file_so_the_next_run_logs_to_its_own(tmp_path):
+  from marl_jax.trainer import loop as train
+  from tests.helpers import tiny_config
+  config = tiny_config("workflow=single", steps=1)
+  train.train_and_evaluate(config, str(tmp_path / "first"))
+  assert console._state["file"] is None  # pylint: disable=protected-access
+  logging.getLogger("orbax.checkpoint").warning("after the first run")
+  assert "after the first run" not in (tmp_path / "first" / console.LOG_NAME).read_text()
