@@ -45,7 +45,9 @@ GAIN = "gain over base\n(eval accuracy, fraction of held-out problems)"
 
 def _save(fig, path: str) -> str:
   fig.tight_layout()
-  fig.savefig(path, dpi=90)
+  # 'tight' grows the canvas to what is drawn: legends placed outside the axes
+  # were cut at the right edge.
+  fig.savefig(path, dpi=90, bbox_inches="tight")
   plt.close(fig)
   return path
 
