@@ -34,6 +34,7 @@ EXTRAS_REQUIRE = {
         "accelerate>=1.0",
         "peft>=0.13",  # the reference that loads exported per-role LoRA adapters
         "wandb>=0.17",  # the wandb writer's test runs offline (no network, no account)
+        "pdoc>=14",     # make docs: the API reference
     ],
     # config.metrics.writers=('jsonl', 'tensorboard', 'wandb'): Weights & Biases.
     "wandb": ["wandb>=0.17"],
