@@ -66,8 +66,9 @@ _FILES_OPTIONS = {
                  workers=0, timeout_s=0.0)}
 
 
-def _parse(arg: str | None) -> dict[str, str]:
-  values = dict(_ARG_DEFAULTS)
+def _parse(arg: str | None) -> dict[str, Any]:
+  """The config argument's values; 'import' becomes the tuple of modules imported."""
+  values: dict[str, Any] = dict(_ARG_DEFAULTS)
   for item in filter(None, (arg or "").split(",")):
     if "=" not in item:
       raise ValueError(f"Config argument {item!r} is not key=value; keys: {sorted(values)}.")
@@ -75,7 +76,7 @@ def _parse(arg: str | None) -> dict[str, str]:
     if key not in values:
       raise ValueError(f"Unknown config argument {key!r}; valid: {sorted(values)}.")
     values[key] = value
-  import_modules(values["import"])
+  values["import"] = import_modules(values["import"])  # before the names are checked
   for key, valid in (("workflow", workflows.names()), ("policy", policies.MODES),
                      ("kind", policies.KINDS), ("task", TASKS)):
     if values[key] not in valid:
@@ -104,7 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   study = args["study"] == "1"
   c = ml_collections.ConfigDict()
   c.seed = int(args["seed"])
-  c.imports = import_modules(args["import"])  # plug-ins, imported again wherever the run is built
+  c.imports = args["import"]  # plug-ins, imported again wherever the run is built
 
   c.model = ml_collections.ConfigDict()
   c.model.preset = args["model"]
