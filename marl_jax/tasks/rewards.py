@@ -72,7 +72,10 @@ class RewardTask(Task):
     self.batched = bool(getattr(fn, "batched", False))
 
   def __getattr__(self, attr: str) -> Any:  # the task's own knobs and helpers
-    return getattr(self.__dict__["task"], attr)
+    task = self.__dict__.get("task")  # absent while copy/pickle rebuild the object
+    if task is None:
+      raise AttributeError(attr)
+    return getattr(task, attr)
 
   def problems(self, split: str, seed: Optional[int] = None) -> list:
     return self.task.problems(split, seed)

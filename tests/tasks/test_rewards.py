@@ -101,3 +101,13 @@ def test_a_failing_reward_stops_the_step_naming_problem_and_role_without_a_check
   with pytest.raises(rewards.RewardError, match=r"problem 'arithmetic:\d+-\d+'.*checkpoint"):
     train.train_and_evaluate(config, str(tmp_path))
   assert not os.path.isdir(tmp_path / "checkpoints" / "1")
+
+
+def test_a_rewarded_task_copies_and_pickles_whole():
+  import copy
+  import pickle
+  task = rewards.with_reward(tasks.get("countdown"), partial_credit.partial_credit)
+  for clone in (copy.deepcopy(task), pickle.loads(pickle.dumps(task))):
+    assert clone.name == "countdown" and clone.prompt_family == "tiny_math"
+    problem = _problems(clone, 1)[0]
+    assert clone.verify(problem, problem.reference).reward == 1.0
