@@ -20,7 +20,6 @@ from typing import Mapping
 import numpy as np
 from safetensors.numpy import save_file
 
-from marl_jax.models.config import ModelConfig
 from marl_jax.models.weights import HF_TABLE
 
 CONFIG_FILE = "adapter_config.json"
@@ -28,7 +27,7 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 _PREFIX = "base_model.model."
 
 
-def module_names(config: ModelConfig) -> dict[str, str]:
+def module_names() -> dict[str, str]:
   """Linear name ('q', 'gate', ...) -> HF module pattern with '{layer}' (from HF_TABLE)."""
   names = {}
   for rule in HF_TABLE.rules:
@@ -37,14 +36,14 @@ def module_names(config: ModelConfig) -> dict[str, str]:
   return names
 
 
-def save_adapter(config: ModelConfig, layers: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                 directory: str, base_model: str = "") -> None:
+def save_adapter(layers: Mapping[str, tuple[np.ndarray, np.ndarray]], directory: str,
+                 base_model: str = "") -> None:
   """Writes one PEFT LoRA adapter: layers maps a linear name to (a [L, D_in, R],
   b [L, R, D_out]) with the scale already in b."""
   if not layers:
     raise ValueError("save_adapter got no adapted layers; a role without LoRA slots has no "
                      "adapter to export (its merged model is the export).")
-  names = module_names(config)
+  names = module_names()
   unknown = sorted(set(layers) - set(names))
   if unknown:
     raise ValueError(f"Adapted layers {unknown} have no Hugging Face module name; known: "

@@ -67,7 +67,7 @@ def export_roles(run: Any, trainable: Any, out_dir: str, *, overwrite: bool = Fa
       save_tokenizer(path)
     adapter = store.adapter_for(role)
     if adapter is not None:
-      peft_adapter.save_adapter(config, adapter, os.path.join(path, "lora"),
+      peft_adapter.save_adapter(adapter, os.path.join(path, "lora"),
                                 base_model=run.config.model.checkpoint)
     paths[role] = path
   return paths
