@@ -27,7 +27,7 @@ def workflow_accuracy(config: ml_collections.ConfigDict, model: ModelConfig, par
                       num_problems: int = 128) -> dict[tuple[str, str], dict[str, float]]:
   """{(workflow, family): episodes.role_metrics} for the demonstrated workflows and families.
 
-  'reward/mean' is the workflow's accuracy.
+  'accuracy/mean' is the workflow's accuracy (the verifier's verdicts).
   """
   p = plan(config)
   tokenizer = tokenizers.load_tokenizer(p.tokenizer)
@@ -54,7 +54,7 @@ def format_table(results: dict[tuple[str, str], dict[str, float]]) -> str:
   lines = ["workflow".ljust(14) + "".join(f.rjust(8) for f in families)]
   for name in names:
     lines.append(name.ljust(14) + "".join(
-        f"{results[(name, f)]['reward/mean']:8.2f}" if (name, f) in results else " " * 8
+        f"{results[(name, f)]['accuracy/mean']:8.2f}" if (name, f) in results else " " * 8
         for f in families))
   lines.append("\nper role: accuracy (where defined) / parse failures per call")
   for (name, family), metrics in results.items():
