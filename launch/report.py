@@ -6,6 +6,7 @@ r"""Writes report.md with figures for a sweep directory, or for one run.
   python launch/report.py --dir=sweeps/tiny --title="The tiny-world study"
   python launch/report.py --run=runs/voting_sp              # <run>/report.md
   python launch/report.py --dir=sweeps/tiny --cliff_drop=0.15 --cliff_window=2
+  python launch/report.py --dir=sweeps/tiny --cliff_relative=0.5   # the relative form
 """
 
 from absl import app, flags
@@ -25,6 +26,10 @@ _DROP = flags.DEFINE_float("cliff_drop", analysis.CliffConfig.min_drop,
                            "Terminal cliff: accuracy points (fraction) below the peak.")
 _WINDOW = flags.DEFINE_integer("cliff_window", analysis.CliffConfig.window,
                                "Terminal cliff: last evaluations that must all stay down.")
+_RELATIVE = flags.DEFINE_float("cliff_relative", analysis.CliffConfig.relative,
+                               "Terminal cliff in the relative form: the share of the peak's "
+                               "gain over the base given back (0: the absolute form, "
+                               "--cliff_drop). Claim 2 reports both forms either way.")
 _SHARE = flags.DEFINE_float("dominant_share", 0.6,
                             "Claim 4: mass share at which a role 'captures' the gradient.")
 
@@ -34,7 +39,8 @@ def main(argv):
   console.setup()  # library INFO off the console (--verbosity=0 brings it back)
   if bool(_DIR.value) == bool(_RUN.value):
     raise app.UsageError("Give exactly one of --dir (a sweep) or --run (one run directory).")
-  cliff = analysis.CliffConfig(min_drop=_DROP.value, window=_WINDOW.value)
+  cliff = analysis.CliffConfig(min_drop=_DROP.value, window=_WINDOW.value,
+                               relative=_RELATIVE.value)
   if _RUN.value:
     path = report.write_run_report(_RUN.value, cliff)
   else:

@@ -8,9 +8,13 @@ reward over the steps, the run's summary, its gradients by role and its
 failure modes. The sweep report holds: the study's four claims tested on the
 data (diagnostics.claims), the empirical map (gain over base per workflow x
 task x scale x policy, as heat maps and a table with seeds and spreads),
-accuracy curves SP vs IP per cell with the base and cliff markers, per-role
-gradient norms and mass shares, same-role amplification, and a failure-mode
-table. Every table is also a CSV beside report.md (marl_jax.study.tables).
+accuracy curves SP vs IP per cell with the base and cliff markers, the cliff
+counts over a grid of rules (diagnostics.cliffs), per-role gradient norms
+and mass shares, same-role amplification (update, drift and gradient ratios
+beside their predictions: diagnostics.amplification), every run's parse
+rate per role before any update (diagnostics.roles.start_parse), and a
+failure-mode table. Every table is also a CSV beside report.md
+(marl_jax.study.tables).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import numpy as np
 from marl_jax.study import figures
 from marl_jax.study import sweep
 from marl_jax.study import tables
+from marl_jax.study.diagnostics import amplification
 from marl_jax.study.diagnostics import analysis
 from marl_jax.study.diagnostics import claims as claims_lib
+from marl_jax.study.diagnostics import cliffs as cliffs_lib
 from marl_jax.study.diagnostics import failure_modes
 from marl_jax.study.diagnostics import gradients
 from marl_jax.study.diagnostics import roles as roles_lib
@@ -36,12 +42,18 @@ from marl_jax.study.tables import AtStep, Int, Num, OutOf, Spread
 FIGURES = "report_figures"
 RUNS = "runs"  # a published study keeps its runs here (docs/<study>/runs)
 WORKFLOW_ORDER = ("single", "voting", "eval_opt", "orch_workers")  # figures: control first
+ROLE_ORDER = ("generator", "aggregator", "evaluator", "orchestrator", "worker", "synthesizer")
 SCALE_ORDER = ("tiny_s", "tiny_m", "tiny_l", "qwen3_0_6b", "qwen3_1_7b", "qwen3_4b")
 FAILURE_HEADER = ("run", "mode", "role", "early", "late", "emerged", "detail")
 _fmt = tables.fmt
 
 
 def _cliff_text(cliff: analysis.CliffConfig) -> str:
+  if cliff.relative:
+    return (f"a terminal cliff is a run whose last {cliff.window} evaluations all sit at least "
+            f"{cliff.relative:.0%} of the peak's gain over the base below the peak: it gave "
+            f"back that much and did not recover (metric `{cliff.metric}`; "
+            "marl_jax.study.diagnostics.analysis).")
   return (f"a terminal cliff is a last evaluation at least {cliff.min_drop:.2f} below the peak "
           f"with none of the last {cliff.window} evaluations back within {cliff.min_drop:.2f} of "
           f"it (metric `{cliff.metric}`; marl_jax.study.diagnostics.analysis).")
@@ -245,6 +257,83 @@ def _gradient_note(scored: Sequence[claims_lib.Scored]) -> list[str]:
           "definition.", ""]
 
 
+def _amplification_section(table: tables.Tables, pairs: Sequence[amplification.Pair]
+                           ) -> list[str]:
+  """Claim 3's pairs: observed ratios, N agents / 1 agent, beside the predicted ones."""
+  def predicted(p, figure, which):
+    if not p.prediction:
+      return Num(None)
+    return Num((p.prediction.gradient if figure == "grad_norm" else p.prediction.update)[which],
+               digits=2)
+
+  lines = ["### Same-role amplification (the role with N agents / N = 1)", "",
+           "Means over the last third of each run. Update: ||delta theta|| of the role's slot "
+           "per iteration; drift: ||theta_t - theta_0||; grad: the pre-clip gradient norm. "
+           "Predicted ratios for aligned (al.) and independent (ind.) rows from each run's "
+           "update mechanics (marl_jax.study.diagnostics.mechanics); '-' where a run did not "
+           "log the figure.", ""]
+  return lines + table("amplification", [
+      "run", "reference", "N", "update", "drift", "grad", "predicted update al.",
+      "predicted update ind.", "predicted grad al.", "predicted grad ind.",
+      "reference starts broken"],
+      [[p.run.name, p.ref.name, Int(p.run.cell["agents"])] +
+       [Num(p.ratios[k], digits=2) for k in amplification.FIGURES] +
+       [predicted(p, f, w) for f in ("update_norm", "grad_norm") for w in (0, 1)] +
+       [", ".join(p.ref_broken) or "no"] for p in pairs]) + [""]
+
+
+def _sensitivity_section(table: tables.Tables, scored: Sequence[claims_lib.Scored]
+                         ) -> list[str]:
+  """Claim 2's cliff counts, SP vs IP on the same pairs, over the grid of rules."""
+  both = claims_lib.paired(scored)
+  if not both:
+    return []
+  groups = {p: [pair[p].run for pair in both] for p in ("isolated", "shared")}
+  rows = []
+  for rule, c in cliffs_lib.sensitivity(groups):
+    only_ip, only_sp, p = cliffs_lib.paired_excess(c["isolated"], c["shared"])
+    rows.append([rule.rule(), Int(rule.window), OutOf(c["isolated"].cliffs, c["isolated"].runs),
+                 OutOf(c["shared"].cliffs, c["shared"].runs), Int(only_ip), Int(only_sp),
+                 Num(p, digits=2), OutOf(sum(c["isolated"].low), c["isolated"].lr_known),
+                 OutOf(sum(c["shared"].low), c["shared"].lr_known)])
+  return ["## Terminal cliffs: sensitivity to the rule", "",
+          f"Paired SP and IP runs ({len(both)} pairs, one-role workflows left out). p: McNemar's "
+          "exact one-sided test that IP falls more often, on the pairs where only one fell. "
+          f"lr ~0: the mean learning rate over the updates the rule's window inspects is below "
+          f"{cliffs_lib.LOW_LR} of the run's peak rate (logged lr/<role>, else the config's "
+          "schedule), so a cliff there cannot come from those updates "
+          "(marl_jax.study.diagnostics.cliffs).", ""] + table(
+      "cliff_sensitivity", ["rule", "last k evaluations", "IP cliffs", "SP cliffs",
+                            "only IP fell", "only SP fell", "p", "IP lr ~0", "SP lr ~0"],
+      rows) + [""]
+
+
+def _start_parse_section(table: tables.Tables, scored: Sequence[claims_lib.Scored],
+                         pairs: Sequence[amplification.Pair]) -> list[str]:
+  """Every run's parse rate per role before any update; broken roles flagged."""
+  found = {s.run.name: roles_lib.start_parse(s.run.records) for s in scored}
+  names = {r for rates, _ in found.values() for r in rates}
+  order = [r for r in ROLE_ORDER if r in names] + sorted(names - set(ROLE_ORDER))
+  if not order:
+    return []
+  references = {p.ref.name for p in pairs}
+  rows = []
+  for s in scored:
+    rates, where = found[s.run.name]
+    broken = roles_lib.broken_roles(rates)
+    flag = ("reference " if s.run.name in references else "") + "starts broken: " + \
+        ", ".join(broken) if broken else ""
+    rows.append([s.run.name] + [Num(rates.get(r)) for r in order] + [where or "-", flag])
+  flagged = sum(1 for row in rows if row[-1])
+  return ["## Parse rates at the start, by role", "",
+          "The share of each role's calls that parsed cleanly before any update: the first "
+          "training step's rollouts (step 1 is sampled from the base), else the step-0 "
+          "evaluation. A role below "
+          f"{roles_lib.PARSE_FLOOR:.0%} starts broken; a claim-3 reference with a broken role "
+          f"is left out of claim 3's verdict. {flagged} of {len(rows)} runs flagged.", ""] + \
+      table("start_parse", ["run"] + order + ["measured on", "flag"], rows) + [""]
+
+
 def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.CliffConfig(),
                        failure: failure_modes.FailureConfig = failure_modes.FailureConfig(),
                        dominant_share: float = 0.6, out_dir: str | None = None,
@@ -271,7 +360,7 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
            "over seeds (n = runs). Every table is also a CSV beside this file.", "",
            f"Cliffs: {_cliff_text(cliff)}", "",
            "## The study's claims, tested on these runs", ""]
-  for claim in claims_lib.all_claims(scored, dominant_share):
+  for claim in claims_lib.all_claims(scored, dominant_share, cliff):
     lines += [f"**{claim.statement}** — *{claim.verdict}*", ""]
     lines += [f"- {line}" for line in claim.lines] + [""]
 
@@ -289,6 +378,7 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
         scored, task, os.path.join(out, f"curves_{task}.png"), workflows=WORKFLOW_ORDER,
         scales=SCALE_ORDER)], out_dir)
 
+  lines += _sensitivity_section(table, scored)
   lines += ["## Role-level gradient dynamics", ""] + _gradient_note(scored)
   for task in tasks:
     for scale in scales:
@@ -298,10 +388,8 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
   pairs = claims_lib.amplification_pairs(scored, "isolated") + \
       claims_lib.amplification_pairs(scored, "shared")
   if pairs:
-    lines += ["### Same-role amplification (grad norm with N agents / N = 1)", ""]
-    lines += table("amplification", ["run", "reference", "N", "ratio"],
-                   [[a.run.name, b.run.name, Int(a.cell["agents"]), Num(r, digits=2)]
-                    for a, b, r in pairs]) + [""]
+    lines += _amplification_section(table, pairs)
+  lines += _start_parse_section(table, scored, pairs)
 
   lines += ["## Failure modes (from the sampled rollouts)", "",
             "Flagged when the rate over the last saved steps crosses its threshold "

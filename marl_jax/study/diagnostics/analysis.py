@@ -15,6 +15,15 @@ evaluation to the end stays at or below peak - min_drop. With the defaults
 (min_drop 0.10, window 3) and 128 eval problems one evaluation has a
 standard error of at most 0.044, so three evaluations in a row ten points
 under the peak are unlikely to be noise.
+
+The relative form (CliffConfig.relative = f > 0) puts the floor at
+peak - f * (peak - a_0) instead: the run gives back at least the share f of
+its peak's gain over the base and does not recover (the same window). A run
+that never rose above its base has no relative cliff. The absolute form can
+exceed a short run's whole gain (the tiny study gained about 0.10 in 30
+steps); the relative form scales with what the run learned, but on a small
+gain it flags small, noisier drops: read it beside the sensitivity table
+(diagnostics.cliffs).
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ class CliffConfig:
   min_drop: float = 0.10
   window: int = 3
   metric: str = ACCURACY
+  relative: float = 0.0  # > 0: the relative form, the share of the peak's gain given back
 
   def __post_init__(self):
     if not 0.0 < self.min_drop <= 1.0:
@@ -46,6 +56,24 @@ class CliffConfig:
                        "points as a fraction).")
     if self.window < 1:
       raise ValueError(f"CliffConfig.window={self.window} must be >= 1 evaluation.")
+    if not 0.0 <= self.relative <= 1.0:
+      raise ValueError(f"CliffConfig.relative={self.relative} must be in [0, 1] (0: the "
+                       "absolute form; else the share of the peak's gain over the base "
+                       "given back).")
+
+  def rule(self) -> str:
+    """The rule in a few words: 'drop >= 0.10' or 'gives back >= 50% of the gain'."""
+    if self.relative:
+      return f"gives back >= {self.relative:.0%} of the peak's gain over the base"
+    return f"drop >= {self.min_drop:.2f} below the peak"
+
+  def floor(self, base: float, peak: float) -> float | None:
+    """The accuracy at or below which an evaluation counts as fallen; None when
+    the relative form meets a run that never rose above its base."""
+    if not self.relative:
+      return peak - self.min_drop
+    gain = peak - base
+    return peak - self.relative * gain if gain > 1e-12 else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +126,10 @@ def detect_cliff(steps: Sequence[int], values: Sequence[float],
   if len(values) < config.window + 1:
     return Cliff(False)
   peak_index = int(np.argmax(values))
-  floor = values[peak_index] - config.min_drop
+  floor = config.floor(float(values[0]), float(values[peak_index]))
   drop = float(values[peak_index] - values[-1])
   tail = values[-config.window:]
-  if drop < config.min_drop - 1e-12 or np.any(tail > floor + 1e-12):
+  if floor is None or np.any(tail > floor + 1e-12):
     return Cliff(False, drop=max(drop, 0.0))
   start = len(values) - 1
   while start - 1 > peak_index and values[start - 1] <= floor + 1e-12:

@@ -6,15 +6,31 @@
   2 ip_peaks    IP reaches higher peaks but falls off cliffs more often: the
                 mean paired (same workflow, task, scale, seed) peak of IP minus
                 SP is above zero by more than two standard errors (its sign,
-                for a single pair), and the share of IP runs with a terminal cliff
-                (analysis.CliffConfig) exceeds SP's. One-role workflows (single)
-                are left out: there SP and IP are the same model.
+                for a single pair), and IP falls off terminal cliffs more often
+                than SP on the same pairs (McNemar's exact one-sided test,
+                p < 0.05: cliffs.paired_excess), under the report's rule (analysis.CliffConfig: by
+                default a drop of 0.10 below the peak over the last 3
+                evaluations) and under its other form (cliff_rules: the
+                relative form, giving back half of the peak's gain over the
+                base). Also reported: how often the learning rate over the
+                inspected evaluations was ~0 (diagnostics.cliffs), and the
+                counts over a grid of rules (cliffs.RULES). One-role workflows
+                (single) are left out: there SP and IP are the same model.
   3 amplify     Under IP, parallel same-role agents amplify their role's
-                gradient: the mean ratio of the role's gradient norm with N
-                agents to N = 1 (gradients.amplification) is above 1 in most
-                pairs. The N = 1 reference is a run of the same workflow with
-                n / m = 1 when the sweep has one, else (voting only) the single
-                workflow's generator, a proxy.
+                update: over the last third of each run, the role's update
+                norm and its drift with N agents over N = 1
+                (diagnostics.amplification) are each above 1 in most pairs
+                and on average by two standard errors. Each pair comes with
+                the ratios its update mechanics predict (diagnostics.mechanics:
+                the loss's denominator, optimizer steps per iteration, the
+                learning rate) for aligned and for independent rows. The N = 1
+                reference is a run of the same workflow with n / m = 1 when
+                the sweep has one, else (voting only) the single workflow's
+                generator, a proxy; references with a role that fails to parse
+                from the start are listed and left out. Runs that did not log
+                update norms and drift (older runs) fall back to the
+                gradient-norm ratio, said so in the claim; the gradient-norm
+                ratio is also shown, with its prediction, as a secondary figure.
   4 dominant    Under SP, the dominant role captures the gradient mass: in most
                 SP runs with >= 2 roles one role's mean share of the gradient
                 mass is at least `dominant_share` (default 0.6).
@@ -31,13 +47,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from marl_jax.study.diagnostics import amplification
 from marl_jax.study.diagnostics import analysis
+from marl_jax.study.diagnostics import cliffs
 from marl_jax.study.diagnostics import gradients
+from marl_jax.study.diagnostics import roles
 
 MAIN_KEYS = ("workflow", "task", "scale", "policy")
 DEFAULT_AGENTS = {"voting": 3, "majority_vote": 3, "orch_workers": 3}
-PARALLEL_ROLE = {"voting": "generator", "majority_vote": "generator", "orch_workers": "worker"}
 ONE_ROLE = ("single", "majority_vote")
+MORE_OFTEN_P = 0.05  # claim 2: IP falls more often (cliffs.paired_excess)
 
 
 @dataclasses.dataclass
@@ -115,26 +134,71 @@ def claim_gains(scored: Sequence[Scored]) -> Claim:
   return Claim("gains", statement, _verdict([up > len(rows) / 2]), lines)
 
 
-def claim_ip_peaks(scored: Sequence[Scored]) -> Claim:
-  statement = "IP reaches higher peaks than SP but falls off terminal cliffs more often."
+def paired(scored: Sequence[Scored]) -> list[dict[str, Scored]]:
+  """{'shared': run, 'isolated': run} of every (workflow, task, scale, seed) of the
+  main matrix with both, one-role workflows left out."""
   pairs = collections.defaultdict(dict)
   for s in scored:
     c = s.cell
     if s.main and c["workflow"] not in ONE_ROLE and c["policy"] in ("shared", "isolated"):
       pairs[(c["workflow"], c["task"], c["scale"], c["seed"])][c["policy"]] = s
-  both = [p for p in pairs.values() if len(p) == 2]
+  return [p for _, p in sorted(pairs.items(), key=lambda kv: tuple(map(str, kv[0])))
+          if len(p) == 2]
+
+
+def cliff_rules(cliff: analysis.CliffConfig) -> tuple[analysis.CliffConfig, ...]:
+  """The report's rule and its other form: absolute <-> relative (half the gain)."""
+  other = dataclasses.replace(cliff, relative=0.0 if cliff.relative else 0.5)
+  return cliff, other
+
+
+def _cliff_lines(both: Sequence[dict[str, Scored]], cliff: analysis.CliffConfig
+                 ) -> tuple[list[str], list[bool]]:
+  """Claim 2's cliff lines and its tests (IP falls more often, under each form)."""
+  groups = {p: [pair[p].run for pair in both] for p in ("isolated", "shared")}
+  counts = [(rule, {p: cliffs.count(runs, rule) for p, runs in groups.items()})
+            for rule in cliff_rules(cliff)]
+  tests = [cliffs.paired_excess(c["isolated"], c["shared"]) for _, c in counts]
+  parts = [f"{rule.rule()}, last {rule.window} evaluations: IP {c['isolated'].cliffs}/"
+           f"{c['isolated'].runs}, SP {c['shared'].cliffs}/{c['shared'].runs}, pairs where "
+           f"only IP / only SP fell {a}/{b}, one-sided exact p = {p:.2f}"
+           for (rule, c), (a, b, p) in zip(counts, tests)]
+  lines = ["Terminal cliffs (" + "; ".join(parts) + "). IP falls more often where p < "
+           f"{MORE_OFTEN_P}."]
+  shares = {p: cliffs.span_shares(runs, cliff.window, cliff.metric) for p, runs in groups.items()}
+  known = sum(len(v) for v in shares.values())
+  if known:
+    low = sum(s < cliffs.LOW_LR for v in shares.values() for s in v)
+    low_found = sum(c[p].cliffs_low_lr for _, c in counts for p in c)
+    lines.append(f"Learning rate over the updates the last {cliff.window} evaluations inspect, "
+                 f"as a share of each run's peak rate: IP {analysis.format_spread(shares['isolated'])}"
+                 f", SP {analysis.format_spread(shares['shared'])}; below {cliffs.LOW_LR} (~0: "
+                 f"no fall or recovery there can come from updates) in {low}/{known} runs"
+                 + (f", {low_found} of the cliffs above among them." if low_found else "."))
+  else:
+    lines.append("The learning rate over the inspected evaluations is unknown (no lr/<role> "
+                 "logged and no schedule in the runs' configs).")
+  grid = cliffs.sensitivity(groups)
+  more = sum(c["isolated"].cliffs > c["shared"].cliffs for _, c in grid)
+  fewer = sum(c["isolated"].cliffs < c["shared"].cliffs for _, c in grid)
+  lines.append(f"Over the {len(grid)} rules of the sensitivity grid (absolute drops 0.05-0.15, "
+               "relative give-backs 25-75%, over the last 2 or 3 evaluations; the table "
+               f"below): IP has more cliffs than SP under {more}, fewer under {fewer}.")
+  return lines, [a > b and p < MORE_OFTEN_P for a, b, p in tests]
+
+
+def claim_ip_peaks(scored: Sequence[Scored],
+                   cliff: analysis.CliffConfig = analysis.CliffConfig()) -> Claim:
+  """Claim 2, with terminal cliffs under `cliff` and its other form (cliff_rules)."""
+  statement = "IP reaches higher peaks than SP but falls off terminal cliffs more often."
+  both = paired(scored)
   if not both:
     return Claim("ip_peaks", statement, "no data", ["No (workflow, task, scale, seed) has both "
                                                     "an SP and an IP run."])
   diffs = [p["isolated"].summary.peak - p["shared"].summary.peak for p in both]
-  rate = {}
-  for policy in ("shared", "isolated"):
-    runs = [p[policy] for p in both]
-    rate[policy] = (sum(r.summary.cliff.found for r in runs), len(runs))
   mean_diff, std_diff, n = analysis.spread(diffs)
   stderr = std_diff / math.sqrt(n) if n else math.nan
   higher = None if math.isnan(mean_diff) else mean_diff > (2 * stderr if n > 1 else 0.0)
-  more = rate["isolated"][0] > rate["shared"][0]
   by_workflow = collections.defaultdict(list)
   for p, d in zip(both, diffs):
     by_workflow[p["shared"].cell["workflow"]].append(d)
@@ -145,67 +209,119 @@ def claim_ip_peaks(scored: Sequence[Scored]) -> Claim:
   lines = [f"Peak accuracy IP - SP over {len(both)} paired runs: {fmt(diffs)}; "
            f"IP higher in {sum(d > 0 for d in diffs)}/{len(diffs)}; {test}.",
            "By workflow: " + "; ".join(f"{w} {fmt(d)}"
-                                       for w, d in sorted(by_workflow.items())) + ".",
-           f"Terminal cliffs: IP {rate['isolated'][0]}/{rate['isolated'][1]}, "
-           f"SP {rate['shared'][0]}/{rate['shared'][1]}."]
-  return Claim("ip_peaks", statement, _verdict([higher, more]), lines)
-
-
-def _reference(s: Scored, scored: Sequence[Scored]) -> tuple[Scored, str] | None:
-  c = s.cell
-  same = lambda o, **kw: all(o.cell[k] == kw.get(k, c[k]) for k in
-                             ("workflow", "task", "scale", "policy", "seed"))
-  for o in scored:
-    if o.cell["agents"] == 1 and same(o):
-      return o, PARALLEL_ROLE[c["workflow"]]
-  if c["workflow"] == "voting":
-    # One role: the single workflow's SP and IP runs are the same model, so
-    # either serves (a sweep may run only one of them).
-    singles = [o for o in scored if same(o, workflow="single", policy=o.cell["policy"])]
-    for o in sorted(singles, key=lambda o: o.cell["policy"] != c["policy"]):
-      return o, "generator"
-  return None
+                                       for w, d in sorted(by_workflow.items())) + "."]
+  cliff_lines, more = _cliff_lines(both, cliff)
+  return Claim("ip_peaks", statement, _verdict([higher] + more), lines + cliff_lines)
 
 
 def amplification_pairs(scored: Sequence[Scored], policy: str = "isolated"
-                        ) -> list[tuple[Scored, Scored, float]]:
-  """(N-agent run, 1-agent reference, ratio) for the runs of `policy`."""
-  out = []
-  for s in scored:
-    c = s.cell
-    if c["policy"] != policy or c["workflow"] not in PARALLEL_ROLE or c["agents"] < 2:
-      continue
-    found = _reference(s, scored)
-    if found:
-      ref, ref_role = found
-      ratio = gradients.amplification(s.run.records, ref.run.records,
-                                      PARALLEL_ROLE[c["workflow"]], role_1=ref_role)
-      if not math.isnan(ratio):
-        out.append((s, ref, ratio))
-  return out
+                        ) -> list[amplification.Pair]:
+  """The same-role amplification pairs of `policy`'s runs (diagnostics.amplification)."""
+  return amplification.pairs([s.run for s in scored], policy)
+
+
+def _group_key(p: amplification.Pair) -> tuple[str, str]:
+  return p.run.cell["workflow"], "proxy" if p.proxy else "same workflow"
+
+
+def _prediction_lines(pairs: Sequence[amplification.Pair], figure: str) -> list[str]:
+  """Per (workflow, reference kind): the predicted and the observed ratio of `figure`."""
+  groups = collections.defaultdict(list)
+  for p in pairs:
+    groups[_group_key(p)].append(p)
+  lines = []
+  for (workflow, kind), group in sorted(groups.items()):
+    aligned, independent = amplification.mean_prediction(group, figure)
+    observed = [p.ratios[figure] for p in group]
+    schemes = sorted({p.prediction.scheme for p in group if p.prediction})
+    near = collections.Counter(amplification.nearest(p.ratios[figure], p.prediction, figure)
+                               for p in group if p.prediction)
+    label = "Gradient norm" if figure == "grad_norm" else "Update norm"
+    agents = "/".join(str(n) for n in sorted({p.run.cell["agents"] for p in group}))
+    text = (f"{label}, {workflow} N = {agents} vs 1 ({kind}, {len(group)} pairs): "
+            f"predicted {aligned:.2f} if the rows' gradients align, "
+            f"{independent:.2f} if independent; observed {analysis.format_spread(observed)}, "
+            "nearest: " + ", ".join(f"{k} {v}" for k, v in sorted(near.items())))
+    if figure != "grad_norm":
+      steps = [p.prediction.steps for p in group if p.prediction]
+      lr = [p.prediction.lr_ratio for p in group if p.prediction]
+      sources = sorted({p.prediction.lr_source for p in group if p.prediction})
+      logged = all(p.prediction.steps_logged for p in group if p.prediction)
+      text += (f" (optimizer steps per iteration {np.mean([a for a, _ in steps]):.2f} vs "
+               f"{np.mean([b for _, b in steps]):.2f}, {'logged' if logged else 'from config'};"
+               f" learning-rate ratio {np.mean(lr):.2f}, {'/'.join(sources)})")
+    lines.append(text + (f"; {'; '.join(schemes)}." if schemes else "."))
+  return lines
 
 
 def claim_amplify(scored: Sequence[Scored]) -> Claim:
-  statement = "Under IP, parallel agents of one role amplify that role's gradient."
+  """Claim 3 on update norms and drift (diagnostics.amplification), else gradient norms."""
+  statement = ("Under IP, parallel agents of one role amplify that role's update "
+               "(judged on update norms and drift over the last third of each run).")
   pairs = amplification_pairs(scored, "isolated")
   if not pairs:
     return Claim("amplify", statement, "no data", [
         "No IP run with N >= 2 parallel agents has a 1-agent reference (a run with "
-        "workflow.options n/m = 1, or for voting the single workflow) with gradient norms."])
-  ratios = [r for _, _, r in pairs]
-  agents = sorted({s.cell["agents"] for s, _, _ in pairs})
-  proxies = sum(ref.cell["workflow"] == "single" for _, ref, _ in pairs)
-  lines = [f"grad_norm ratio N agents / 1 agent over {len(pairs)} pairs: "
-           f"{analysis.format_spread(ratios)}; above 1 in {sum(r > 1 for r in ratios)}/"
-           f"{len(ratios)} (N = {agents}: ~N if the agents' gradients align, ~sqrt(N) if "
-           "independent).",
-           f"References: {len(pairs) - proxies} same-workflow N = 1 runs, {proxies} single-"
-           "workflow proxies."]
-  sp = [r for _, _, r in amplification_pairs(scored, "shared")]
-  if sp:
-    lines.append(f"Under SP, for contrast: {analysis.format_spread(sp)}.")
-  above = sum(r > 1 for r in ratios) > len(ratios) / 2
-  return Claim("amplify", statement, _verdict([above and np.mean(ratios) > 1]), lines)
+        "workflow.options n/m = 1, or for voting the single workflow) with update or "
+        "gradient norms."])
+  broken = [p for p in pairs if p.ref_broken]
+  clean = [p for p in pairs if not p.ref_broken]
+  lines = []
+  if broken:
+    lines.append(f"{len(broken)}/{len(pairs)} references start broken (a role parses under "
+                 f"{roles.PARSE_FLOOR:.0%} of its calls before any update) and are left out "
+                 "of the verdict: " + "; ".join(
+                     f"{p.ref.name} ({', '.join(p.ref_broken)})" for p in broken) + ".")
+  proxies = sum(p.proxy for p in pairs)
+  lines.append(f"References: {len(pairs) - proxies} same-workflow N = 1 runs, {proxies} "
+               "single-workflow proxies (another prompt).")
+  measured = [p for p in clean if p.measured]
+  fmt = analysis.format_spread
+  parts = []
+  if measured:
+    update = [p.ratios["update_norm"] for p in measured]
+    drift = [p.ratios["drift"] for p in measured]
+    lines.insert(0, f"Update norm ||delta theta|| per iteration, N agents / 1 agent, mean over "
+                    f"the last third, {len(measured)} pairs: {fmt(update)}, above 1 in "
+                    f"{sum(r > 1 for r in update)}/{len(update)}; drift ||theta_t - theta_0||: "
+                    f"{fmt(drift)}, above 1 in {sum(r > 1 for r in drift)}/{len(drift)}.")
+    lines.append("Predicted update-norm ratios: under Adam each optimizer step is ~lr in size "
+                 "whatever the gradient's scale, so K steps an iteration give ~K*lr if they "
+                 "align and ~sqrt(K)*lr if independent; the drift's predicted ratio is the "
+                 "update norm's.")
+    lines += _prediction_lines(measured, "update_norm")
+    parts = [amplification.amplified(update), amplification.amplified(drift)]
+    if len(measured) < len(clean):
+      lines.append(f"{len(clean) - len(measured)} pairs without update norms or drift "
+                   "(older runs) are left out of the verdict.")
+  elif not any(p.measured for p in pairs):
+    parts = [amplification.amplified([p.ratios["grad_norm"] for p in clean])] if clean else []
+    lines.insert(0, "Fallback: these runs did not log update_norm/<role> or drift/<role> (they "
+                    "predate those metrics), so the claim is judged on the gradient norm, "
+                    "which under Adam is not an update size.")
+  grads = [p for p in clean if math.isfinite(p.ratios["grad_norm"])]
+  if grads:
+    ratios = [p.ratios["grad_norm"] for p in grads]
+    lines.append(f"{'Secondary: g' if measured else 'G'}radient norm N agents / 1 agent over "
+                 f"{len(grads)} pairs: {fmt(ratios)}, above 1 in {sum(r > 1 for r in ratios)}/"
+                 f"{len(ratios)}; its predictions follow from the loss's denominator "
+                 "and the update scheme (rows of the role over the rows of the step).")
+    lines += _prediction_lines(grads, "grad_norm")
+  if broken:
+    figure = "update_norm" if all(p.measured for p in broken) else "grad_norm"
+    lines += [f"Left out (broken reference), for the record: {t}"
+              for t in _prediction_lines(broken, figure)]
+  sp = amplification_pairs(scored, "shared")
+  sp_update = [p.ratios["update_norm"] for p in sp if math.isfinite(p.ratios["update_norm"])]
+  sp_grad = [p.ratios["grad_norm"] for p in sp if math.isfinite(p.ratios["grad_norm"])]
+  if sp_update or sp_grad:
+    lines.append("Under SP, for contrast: " + "; ".join(
+        f"{name} {fmt(v)}" for name, v in (("update norm", sp_update), ("gradient norm", sp_grad))
+        if v) + ".")
+  if not clean:
+    return Claim("amplify", statement, "no data", lines + [
+        "Every reference starts broken: no pair can test the claim."])
+  return Claim("amplify", statement, _verdict(parts), lines)
 
 
 def claim_dominant(scored: Sequence[Scored], dominant_share: float = 0.6) -> Claim:
@@ -233,6 +349,7 @@ def claim_dominant(scored: Sequence[Scored], dominant_share: float = 0.6) -> Cla
   return Claim("dominant", statement, _verdict([hits > total / 2]), lines)
 
 
-def all_claims(scored: Sequence[Scored], dominant_share: float = 0.6) -> list[Claim]:
-  return [claim_gains(scored), claim_ip_peaks(scored), claim_amplify(scored),
+def all_claims(scored: Sequence[Scored], dominant_share: float = 0.6,
+               cliff: analysis.CliffConfig = analysis.CliffConfig()) -> list[Claim]:
+  return [claim_gains(scored), claim_ip_peaks(scored, cliff), claim_amplify(scored),
           claim_dominant(scored, dominant_share)]

@@ -5,11 +5,11 @@
   grad_mass_share/<role>  |g_role|^2 / sum_r |g_r|^2 (per-role split)
 
 Same-role amplification: the N agents of one role (Voting's generators,
-Orch-Workers' workers) add their gradients into one slot, so the role's
-gradient norm with N agents relative to N = 1 is ~N when the agents' gradients
-align and ~sqrt(N) when they are independent. `amplification` compares two
-runs that differ only in N (e.g. voting n=3 vs n=1; the single workflow is a
-proxy for n=1). Windows are fractions of a run's last logged step.
+Orch-Workers' workers) add their gradients into one slot. `amplification`
+compares a role's figure in two runs that differ only in N (e.g. voting n=3
+vs n=1; the single workflow is a proxy for n=1); what the ratio should be
+depends on the loss's denominator and the update scheme
+(diagnostics.mechanics). Windows are fractions of a run's last logged step.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def role_series(records: Sequence[dict], prefix: str = "grad_norm"
   return out
 
 
-def _in_window(steps: np.ndarray, window: Window) -> np.ndarray:
+def in_window(steps: np.ndarray, window: Window) -> np.ndarray:
   lo, hi = window
   if not 0.0 <= lo < hi <= 1.0:
     raise ValueError(f"Gradient window {window} must be fractions 0 <= start < end <= 1.")
@@ -58,7 +58,7 @@ def role_means(records: Sequence[dict], prefix: str = "grad_norm",
   """{role: mean of `<prefix>/<role>` over the window}."""
   out = {}
   for role, (steps, values) in role_series(records, prefix).items():
-    chosen = values[_in_window(steps, window)]
+    chosen = values[in_window(steps, window)]
     if len(chosen):
       out[role] = float(chosen.mean())
   return out
@@ -82,13 +82,14 @@ def dominant_role(records: Sequence[dict], window: Window = (0.0, 1.0)
 
 def amplification(records_n: Sequence[dict], records_1: Sequence[dict],
                   role: str = "generator", window: Window = (0.0, 1.0),
-                  role_1: str | None = None) -> float:
-  """Mean grad_norm/<role> of the N-agent run over that of the 1-agent run (NaN if missing).
+                  role_1: str | None = None, prefix: str = "grad_norm") -> float:
+  """Mean <prefix>/<role> of the N-agent run over that of the 1-agent run (NaN if missing).
 
   role_1: the role to read in the 1-agent run when it is named otherwise there.
+  prefix: grad_norm, or another per-role figure (update_norm, drift).
   """
-  many = role_means(records_n, "grad_norm", window).get(role)
-  one = role_means(records_1, "grad_norm", window).get(role_1 or role)
+  many = role_means(records_n, prefix, window).get(role)
+  one = role_means(records_1, prefix, window).get(role_1 or role)
   if many is None or one is None or one <= 0:
     return math.nan
   return many / one

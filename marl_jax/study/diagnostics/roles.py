@@ -9,6 +9,13 @@ parse/<role>/<failure> and calls/<role>. `parse_ok` derives the rate from
 them: 1 - (failures / calls), floored at 0. A call that fails two ways (e.g.
 no_answer and truncated) counts twice there, so the derived rate is a lower
 bound of the logged one; `parse_ok_derived` says whether any step needed it.
+
+`start_parse` is a run's parse rate per role before any update: the first
+training step's rollouts (step 1 is sampled from the base, before the first
+update), else the step-0 evaluation's eval/<mode>/parse_ok/<role>. A role
+whose start rate is below PARSE_FLOOR (more than half of its calls fail to
+parse) starts broken: a run that uses it as a reference compares against a
+workflow that does not work, whatever its number of agents.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from typing import Sequence
 import numpy as np
 
 Series = dict[str, tuple[np.ndarray, np.ndarray]]
+PARSE_FLOOR = 0.5
 
 
 def _roles(records: Sequence[dict], prefix: str) -> list[str]:
@@ -82,3 +90,25 @@ def window_mean(series: tuple[np.ndarray, np.ndarray], first: bool, k: int = 5) 
   """Mean of the first (or last) k logged values of a series; NaN when empty."""
   values = series[1][:k] if first else series[1][-k:]
   return float(np.mean(values)) if len(values) else math.nan
+
+
+def start_parse(records: Sequence[dict]) -> tuple[dict[str, float], str]:
+  """({role: parse rate before any update}, where it was measured) (module docstring);
+  ({}, '') when neither the first training step nor the step-0 evaluation has one."""
+  rates = {role: float(values[0]) for role, (steps, values) in parse_ok(records).items()
+           if steps[0] == 1}
+  if rates:
+    return rates, "step 1 rollouts"
+  for r in records:
+    for mode in ("sampled", "greedy") if r.get("step") == 0 else ():
+      prefix = f"eval/{mode}/parse_ok/"
+      logged = {k[len(prefix):]: float(v) for k, v in r.items()
+                if k.startswith(prefix) and isinstance(v, (int, float))}
+      if logged:
+        return logged, f"step-0 evaluation ({mode})"
+  return {}, ""
+
+
+def broken_roles(rates: dict[str, float], floor: float = PARSE_FLOOR) -> list[str]:
+  """Roles whose parse rate is below `floor`, in name order."""
+  return sorted(role for role, rate in rates.items() if rate < floor)
