@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from marl_jax.models import gguf_checkpoint
@@ -10,6 +12,13 @@ from marl_jax.models import gguf_checkpoint
 # one long training job: its heap never shrinks). Their tests are compile-bound,
 # and CI's first run with the settings lost a worker to a crash it did not
 # explain (stop 15); tests/trainer/test_hostmem.py runs the settings in a child.
+
+# The suite decodes with the CPU kernels wherever they build, as before their
+# per-machine selection (marl_jax/models/cpu_kernels/selection.py): measuring
+# the winner for each tiny shape would cost seconds per shape on every fresh
+# machine and make the path a test takes depend on the load. The selection's
+# tests set the variable themselves.
+os.environ.setdefault("MARL_JAX_CPU_KERNELS", "1")
 
 
 @pytest.fixture(scope="session")

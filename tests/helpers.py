@@ -15,11 +15,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def use_cpu_kernels(on: bool, monkeypatch=None) -> None:
   """Skips where the kernels cannot run and `on` asks for them; with monkeypatch,
-  decode layouts made in the test use them (on) or XLA's own products (off)."""
+  decode layouts made in the test use them (on, whether or not they win on this
+  machine: MARL_JAX_CPU_KERNELS=1) or XLA's own products (off)."""
   if on and not cpu_kernels.available():
     pytest.skip(f"cpu_kernels unavailable: {cpu_kernels.unavailable_reason()}")
   if monkeypatch is not None:
     monkeypatch.setattr(cpu_kernels, "available", lambda: on)
+    if on:
+      monkeypatch.setenv("MARL_JAX_CPU_KERNELS", "1")
 
 
 def tiny_config(arg: str = "", steps: int = 2):

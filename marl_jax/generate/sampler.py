@@ -10,6 +10,7 @@ before top-k / top-p truncation: the same quantity the RL loss recomputes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -23,6 +24,7 @@ import numpy as np
 
 from marl_jax.models import decoder
 from marl_jax.models.config import ModelConfig, as_dtype
+from marl_jax.models.cpu_kernels import selection
 from marl_jax.parallel import sharding
 
 _COMPILED: set[tuple] = set()
@@ -178,13 +180,16 @@ def _decode_params(config: ModelConfig, params, rows: int, slots: bool = False):
   """The weights a CPU decode step of `rows` rows reads fastest
   (decoder.decode_layout), or None: the decode step then uses `params`.
 
-  Packed for the hand-written kernels wherever they run: interleaved A/B of
+  Packed for the hand-written kernels where they run and win (measured once
+  per machine and shape, cpu_kernels.selection): on an AVX2 machine, A/B of
   generate (64 new tokens) against XLA's products on the stored kernels,
-  tiny_s/m/l at 16-512 rows 1.22-1.73x. Otherwise output-major, which only
+  tiny_s/m/l at 16-512 rows 1.22-1.73x; on an AVX-512 EPYC, SmolLM2 at 16
+  rows ~1.17x, tiny_m at 64 rows 0.92x. Otherwise output-major, which only
   pays for few rows of wide models (decoder.SKINNY_ROWS)."""
   if not unroll_default():
     return None  # an accelerator: the kernels are never built there
-  packed = decoder.packs_for_decode(config)
+  packed = (decoder.packs_for_decode(config)
+            and selection.kernels_win(config, rows, _kernel_probe))
   if not packed and (rows > decoder.SKINNY_ROWS
                      or config.hidden_size < decoder.DECODE_LAYOUT_MIN_HIDDEN):
     return None
@@ -201,6 +206,30 @@ def _decode_params(config: ModelConfig, params, rows: int, slots: bool = False):
   refs = [weakref.ref(x, lambda _, t=token: _forget_layout(t)) for x in leaves]
   _LAYOUTS[:] = [(key, refs, layout, token)] + _LAYOUTS[:LAYOUTS_KEPT - 1]
   return layout
+
+
+@contextlib.contextmanager
+def _kernel_probe(config: ModelConfig, params, rows: int):
+  """A call of `rows` rows (16-token prompts, 16 new tokens where the model's
+  positions allow) with the CPU kernels and one without, for
+  cpu_kernels.selection to time; their programs are not counted in
+  compiled_shapes()."""
+  length = max(1, min(16, config.max_position_embeddings // 4))
+  prompts = [[3 + (i + j) % (config.vocab_size - 3) for j in range(length)] for i in range(rows)]
+  sampling = SamplingParams(temperature=1.0, max_new_tokens=length)
+
+  def call(kernels: bool):
+    def run():
+      with selection.forced(kernels):
+        return generate(config.replace(eos_ids=()), params, prompts, jax.random.PRNGKey(0),
+                        sampling, min_batch=rows, min_prompt_len=1).tokens
+    return run
+
+  counted = set(_COMPILED)
+  try:
+    yield {"kernels": call(True), "xla": call(False)}
+  finally:
+    _COMPILED.intersection_update(counted)
 
 
 def _unstacked(config: ModelConfig, params):

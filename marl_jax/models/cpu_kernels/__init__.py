@@ -8,7 +8,10 @@
   softmax, in one call per layer instead of einsum / softmax / einsum.
 
 See kernels.cc. The decoder uses them through its CPU decode layout
-(`decoder.decode_layout`, `decoder.Packed`).
+(`decoder.decode_layout`, `decoder.Packed`); the sampler picks that layout
+only where they win on the machine (`selection`: measured once per machine
+and shape, kept on disk; MARL_JAX_CPU_KERNELS=1 uses them wherever they
+build).
 
 The source is compiled on first use with the system's C++ compiler (`CXX`,
 default g++) against jaxlib's FFI headers, into a cache directory keyed by
@@ -16,7 +19,7 @@ the source, jaxlib's version and the compiler (`MARL_JAX_KERNEL_CACHE`,
 default ~/.cache/marl_jax/kernels). Where it cannot be used -- not an x86-64
 Linux CPU with AVX2 and FMA, no compiler, a failed build, or
 MARL_JAX_CPU_KERNELS=0 -- `available()` says False, logs why once, and
-callers keep XLA's own products.
+callers keep XLA's own products. The same build runs on AVX-512 machines.
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ def _log_once(reason: str) -> None:
   expected = reason == "MARL_JAX_CPU_KERNELS=0" or reason.startswith("not an x86-64")
   (logging.info if expected else logging.warning)(
       "marl_jax.models.cpu_kernels off: %s. Decode steps use XLA's own products (1.4-1.6x "
-      "slower sampling here)%s.", reason,
+      "slower sampling on AVX2 machines)%s.", reason,
       "" if expected else "; set CXX to a working C++17 compiler, or MARL_JAX_CPU_KERNELS=0 "
       "to say this is meant")
 
