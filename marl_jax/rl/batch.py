@@ -147,8 +147,8 @@ def select(arrays: dict[str, Any], index: np.ndarray) -> dict[str, Any]:
 
 
 def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: int = 8,
-                  per_octave: int | None = None, groups: np.ndarray | None = None
-                  ) -> list[tuple[np.ndarray, int, int]]:
+                  per_octave: int | None = None, groups: np.ndarray | None = None,
+                  multiple: int = 1) -> list[tuple[np.ndarray, int, int]]:
   """Cuts a minibatch's rows into update chunks of `rows` rows of similar length.
 
   Rows padded to the batch's longest sequence waste most of an update when
@@ -163,7 +163,8 @@ def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: 
   bucket, whatever mix of lengths a step brings. rows = 0: the whole
   minibatch, one chunk. `groups` ([B], e.g. each row's full policy copy)
   keeps rows of different groups in different chunks, so that a chunk runs
-  one copy rather than every copy on as many rows (policies.route).
+  one copy rather than every copy on as many rows (policies.route). The padded
+  row count is rounded up to a `multiple` (a mesh's batch-axis devices).
   """
   if rows < 0:
     raise ValueError(f"rl.update_rows={rows} must be >= 0 (0: the whole minibatch at once).")
@@ -173,6 +174,7 @@ def length_chunks(valid: np.ndarray, index: np.ndarray, rows: int, *, min_rows: 
     return [(index, valid.shape[1], len(index))]
   lengths = lengths[lengths > 0]
   size = min(rows, sampling.bucket(len(real), min_rows))
+  size = -(-size // multiple) * multiple
   group = np.zeros(len(real), int) if groups is None else np.asarray(groups)[real]
   chunks = []
   for g in np.unique(group):

@@ -1,4 +1,10 @@
-"""The RL update under jit with explicit in/out shardings, for a device mesh."""
+"""The RL update under jit with explicit in/out shardings, for a device mesh.
+
+A minibatch whole is one program (`apply_minibatch_sharded`); a minibatch cut
+into update chunks (rl.update_rows; each chunk's rows a multiple of the batch
+axes' devices) runs one gradient program per chunk shape, sums them, and
+applies the sum once (`apply_chunks_sharded`), as rl.update does on one device.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,19 @@ import numpy as np
 from marl_jax.parallel import rules as rules_lib
 from marl_jax.parallel.sharding import TRAIN_RULES, put, replicated, rows_sharding, shardings
 from marl_jax.rl import update
+
+
+_STATIC = ("cfg", "num_roles", "role_grads", "interventions")
+# Chunks arrive placed (rows over the batch axes) and the state keeps its
+# sharding, so these follow their inputs' shardings; jit caches per sharding.
+_chunk_grads = jax.jit(update.group_grads, static_argnames=_STATIC)
+_add = jax.jit(lambda a, b: jax.tree.map(jax.numpy.add, a, b), donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_apply(static: tuple, out_sh: "_Hashable"):
+  apply = functools.partial(update.apply_grads, **dict(static))
+  return jax.jit(apply, out_shardings=out_sh.tree, donate_argnums=0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -57,3 +76,28 @@ def apply_minibatch_sharded(mesh: Mesh, state: Any, store: Any, batch: Mapping[s
   fn = _jitted_step(tuple(sorted(static.items())), *(
       _Hashable(t) for t in (state_sh, store_sh, batch_sh, route_sh, out_sh)))
   return fn(state, store, batch, route)
+
+
+def apply_chunks_sharded(mesh: Mesh, state: Any, store: Any, chunks: Any, routes: Any, *,
+                         rules: rules_lib.Rules = TRAIN_RULES, cfg: update.LossConfig,
+                         optimizer: Any, num_roles: int, role_grads: bool = False,
+                         interventions: Any = None) -> tuple[Any, ...]:
+  """One optimizer step over a minibatch given as update chunks (rl.batch.length_chunks):
+  each chunk's loss and gradient sums (its rows over the batch axes), their sum, one
+  AdamW step with the minibatch's denominator: the numbers of the whole minibatch's
+  step. The state keeps its sharding by `rules` (donated). Returns (new state, metrics).
+  """
+  role_grads = role_grads or bool(interventions and interventions.needs_role_grads)
+  store_sh = shardings(store, mesh, rules)
+  store = put(store, store_sh)
+  sums = None
+  for chunk, route in zip(chunks, routes):
+    chunk = put(dict(chunk), {k: rows_sharding(mesh, np.shape(v)) for k, v in chunk.items()})
+    route = put(dict(route), {k: replicated(mesh) for k in route})
+    part = _chunk_grads(state["trainable"], store, chunk, route, cfg=cfg, num_roles=num_roles,
+                        role_grads=role_grads, interventions=interventions)
+    sums = part if sums is None else _add(sums, part)
+  state_sh = shardings(state, mesh, rules)
+  static = dict(cfg=cfg, optimizer=optimizer, role_grads=role_grads, interventions=interventions)
+  apply = _jitted_apply(tuple(sorted(static.items())), _Hashable((state_sh, replicated(mesh))))
+  return apply(state, store, sums)

@@ -203,13 +203,15 @@ class Parallel:
   """
 
   def __init__(self, mesh: jax.sharding.Mesh | None = None, rollout_params: str = "sharded",
-               rollout_rows_per_device: int = 0, state_over_data: bool = False):
+               rollout_rows_per_device: int = 0, state_over_data: bool = False,
+               update_rows: int | None = None):
     if rollout_params not in ROLLOUT_PARAMS[1:]:
       raise ValueError(f"rollout_params={rollout_params!r}; valid: {ROLLOUT_PARAMS[1:]}.")
     if rollout_rows_per_device < 0:
       raise ValueError("config.mesh.rollout_rows_per_device must be >= 0 (0: a whole stage "
                        f"per sampler call), got {rollout_rows_per_device}.")
     self.mesh = mesh
+    self.update_rows = update_rows  # rl.update_rows as resolved (None: the config's)
     self.rows_per_call = rollout_rows_per_device
     if mesh is not None and rollout_rows_per_device:
       shape = dict(sharding.local_mesh(mesh).shape)
@@ -227,9 +229,9 @@ class Parallel:
     mc = config.get("mesh", {})
     mesh_cfg = sharding.mesh_config(mc, config.model.preset, jax.process_count())
     mesh_cfg.resolve(jax.device_count())  # a mesh that does not fit the devices fails here
-    rows = int(mc.get("rollout_rows_per_device", 0))
+    rows, update_rows = _rows(config)
     if jax.device_count() == 1:
-      return cls(rollout_rows_per_device=rows)
+      return cls(rollout_rows_per_device=rows, update_rows=update_rows)
     mesh = sharding.make_mesh(mesh_cfg)
     mode = mc.get("rollout_params", "auto")
     if mode not in ROLLOUT_PARAMS:
@@ -242,14 +244,20 @@ class Parallel:
                  mesh_cfg.state_over_data, mode)
     ignored = mesh_ignored_settings(config)
     if ignored:
-      logging.warning("On a mesh these settings do not apply: %s. A minibatch's rows must "
-                      "split evenly over the batch axes, so it stays whole and its program "
-                      "compiles when first met.", "; ".join(ignored))
-    return cls(mesh, mode, rows, mesh_cfg.state_over_data)
+      logging.warning("On a mesh these settings do not apply: %s. Update programs compile "
+                      "when first met.", "; ".join(ignored))
+    return cls(mesh, mode, rows, mesh_cfg.state_over_data, update_rows)
 
   @property
   def enabled(self) -> bool:
     return self.mesh is not None
+
+  @property
+  def row_multiple(self) -> int:
+    """A multiple every update chunk's row count must be: the batch axes' devices."""
+    if not self.enabled:
+      return 1
+    return int(np.prod([dict(self.mesh.shape)[a] for a in sharding.BATCH_AXES]))
 
   @property
   def is_main(self) -> bool:
@@ -321,8 +329,11 @@ class Parallel:
     """rl.update.apply_minibatch, with explicit shardings on a mesh."""
     if not self.enabled:
       return update.apply_minibatch(state, store, batch, jax.device_put(route), **static)
-    for key in ("warm_role_grads", "compile_ahead"):  # the mesh's one program per
-      static.pop(key, None)                           # minibatch compiles as met
+    for key in ("warm_role_grads", "compile_ahead"):  # the mesh's programs
+      static.pop(key, None)                           # compile as met
+    if isinstance(batch, (tuple, list)):  # update chunks (rl.update_rows)
+      return sharded_update.apply_chunks_sharded(self.mesh, state, store, batch, route,
+                                                 rules=self.state_rules, **static)
     return sharded_update.apply_minibatch_sharded(self.mesh, state, store, batch, route,
                                    rules=self.state_rules, **static)
 
@@ -339,12 +350,25 @@ class Parallel:
       return False
 
 
+def _rows(config: Any) -> tuple[int, int]:
+  """(rows per device per sampler call, rows per update chunk): the config's, or where
+  left at 0, the planner's from device memory (planner.rows_from_memory)."""
+  limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+  result = planner.run_plan(config, limit, jax.device_count(), jax.process_count())
+  rows, update_rows = planner.rows_from_memory(config, result)
+  asked = (config.mesh.rollout_rows_per_device, config.rl.update_rows)
+  if (rows, update_rows) != asked:
+    logging.info("From %.1f GiB of device memory (planner): %d rows per device per sampler "
+                 "call (config.mesh.rollout_rows_per_device), update chunks of %d rows "
+                 "(config.rl.update_rows); 0 means whole.", limit / planner.GIB, rows,
+                 update_rows)
+  return rows, update_rows
+
+
 def mesh_ignored_settings(config: Any) -> list[str]:
   """The config's settings that a mesh run ignores, each with its value."""
   rl = config.get("rl", {})
   ignored = []
-  if rl.get("update_rows", 0):
-    ignored.append(f"rl.update_rows={rl.get('update_rows')} (update chunks by length)")
   if rl.get("compile_ahead", False):
     ignored.append("rl.compile_ahead=True (update programs compiled ahead)")
   return ignored

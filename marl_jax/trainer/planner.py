@@ -310,22 +310,49 @@ def workload_of(config: Any) -> Workload:
       remat=config.rl.get("remat", "none"))
 
 
-def require_fit(config: Any, memory_bytes: int | None, num_devices: int = 1, hosts: int = 1,
-                model: ModelConfig | None = None, usable: float = 0.9) -> Plan | None:
-  """The run's plan on devices of `memory_bytes`; a ValueError when one row of its
-  longest length (rollout.max_prompt_len + max_new_tokens) cannot fit an update
-  chunk or a sampler call beside the state -- before anything compiles.
-
-  `model` defaults to config.model.preset's shapes; None is returned (nothing
-  checked) without a memory size (a CPU) or a model to size.
-  """
+def run_plan(config: Any, memory_bytes: int | None, num_devices: int = 1, hosts: int = 1,
+             model: ModelConfig | None = None, usable: float = 0.9) -> Plan | None:
+  """The run's plan on devices of `memory_bytes`; None without a memory size (a CPU)
+  or a model to size (`model` defaults to config.model.preset's shapes)."""
   if not memory_bytes or (model is None and config.model.preset not in presets.PRESETS):
     return None
-  workload = workload_of(config)
   mesh = sharding.mesh_config(config.mesh, config.model.preset, hosts).resolve(num_devices)
-  result = plan(model or config.model.preset, config.policy.mode, config.policy.kind,
-                mesh.sizes, memory_bytes / GIB, workload, usable=usable,
-                state_over_data=mesh.state_over_data, rollout_params=config.mesh.rollout_params)
+  return plan(model or config.model.preset, config.policy.mode, config.policy.kind,
+              mesh.sizes, memory_bytes / GIB, workload_of(config), usable=usable,
+              state_over_data=mesh.state_over_data, rollout_params=config.mesh.rollout_params)
+
+
+def rows_from_memory(config: Any, result: Plan | None) -> tuple[int, int]:
+  """(config.mesh.rollout_rows_per_device, config.rl.update_rows) as the run uses them.
+
+  A value set in the config is kept. Left at 0, it comes from device memory: the
+  planner's max rows of the longest length (`result`) where the largest stage or
+  the update would not fit in one call, else 0 (a stage per sampler call, the
+  minibatch whole), as on a device that reports no memory (a CPU). update_rows
+  counts rows of the whole batch: per device rows x the batch axes (data x fsdp).
+  """
+  rollout, update = config.mesh.rollout_rows_per_device, config.rl.update_rows
+  if result is None or not result.fits:
+    return rollout, update
+  if not rollout and result.max_rollout_rows < result.stage_rows:
+    rollout = result.max_rollout_rows
+  if not update and result.max_update_rows < result.update_rows:
+    shards = int(np.prod([result.mesh.get(a, 1) for a in rules_lib.BATCH_AXES]))
+    update = result.max_update_rows * shards
+  return rollout, update
+
+
+def require_fit(config: Any, memory_bytes: int | None, num_devices: int = 1, hosts: int = 1,
+                model: ModelConfig | None = None, usable: float = 0.9) -> Plan | None:
+  """`run_plan`, and a ValueError when one row of the run's longest length
+  (rollout.max_prompt_len + max_new_tokens) cannot fit an update chunk or a
+  sampler call beside the state -- before anything compiles. None (nothing
+  checked) where run_plan gives none.
+  """
+  result = run_plan(config, memory_bytes, num_devices, hosts, model, usable)
+  if result is None:
+    return None
+  workload = workload_of(config)
   tokens = workload.prompt_len + workload.max_new_tokens
   if result.fits:
     _warn_rows(config, result, tokens)
@@ -352,17 +379,19 @@ def require_fit(config: Any, memory_bytes: int | None, num_devices: int = 1, hos
 
 
 def _warn_rows(config: Any, result: Plan, tokens: int) -> None:
-  """Warns where the configured rows per sampler call or update chunk exceed what fits
-  rows of the longest length (shorter rows may fit: a warning, not an error)."""
+  """Warns where rows per sampler call or update chunk set in the config exceed what
+  fits rows of the longest length (shorter rows may fit: a warning, not an error);
+  values left at 0 come from memory (`rows_from_memory`)."""
+  shards = int(np.prod([result.mesh.get(a, 1) for a in rules_lib.BATCH_AXES]))
   asked = {"config.mesh.rollout_rows_per_device": (
-               config.mesh.rollout_rows_per_device or result.stage_rows, result.max_rollout_rows),
+               config.mesh.rollout_rows_per_device, result.max_rollout_rows, 1),
            "config.rl.update_rows": (
-               config.rl.update_rows or result.update_rows, result.max_update_rows)}
-  for field, (rows, fit) in asked.items():
+               math.ceil(config.rl.update_rows / shards), result.max_update_rows, shards)}
+  for field, (rows, fit, scale) in asked.items():
     if rows > fit:
       logging.warning("%s: %d rows per device of up to %d tokens exceed the %d that fit by the "
-                      "planner (launch/plan.py); set %s=%d if the run runs out of memory.",
-                      field, rows, tokens, fit, field, fit)
+                      "planner (launch/plan.py); set %s=%d (or 0: from memory) if the run runs "
+                      "out of memory.", field, rows, tokens, fit, field, fit * scale)
 
 
 def plan_hardware(preset: str, mode: str, kind: str, hardware: Hardware,

@@ -5,8 +5,8 @@ device, so tests/parallel/test_sharding.py runs this script with
 XLA_FLAGS=--xla_force_host_platform_device_count=N and reads the one JSON line
 it prints last. Modes:
 
-  parity        train step and rollout (SP LoRA, IP full copies) on meshes
-                vs one device; a checkpoint saved on fsdp=8 restored on
+  parity        train step (whole and in update chunks) and rollout (SP LoRA,
+                IP full copies) on meshes vs one device; a checkpoint saved on fsdp=8 restored on
                 data=2 x fsdp=4 and on one device.
   trainer DIR   one training step of the real loop on fsdp=8, saved in DIR.
   multiprocess  one of two processes (4 devices each) of a jax.distributed job.
@@ -93,6 +93,32 @@ def train_parity(s: PolicyStore, par: distributed.Parallel) -> dict:
           "state_specs": specs(new["trainable"]), "base_specs": specs(placed.base)}
 
 
+def chunked_train_parity(s: PolicyStore, par: distributed.Parallel) -> dict:
+  """One update of 16 rows as two length chunks through Parallel.apply_minibatch (each
+  chunk's rows a multiple of the batch axes' devices) vs the whole minibatch on one
+  device, with the per-role gradient split on."""
+  arrays = batch(seed=2, rows=16, length=40)
+  arrays["valid"][8:, :28] = False  # 12 and 40 tokens: the chunks differ in shape
+  roles = [ROLES[r] for r in arrays["role"]]
+  static = dict(cfg=LOSS, optimizer=OPTIMIZER, num_roles=len(ROLES), role_grads=True)
+  frozen = s.replace(trainable={})
+  ref, ref_m = update.apply_minibatch(fresh_state(s), frozen, jax.tree.map(jnp.asarray, arrays),
+                                      jax.tree.map(jnp.asarray, s.route(roles)), **static)
+  chunks, routes = [], []
+  for rows, length, padded in batch_lib.length_chunks(arrays["valid"], np.arange(16), 4,
+                                                      multiple=par.row_multiple):
+    chunks.append(par.put_rows(batch_lib.group_arrays(arrays, rows, length, padded)))
+    row_roles = [roles[i] for i in rows]
+    routes.append(s.route(row_roles + [row_roles[0]] * (padded - len(rows))))
+  new, m = par.apply_minibatch(par.place_state(fresh_state(s)), par.place_store(frozen),
+                               tuple(chunks), tuple(routes), **static)
+  return {"chunks": [np.shape(c["tokens"]) for c in chunks], "multiple": par.row_multiple,
+          "loss": [float(ref_m["loss"]), float(m["loss"])],
+          "trainable_diff": max_diff(ref["trainable"], new["trainable"]),
+          "moved": max_diff(ref["trainable"], s.trainable),
+          "state_specs": specs(new["trainable"])}
+
+
 def rollout_parity(s: PolicyStore, par: distributed.Parallel, temperatures: tuple) -> dict:
   """PolicyStore.generate under Parallel.rollout_store vs on one device, same key."""
   rng = np.random.default_rng(1)
@@ -147,7 +173,7 @@ def parity(workdir: str) -> dict:
     mesh = sharding.make_mesh(sharding.MeshConfig(**axes))
     par = distributed.Parallel(mesh, rollout_params, state_over_data=over_data)
     s = store(mode, kind)
-    out[name] = {"train": train_parity(s, par),
+    out[name] = {"train": train_parity(s, par), "chunked": chunked_train_parity(s, par),
                  "rollout": rollout_parity(s, par, ((name, temperature),))}
   out["checkpoint"] = checkpoint_across_meshes(workdir)
   return out

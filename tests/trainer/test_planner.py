@@ -159,3 +159,30 @@ def test_loss_config_checks_the_fit_where_the_device_reports_its_memory(monkeypa
   assert loop.loss_config(config).remat == "layer"  # one 5,120-token row fits 16 GiB
   with pytest.raises(ValueError, match=r"state alone takes 17.\d GiB per device"):
     loop.loss_config(get_config("model=qwen3_4b,study=1"))  # float32 4B on one 16 GiB chip
+
+
+def test_rows_left_at_zero_come_from_device_memory(monkeypatch):
+  from marl_jax.trainer import distributed  # pylint: disable=g-import-not-at-top
+  config = get_config("model=qwen3_0_6b,study=1")
+  config.mesh.rollout_rows_per_device, config.rl.update_rows = 0, 0
+  result = planner.run_plan(config, 80 * planner.GIB)
+  # the study step (1,536-row stage, 2,048-row update) does not fit one H100 in one call
+  assert result.max_rollout_rows < result.stage_rows and result.max_update_rows < result.update_rows
+  assert planner.rows_from_memory(config, result) == (result.max_rollout_rows,
+                                                      result.max_update_rows)
+  assert planner.rows_from_memory(config, None) == (0, 0)  # a CPU: a stage, the minibatch whole
+  config.mesh.rollout_rows_per_device, config.rl.update_rows = 7, 32  # set: kept as set
+  assert planner.rows_from_memory(config, result) == (7, 32)
+  small = get_config("model=qwen3_0_6b,study=1")
+  small.rollout.batch_size, small.rollout.group_size = 1, 2  # 6 and 8 rows: one call each
+  small.mesh.rollout_rows_per_device, small.rl.update_rows = 0, 0
+  assert planner.rows_from_memory(small, planner.run_plan(small, 80 * planner.GIB)) == (0, 0)
+
+  class Device:
+    def memory_stats(self):
+      return {"bytes_limit": 80 * planner.GIB}
+  monkeypatch.setattr(jax, "local_devices", lambda *a, **k: [Device()])
+  config.mesh.rollout_rows_per_device, config.rl.update_rows = 0, 0
+  par = distributed.Parallel.create(config, run=None)  # one device: no store to size
+  assert par.rows_per_call == result.max_rollout_rows > 0
+  assert par.update_rows == result.max_update_rows > 0
