@@ -15,6 +15,7 @@ from marl_jax.generate import sampler as sampling
 from marl_jax.models import count_params, decoder, save_pretrained
 from marl_jax.models import cpu_kernels
 from marl_jax.models.config import ModelConfig
+from marl_jax.models.cpu_kernels import selection
 
 
 def matmul_floor_seconds(config: ModelConfig, params: Any, batch: int,
@@ -78,16 +79,29 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
   def ours_generate():
     return sampling.generate(never_stop, params, prompts.tolist(), next(keys), sp).tokens
 
-  def ours_without_kernels():
-    with cpu_kernels.disabled():
-      return ours_generate()
-
   sides = {"ours": ours_generate, "theirs": hf_generate}
-  if cpu_kernels.available():  # the same sampler on XLA's own products, for their share
-    sides["xla"] = ours_without_kernels
+  kernels = {}
+  if cpu_kernels.available():
+    # Whether the sampler decodes on the CPU kernels here (cpu_kernels.selection:
+    # measured on first use), and the same sampler the other way, for their share.
+    chosen = isinstance(sampling.decode_weights(never_stop, params, batch)["layers"][0]["o"],
+                        decoder.Packed)
+    verdict = selection.read_verdicts(selection.cache_file()).get(
+        selection.signature(never_stop, batch))
+    kernels = {f"{name}/cpu_kernels_chosen": chosen,
+               **({f"{name}/cpu_kernels_probe_speedup": verdict["speedup"]} if verdict else {})}
+
+    def ours_the_other_way():
+      with selection.forced(not chosen):
+        return ours_generate()
+
+    sides["other"] = ours_the_other_way
   keys = iter(jax.random.split(jax.random.PRNGKey(0), len(sides) * (repeats + 1)))
   seconds = interleaved_median_seconds(sides, repeats)
   ours, theirs = seconds["ours"], seconds["theirs"]
+  if kernels:  # with the kernels over without, whichever the sampler chose
+    with_, without = (ours, seconds["other"]) if chosen else (seconds["other"], ours)
+    kernels[f"{name}/cpu_kernels_speedup"] = without / with_
   floor = new_tokens * matmul_floor_seconds(config, params, batch, repeats)
   tokens = batch * new_tokens
   # Model FLOPs: the prefill over the real prompt tokens (the LM head at each
@@ -106,4 +120,4 @@ def compare_generate(name: str, config: ModelConfig, params: Any, batch: int,
           f"{name}/decode_gflop": decode / 1e9,
           f"{name}/flops_per_weight_byte": decode / (new_tokens - 1) / weight_bytes,
           f"{name}/sampler_gflops": (prefill + decode) / ours / 1e9,
-          **({f"{name}/cpu_kernels_speedup": seconds["xla"] / ours} if "xla" in seconds else {})}
+          **kernels}

@@ -12,6 +12,7 @@ from marl_jax.bench import rollout as rollout_bench
 from marl_jax.bench.timing import matmul_peak_gflops, memory_bandwidth_gbs
 from marl_jax.models import cpu_kernels
 from marl_jax.models import get_preset, gguf_checkpoint, init_params, load_pretrained
+from marl_jax.models.cpu_kernels import selection
 from marl_jax.trainer import hostmem
 
 
@@ -104,7 +105,11 @@ def run(only: list[str], repeats: int = 5) -> dict:
              # Both sides run under these malloc settings (marl_jax/trainer/hostmem.py).
              "host_malloc_tuned": hostmem.active(),
              # The decode step's hand-written kernels (marl_jax/models/cpu_kernels), or why not.
-             "cpu_kernels": cpu_kernels.unavailable_reason() or "on"}
+             "cpu_kernels": cpu_kernels.unavailable_reason() or "on",
+             # The machine the ratios hold for (the kernels' selection keys on it), and how
+             # the sampler picks the kernels (MARL_JAX_CPU_KERNELS: auto, 1 or 0).
+             "cpu": selection.machine()["cpu"], "cpu_flags": selection.machine()["flags"],
+             "cpu_kernels_mode": selection.mode()}
   for name, bench in BENCHMARKS.items():
     if not only or name in only:
       figures = bench(repeats)

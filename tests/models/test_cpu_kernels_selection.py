@@ -56,6 +56,7 @@ def test_measured_once_then_read_from_disk(auto):
   data = json.loads(selection.cache_file().read_text())
   assert data["machine"] == selection.machine()
   verdict = data["verdicts"][selection.signature(CONFIG, 8)]
+  assert verdict.pop("load") >= 0
   assert verdict == {"kernels_s": 1.0, "xla_s": 1.5, "speedup": 1.5, "use": True}
   # Another row count or shape is another measurement, kept beside the first.
   auto["seconds"] = {"kernels": 1.0, "xla": 0.9}

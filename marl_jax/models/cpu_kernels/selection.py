@@ -200,13 +200,15 @@ def measure(config: ModelConfig, rows: int, calls: Calls) -> dict[str, Any]:
   with calls(probe, decoder.init_params(probe, jax.random.PRNGKey(0)), rows) as fns:
     seconds = _interleaved_seconds(fns)
   speedup = seconds["xla"] / seconds["kernels"]
+  # The load average says how much to trust it on a shared machine (delete the
+  # file to measure again, or set MARL_JAX_CPU_KERNELS).
   verdict = {"kernels_s": seconds["kernels"], "xla_s": seconds["xla"], "speedup": speedup,
-             "use": speedup >= WIN}
+             "use": speedup >= WIN, "load": os.getloadavg()[0]}
   logging.info("cpu_kernels: a sampler call of %s (%d of its layers) here: kernels %.3g s, "
-               "XLA %.3g s (%.2fx): %s the kernels (measured in %.1f s, kept in %s)",
-               signature(config, rows), n, seconds["kernels"], seconds["xla"], speedup,
+               "XLA %.3g s (%.2fx): %s the kernels (measured in %.1f s at load %.1f, kept in "
+               "%s)", signature(config, rows), n, seconds["kernels"], seconds["xla"], speedup,
                "using" if verdict["use"] else "not using", time.perf_counter() - start,
-               cache_file())
+               verdict["load"], cache_file())
   return verdict
 
 
