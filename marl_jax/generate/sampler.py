@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import math
 import weakref
 from typing import Any, Sequence
 
@@ -22,32 +21,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from marl_jax.generate import draw
+from marl_jax.generate.draw import SamplingParams
 from marl_jax.models import decoder
 from marl_jax.models.config import ModelConfig, as_dtype
 from marl_jax.models.cpu_kernels import selection
 from marl_jax.parallel import sharding
 
 _COMPILED: set[tuple] = set()
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingParams:
-  """How to sample. temperature 0 means greedy; top_k 0 and top_p 1 disable them."""
-
-  temperature: float = 1.0
-  top_p: float = 1.0
-  top_k: int = 0
-  max_new_tokens: int = 64
-  stop_ids: tuple[int, ...] = ()
-
-  def __post_init__(self):
-    if self.temperature < 0:
-      raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature}.")
-    if not 0 < self.top_p <= 1:
-      raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}.")
-    if self.top_k < 0 or self.max_new_tokens <= 0:
-      raise ValueError("SamplingParams.top_k must be >= 0 and max_new_tokens > 0, got "
-                       f"top_k={self.top_k}, max_new_tokens={self.max_new_tokens}.")
 
 
 @dataclasses.dataclass
@@ -94,59 +75,6 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, batch: int, pad_id: 
     tokens[i, length - len(prompt):] = prompt
     valid[i, length - len(prompt):] = True
   return tokens, valid
-
-
-def _sample(rng, logits, sampling: SamplingParams):
-  """Draws one token per row from logits [B, V]; returns (ids, logprobs)."""
-  if sampling.temperature == 0:
-    ids = jnp.argmax(logits, axis=-1)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return ids, jnp.take_along_axis(logp, ids[:, None], -1)[:, 0]
-  logits = logits / sampling.temperature
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  masked = logits
-  if sampling.top_k:
-    kth = jax.lax.top_k(logits, sampling.top_k)[0][:, -1:]
-    masked = jnp.where(logits < kth, -jnp.inf, masked)
-  if sampling.top_p < 1:
-    sorted_logits = jnp.sort(masked, axis=-1)[:, ::-1]
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    # Keep the smallest prefix whose mass reaches top_p (the first token always).
-    keep = (jnp.cumsum(probs, axis=-1) - probs) < sampling.top_p
-    cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-    masked = jnp.where(masked < cutoff, -jnp.inf, masked)
-  ids = _inverse_cdf(jax.nn.softmax(masked, axis=-1),
-                     jax.random.uniform(rng, (logits.shape[0],), minval=1e-7))
-  return ids, jnp.take_along_axis(logp, ids[:, None], -1)[:, 0]
-
-
-def _inverse_cdf(probs, u):
-  """Index i of each row with cdf[i - 1] < u * total <= cdf[i] (probs [B, V], u [B]).
-
-  Inverse-CDF sampling takes one uniform per row instead of a Gumbel per
-  vocabulary entry (random bits dominate a CPU decode step otherwise). The
-  search runs in two levels, over blocks of ~sqrt(V) entries and then inside
-  the chosen block, because a cumulative sum over a whole 49k vocabulary is a
-  multi-pass reduce-window on XLA:CPU. Entries of zero mass are never chosen.
-  """
-  batch, vocab = probs.shape
-  block = bucket(math.isqrt(vocab), 1)
-  blocks = -(-vocab // block)
-  probs = jnp.pad(probs, ((0, 0), (0, blocks * block - vocab))).reshape(batch, blocks, block)
-
-  def search(masses, target):
-    """First place where the running mass reaches target (> 0, so that places
-    of zero mass before it are passed over), and the mass before that place."""
-    cdf = jnp.cumsum(masses, axis=-1)
-    target = jnp.minimum(target, cdf[:, -1])
-    place = jnp.sum(cdf < target[:, None], axis=-1)
-    before = jnp.take_along_axis(jnp.pad(cdf, ((0, 0), (1, 0))), place[:, None], -1)[:, 0]
-    return place, target - before
-
-  sums = probs.sum(-1)
-  chosen, rest = search(sums, u * sums.sum(-1))
-  offset, _ = search(jnp.take_along_axis(probs, chosen[:, None, None], 1)[:, 0], rest)
-  return chosen * block + offset
 
 
 def unroll_default() -> bool:
@@ -243,14 +171,37 @@ def decode_weights(config: ModelConfig, params, rows: int):
   return _unstacked(config, params) if layout is None else layout
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling", "unroll"))
-def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, valid, rng,
-              adapters, adapter_weights, decode_params=None, unroll: bool = False):
+@functools.partial(jax.jit, static_argnums=0)
+def _unstacked_slots(config: ModelConfig, params):
+  return jax.vmap(functools.partial(_unstacked, config))(params)
+
+
+def program_weights(config: ModelConfig, params, rows: int, slots: bool = False):
+  """(prefill, decode) weights of an engine that prefills and decodes in programs
+  of their own (marl_jax.generate.continuous), as _generate reads them: on a CPU
+  the stored kernels and the decode layout, or the stored kernels one array per
+  layer for both (`decode_weights`); elsewhere `params` for both. With `slots`,
+  params carry a leading slot axis."""
+  if not unroll_default():
+    return params, params
+  layout = _decode_params(config, params, rows, slots)
+  if layout is not None:
+    return params, layout
+  unstacked = _unstacked_slots(config, params) if slots else _unstacked(config, params)
+  return unstacked, unstacked
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "spec", "unroll"))
+def _generate(config: ModelConfig, sampling: SamplingParams, spec: draw.DrawSpec, params,
+              tokens, valid, keys, settings, limits, adapters, adapter_weights,
+              decode_params=None, unroll: bool = False):
   """Prefill with `params`, decode with `decode_params` (decoder.decode_layout:
   the prefill's many rows multiply best by the stored kernels) when given;
   with `unroll`, prefill and decode read the stored kernels one array per
   layer: one copy of the weights per call, where a scan copies each layer's
-  weights out of the stack at every decode step on CPU."""
+  weights out of the stack at every decode step on CPU. Row b draws with
+  keys[b] and its `settings` (draw.sample) and stops after limits[b] tokens
+  (<= sampling.max_new_tokens); the loop ends when every row has stopped."""
   # Rows over the mesh's batch axes when one is set (jax.set_mesh); no-ops otherwise.
   tokens, valid, adapter_weights = sharding.constrain_rows(tokens, valid, adapter_weights)
   batch, prompt_len = tokens.shape
@@ -282,10 +233,10 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
   model = functools.partial(decoder.forward_hidden, config, params,
                             adapters=adapters, adapter_weights=adapter_weights)
   stop_ids = jnp.asarray(tuple(config.eos_ids) + tuple(sampling.stop_ids), jnp.int32)
-  first, first_logp = _sample(jax.random.fold_in(rng, 0), logits, sampling)
+  first, first_logp = draw.sample(keys, jnp.zeros((batch,), jnp.int32), logits, spec, settings)
   out_tokens = jnp.full((batch, n_new), config.pad_id, jnp.int32).at[:, 0].set(first)
   out_logp = jnp.zeros((batch, n_new), jnp.float32).at[:, 0].set(first_logp)
-  done = jnp.isin(first, stop_ids)
+  stopped = jnp.isin(first, stop_ids)
   lengths = jnp.ones((batch,), jnp.int32)
   next_pos = positions[:, -1] + 1
   # Every decode step's RoPE tables, computed before the loop (forward_hidden's rope).
@@ -293,11 +244,12 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
                              decoder.rope_inv_freq(config))
 
   def cond(state):
-    step, _, _, done, *_ = state
-    return (step < n_new) & ~jnp.all(done)
+    step, _, _, stopped, _, _, lengths = state
+    return (step < n_new) & ~jnp.all(stopped | (lengths >= limits))
 
   def body(state):
-    step, cache, last, done, out_tokens, out_logp, lengths = state
+    step, cache, last, stopped, out_tokens, out_logp, lengths = state
+    done = stopped | (lengths >= limits)
     slot = prompt_len + step - 1
     step_rope = tuple(jax.lax.dynamic_slice_in_dim(t, step - 1, 1, axis=1) for t in rope)
     hidden, cache = model(last[:, None], (next_pos + step - 1)[:, None],
@@ -305,17 +257,17 @@ def _generate(config: ModelConfig, sampling: SamplingParams, params, tokens, val
                           cache_index=slot, rope=step_rope)
     cache = sharding.constrain_kv_cache(cache)
     logits = decoder.logits_from_hidden(config, params, hidden)[:, 0]
-    ids, logp = _sample(jax.random.fold_in(rng, step), logits, sampling)
+    ids, logp = draw.sample(keys, jnp.full((batch,), step), logits, spec, settings)
     ids = jnp.where(done, config.pad_id, ids)
     out_tokens = out_tokens.at[:, step].set(ids)
     out_logp = out_logp.at[:, step].set(jnp.where(done, 0.0, logp))
     lengths = lengths + (~done).astype(jnp.int32)
-    done = done | jnp.isin(ids, stop_ids)
-    return step + 1, cache, ids, done, out_tokens, out_logp, lengths
+    stopped = stopped | (~done & jnp.isin(ids, stop_ids))
+    return step + 1, cache, ids, stopped, out_tokens, out_logp, lengths
 
-  state = (jnp.int32(1), cache, first, done, out_tokens, out_logp, lengths)
-  _, _, _, done, out_tokens, out_logp, lengths = jax.lax.while_loop(cond, body, state)
-  return out_tokens, out_logp, lengths, ~done
+  state = (jnp.int32(1), cache, first, stopped, out_tokens, out_logp, lengths)
+  _, _, _, stopped, out_tokens, out_logp, lengths = jax.lax.while_loop(cond, body, state)
+  return out_tokens, out_logp, lengths, ~stopped
 
 
 def _pad_inputs(caller: str, config: ModelConfig, prompts: Sequence[Sequence[int]],
@@ -354,6 +306,24 @@ def _note_compile(signature: tuple, description: str) -> None:
     logging.info("sampler: compiling shape #%d (%s)", len(_COMPILED), description)
 
 
+def row_inputs(sampling: SamplingParams, rng: jax.Array, n: int, rows: int,
+               limits: Sequence[int] | None = None):
+  """Each of `rows` rows' key (draw.row_keys: row i of the n real ones draws
+  with fold_in(rng, i), or its own key of a per-row [n, 2] rng), draw settings
+  and token limit (limits, each <= sampling.max_new_tokens; default that)."""
+  n_new = sampling.max_new_tokens
+  keys = draw.row_keys(rng, n)
+  keys = jnp.concatenate([keys, jnp.zeros((rows - n, 2), keys.dtype)]) if rows > n else keys
+  settings = {k: jnp.asarray(v) for k, v in draw.row_settings([sampling] * rows).items()}
+  if limits is None:
+    limits = [n_new] * n
+  limits = np.asarray(limits, np.int32)
+  if len(limits) != n or limits.min(initial=1) < 1 or limits.max(initial=1) > n_new:
+    raise ValueError(f"limits must give each of the {n} rows a token limit in [1, "
+                     f"max_new_tokens={n_new}], got {limits.tolist()}.")
+  return keys, settings, jnp.asarray(np.pad(limits, (0, rows - n), constant_values=1))
+
+
 def generate(
     config: ModelConfig,
     params: Any,
@@ -363,6 +333,7 @@ def generate(
     *,
     adapters: Any = None,
     adapter_weights: np.ndarray | None = None,
+    limits: Sequence[int] | None = None,
     min_batch: int = 8,
     min_prompt_len: int = 16,
 ) -> Generation:
@@ -370,7 +341,10 @@ def generate(
 
   The batch and the prompt length are padded up to power-of-two buckets;
   padded rows are dropped from the result. `adapter_weights` [B, S] routes
-  each row to its LoRA slots (see marl_jax.models.decoder).
+  each row to its LoRA slots (see marl_jax.models.decoder). Row i draws from
+  its own key (`row_inputs`: fold_in(rng, i), or rng[i] for per-row keys
+  [B, 2]), so its tokens do not depend on the other rows; `limits` [B] cuts
+  rows at their own token limit (truncated there).
   """
   n = len(prompts)
   batch = bucket(n, min_batch)
@@ -380,9 +354,10 @@ def generate(
                  None if adapter_weights is None else adapter_weights.shape[1]),
                 f"batch {batch}, prompt {prompt_len}, new {sampling.max_new_tokens}")
   adapter_weights = None if adapter_weights is None else jnp.asarray(adapter_weights)
-  out = _generate(config, sampling, params, jnp.asarray(tokens), jnp.asarray(valid), rng,
-                  adapters, adapter_weights, _decode_params(config, params, batch),
-                  unroll=unroll_default())
+  keys, settings, limits = row_inputs(sampling, rng, n, batch, limits)
+  out = _generate(config, sampling, draw.DrawSpec.of([sampling]), params, jnp.asarray(tokens),
+                  jnp.asarray(valid), keys, settings, limits, adapters, adapter_weights,
+                  _decode_params(config, params, batch), unroll=unroll_default())
   out_tokens, out_logp, lengths, truncated = (np.asarray(x)[:n] for x in out)
   return Generation(out_tokens, out_logp, lengths, truncated)
 
@@ -413,15 +388,17 @@ def slot_layout(slots: Sequence[int], num_slots: int,
 
 
 @functools.partial(jax.jit, static_argnames=("config", "sampling"))
-def _generate_slots(config: ModelConfig, sampling: SamplingParams, params, tokens, valid, rngs,
-                    adapters, adapter_weights, decode_params=None):
-  def one_slot(slot_params, slot_tokens, slot_valid, rng, weights, slot_decode):
-    return _generate(config, sampling, slot_params, slot_tokens, slot_valid, rng, adapters,
-                     weights, slot_decode)
+def _generate_slots(config: ModelConfig, sampling: SamplingParams, params, tokens, valid, keys,
+                    settings, limits, adapters, adapter_weights, decode_params=None):
+  def one_slot(slot_params, slot_tokens, slot_valid, slot_keys, slot_settings, slot_limits,
+               weights, slot_decode):
+    return _generate(config, sampling, draw.DrawSpec.of([sampling]), slot_params, slot_tokens,
+                     slot_valid, slot_keys, slot_settings, slot_limits, adapters, weights,
+                     slot_decode)
   weights_axis = None if adapter_weights is None else 0
-  return jax.vmap(one_slot, in_axes=(0, 0, 0, 0, weights_axis, 0),
+  return jax.vmap(one_slot, in_axes=(0, 0, 0, 0, 0, 0, weights_axis, 0),
                   spmd_axis_name=sharding.slot_axis(tokens.shape[0]))(
-      params, tokens, valid, rngs, adapter_weights, decode_params)
+      params, tokens, valid, keys, settings, limits, adapter_weights, decode_params)
 
 
 def generate_slots(
@@ -434,16 +411,16 @@ def generate_slots(
     *,
     adapters: Any = None,
     adapter_weights: np.ndarray | None = None,
+    limits: Sequence[int] | None = None,
     min_batch: int = 8,
     min_prompt_len: int = 16,
 ) -> Generation:
   """Like generate(), with params stacked on a leading slot axis and one slot per row.
 
   Rows are grouped into per-slot sub-batches (`slot_layout`) and one jitted,
-  vmapped call runs every slot's sub-batch with that slot's parameters. Each
-  slot draws from its own fold of `rng`, so sampled (non-greedy) tokens
-  differ from a single-slot generate() call with the same key; greedy ones
-  are identical.
+  vmapped call runs every slot's sub-batch with that slot's parameters. Row i
+  draws with the key generate() gives it, so the tokens equal those of
+  generate() on each slot's rows with the same key.
   """
   n = len(prompts)
   if len(slots) != n:
@@ -459,8 +436,10 @@ def generate_slots(
                  adapters is not None, None if weights is None else weights.shape[-1]),
                 f"{num_slots} slots x batch {index.shape[1]}, prompt {prompt_len}, "
                 f"new {sampling.max_new_tokens}")
+  keys, settings, limits = row_inputs(sampling, rng, n, n + 1, limits)
   out = _generate_slots(config, sampling, params, jnp.asarray(tokens[index]),
-                        jnp.asarray(valid[index]), jax.random.split(rng, num_slots),
+                        jnp.asarray(valid[index]), keys[index],
+                        {k: v[index] for k, v in settings.items()}, limits[index],
                         adapters, weights,
                         _decode_params(config, params, index.shape[1], slots=True))
   flat = (np.asarray(x).reshape(-1, *x.shape[2:])[position] for x in out)

@@ -244,9 +244,16 @@ def _write_cache(cache, kv, cache_index, layer_index):
   twice per decoded token.
   """
   stacked = layer_index is not None
-  start = (layer_index,) * stacked + (0, 0, cache_index, 0)
-  new = tuple(jax.lax.dynamic_update_slice(c, n.astype(c.dtype)[(None,) * stacked], start)
-              for c, n in zip(cache, kv))
+  if jnp.ndim(cache_index):  # a slot per row [B] (continuous batching): one scatter
+    start = (layer_index,) * stacked + (0, 0, 0)
+    write = lambda c, n, i: jax.lax.dynamic_update_slice(c, n[(None,) * stacked],
+                                                         start[:-2] + (i, 0))
+    new = tuple(jax.vmap(write, in_axes=(int(stacked), 0, 0), out_axes=int(stacked))(
+        c, n.astype(c.dtype), cache_index) for c, n in zip(cache, kv))
+  else:
+    start = (layer_index,) * stacked + (0, 0, cache_index, 0)
+    new = tuple(jax.lax.dynamic_update_slice(c, n.astype(c.dtype)[(None,) * stacked], start)
+                for c, n in zip(cache, kv))
   return new, tuple(c[layer_index] for c in new) if stacked else new
 
 
@@ -328,8 +335,9 @@ def forward_hidden(
     cache: optional (k, v), each [L, B, K, T, hd], of earlier tokens (a list
       of per-layer (k, v) [B, K, T, hd] when params["layers"] is unstacked).
       The new tokens' keys and values are written at slots cache_index ..
-      cache_index + S - 1 first; each query then attends to the cache's slots
-      up to its own where cache_valid [B, T] (and `valid` at the new slots).
+      cache_index + S - 1 first (cache_index: a scalar, or [B]: a slot per
+      row); each query then attends to the cache's slots up to its own where
+      cache_valid [B, T] (and `valid` at the new slots).
       Without a cache the second result is the new tokens' (k, v), each
       [L, B, K, S, hd] (prefill); with one, it is the written cache (in place
       under jit when the cache is donated or carried by a loop).
@@ -344,6 +352,11 @@ def forward_hidden(
   s = tokens.shape[1]
   if cache is None:
     mask = jnp.tril(jnp.ones((s, s), bool))[None] & valid[:, None, :]
+  elif jnp.ndim(cache_index):  # each row at its own slot (continuous batching)
+    t = cache_valid.shape[1]
+    slots = cache_index[:, None] + jnp.arange(s)  # [B, S]
+    cache_valid = cache_valid.at[jnp.arange(tokens.shape[0])[:, None], slots].set(valid)
+    mask = (jnp.arange(t) <= slots[..., None]) & cache_valid[:, None, :]
   else:
     t = cache_valid.shape[1]
     cache_valid = jax.lax.dynamic_update_slice(cache_valid, valid, (0, cache_index))

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from marl_jax.generate import continuous
 from marl_jax.generate import sampler as sampling_lib
 from marl_jax.models import lora as lora_lib
 from marl_jax.models import scoring
@@ -258,27 +259,36 @@ class PolicyStore:
     return lora_lib.fold(trainable["lora"], self.routing.lora_row(role), ranks)
 
   def generate(self, prompts: Sequence[Sequence[int]], roles: Sequence[str], rng: jax.Array,
-               sampling: sampling_lib.SamplingParams, **options) -> sampling_lib.Generation:
+               sampling: sampling_lib.SamplingParams, *, engine: str = "lockstep",
+               **options) -> sampling_lib.Generation:
     """One sampler call for rows of any roles (the rollout's generator backend).
 
     Slots that no row uses are left out of the call (lora.compact), so a
     batch of one role costs the same in every mode but hybrid (two slots).
+    `engine`: 'lockstep' (sampler.generate / generate_slots) or 'continuous'
+    (continuous.generate; options then include slots=); `options` go to it.
     """
     if len(roles) != len(prompts):
       raise ValueError(f"generate() got {len(roles)} roles for {len(prompts)} prompts.")
+    if engine not in continuous.ENGINES:
+      raise ValueError(f"generate() engine={engine!r} is unknown; valid: {continuous.ENGINES}.")
     adapters, weights = self.trainable.get("lora"), self.adapter_weights(roles)
     if adapters is not None:
       adapters, weights = lora_lib.compact(adapters, weights)
-    params, full = self.base, self.trainable.get("full")
+    params, full, copies = self.base, self.trainable.get("full"), None
     if full is not None:
       # Only the copies this batch uses run: one (a stage of one role) needs no vmap.
       slots = self.full_slots(roles)
       used, slots = np.unique(slots, return_inverse=True)
       params = jax.tree.map(lambda x: x[used[0]] if len(used) == 1 else x[used], full)
-      if len(used) > 1:
-        return sampling_lib.generate_slots(
-            self.config, params, prompts, slots, rng, sampling,
-            adapters=adapters, adapter_weights=weights, **options)
+      copies = slots if len(used) > 1 else None
+    if engine == "continuous":
+      return continuous.generate(self.config, params, prompts, rng, sampling, copies=copies,
+                                 adapters=adapters, adapter_weights=weights, **options)
+    if copies is not None:
+      return sampling_lib.generate_slots(
+          self.config, params, prompts, copies, rng, sampling,
+          adapters=adapters, adapter_weights=weights, **options)
     return sampling_lib.generate(self.config, params, prompts, rng, sampling,
                                  adapters=adapters, adapter_weights=weights, **options)
 
@@ -341,8 +351,8 @@ class ScriptedPolicy:
     return self.roles.index(role) if role in self.roles else 0
 
   def generate(self, prompts: Sequence[Sequence[int]], roles: Sequence[str], rng: jax.Array,
-               sampling: sampling_lib.SamplingParams) -> sampling_lib.Generation:
-    del rng
+               sampling: sampling_lib.SamplingParams, **options) -> sampling_lib.Generation:
+    del rng, options  # the engine's options (rollout cuts rows to their limits)
     n_new, eos = sampling.max_new_tokens, self.tokenizer.eos_ids[0]
     texts = [self.tokenizer.decode(p) for p in prompts]
     self.sampler_calls.append(list(zip(roles, texts)))

@@ -69,10 +69,11 @@ def sampler_temp_bytes(store: PolicyStore, rows: int, prompt_len: int, new_token
   if adapters is not None:
     weights = _S((rows, store.adapter_weights([store.roles[0]]).shape[1]), jnp.float32)
   sampling = sampler.SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
+  keys, settings, limits = sampler.row_inputs(sampling, jax.random.PRNGKey(0), rows, rows)
   compiled = sampler._generate.lower(  # pylint: disable=protected-access
-      store.config, sampling, params, _S((rows, prompt_len), jnp.int32),
-      _S((rows, prompt_len), bool), jax.random.PRNGKey(0), adapters, weights, None,
-      unroll=False).compile()
+      store.config, sampling, sampler.draw.DrawSpec.of([sampling]), params,
+      _S((rows, prompt_len), jnp.int32), _S((rows, prompt_len), bool), keys, settings, limits,
+      adapters, weights, None, unroll=False).compile()
   return int(compiled.memory_analysis().temp_size_in_bytes)
 
 

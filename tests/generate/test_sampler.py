@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax.generate import sampler as sampling
+from marl_jax.generate import draw, sampler as sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.scoring import token_logprobs
 from tests.helpers import use_cpu_kernels
@@ -127,8 +127,8 @@ def test_inverse_cdf_picks_the_first_entry_whose_cdf_reaches_u(vocab):
   probs[0, vocab // 2 + 1] = 1.0  # one entry holds all the mass
   probs /= probs.sum(-1, keepdims=True)
   u = rng.uniform(1e-7, 1.0, size=(200, 6))
-  got = np.stack([np.asarray(sampling._inverse_cdf(jnp.asarray(probs, jnp.float32),
-                                                   jnp.asarray(row, jnp.float32)))
+  got = np.stack([np.asarray(draw.inverse_cdf(jnp.asarray(probs, jnp.float32),
+                                              jnp.asarray(row, jnp.float32)))
                   for row in u])
   cdf = np.cumsum(probs.astype(np.float64), -1)
   want = np.stack([[np.searchsorted(cdf[i], row[i] * cdf[i, -1]) for i in range(6)]
