@@ -39,6 +39,7 @@ import ml_collections
 from marl_jax import policies
 from marl_jax import tasks
 from marl_jax import workflows
+from marl_jax.generate import continuous
 from marl_jax.models import decoder
 from marl_jax.models import presets
 from marl_jax.rl import advantages
@@ -159,6 +160,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rollout.top_k = 0
   c.rollout.max_new_tokens = 1024 if study else 24
   c.rollout.max_prompt_len = 4096 if study else 192
+  # The sampler: 'lockstep' (a stage's rows decoded together until the longest
+  # stops) or 'continuous' (decode slots refilled as rows stop:
+  # marl_jax.generate.continuous); continuous pays off where answer lengths
+  # vary (bench rollout_long), the tiny world's 24-token answers do not.
+  c.rollout.engine = "continuous" if study else "lockstep"
+  c.rollout.slots = 0  # continuous decode slots; 0 = from device memory (planner.rollout_slots)
 
   c.rl = ml_collections.ConfigDict()
   c.rl.lr = 2e-5 if study else 1e-4
@@ -404,6 +411,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   at_least("rollout.temperature", 0)
   within("rollout.top_p", 1e-9, 1.0, "in (0, 1]")
   at_least("rollout.top_k", 0, " (0: off)")
+  if _field(config, "rollout.engine") is not None:  # configs saved before the field: lockstep
+    one_of("rollout.engine", continuous.ENGINES)
+    at_least("rollout.slots", 0, " (0: from device memory)")
   at_least("train.steps", 0)
   at_least("train.save_rollouts_every", 0, " (0: off)")
   at_least("rl.lr", 0)

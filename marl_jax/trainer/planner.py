@@ -69,6 +69,7 @@ import jax
 import numpy as np
 import optax
 
+from marl_jax.generate import continuous
 from marl_jax.models import decoder, presets
 from marl_jax.models.config import ModelConfig, as_dtype
 from marl_jax.models.lora import LoraConfig
@@ -356,6 +357,7 @@ def require_fit(config: Any, memory_bytes: int | None, num_devices: int = 1, hos
   tokens = workload.prompt_len + workload.max_new_tokens
   if result.fits:
     _warn_rows(config, result, tokens)
+    _check_slots(config, result, tokens)
     return result
   free = result.usable - result.state
   if free <= 0:
@@ -376,6 +378,34 @@ def require_fit(config: Any, memory_bytes: int | None, num_devices: int = 1, hos
       f"{(result.rollout_fixed + result.rollout_per_row) / GIB:.1f}. Shorten the rows{hint}, "
       "or shard over more "
       "devices (config.mesh.fsdp / tensor); `python launch/plan.py` prints the figures.")
+
+
+def _check_slots(config: Any, result: Plan, tokens: int) -> None:
+  """A ValueError where rollout.slots (continuous engine) asks for more decode slots
+  than fit beside the state: every slot holds a cache of the longest row."""
+  asked = int(config.rollout.get("slots", 0))
+  if config.rollout.get("engine", "lockstep") == "continuous" and asked > result.max_rollout_rows:
+    raise ValueError(
+        f"rollout.slots={asked} decode slots of {tokens} tokens (rollout.max_prompt_len + "
+        f"max_new_tokens) do not fit beside the state: {result.max_rollout_rows} do, by the "
+        f"planner ({(result.rollout_fixed + result.rollout_per_row) / MIB:.0f} MiB for the first, "
+        f"{result.rollout_per_row / MIB:.0f} MiB each after it); set rollout.slots <= "
+        f"{result.max_rollout_rows}, or 0 to take them from memory.")
+
+
+def rollout_slots(config: Any, memory_bytes: int | None, num_devices: int = 1, hosts: int = 1,
+                  model: ModelConfig | None = None, usable: float = 0.9) -> int:
+  """The continuous engine's decode slots per device: config.rollout.slots where set
+  (a ValueError where they do not fit), else the rows that fit beside the state
+  (the planner's max_rollout_rows, at most the study step's largest stage), else
+  continuous.DEFAULT_SLOTS (a device that reports no memory: a CPU)."""
+  result = run_plan(config, memory_bytes, num_devices, hosts, model, usable)
+  asked = int(config.rollout.get("slots", 0))
+  if result is None:
+    return asked or continuous.DEFAULT_SLOTS
+  workload = workload_of(config)
+  _check_slots(config, result, workload.prompt_len + workload.max_new_tokens)
+  return asked or max(1, min(result.max_rollout_rows, result.stage_rows))
 
 
 def _warn_rows(config: Any, result: Plan, tokens: int) -> None:

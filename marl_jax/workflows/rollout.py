@@ -22,6 +22,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import jax
 
+from marl_jax.generate import continuous
 from marl_jax.generate.sampler import Generation, SamplingParams
 from marl_jax.tasks import Problem, Task
 from marl_jax.tasks import rewards
@@ -64,11 +65,15 @@ def sampling_params(rollout: Mapping[str, Any], temperature: float) -> SamplingP
                         max_new_tokens=rollout["max_new_tokens"])
 
 
-def options(config: Mapping[str, Any]) -> dict[str, Any]:
-  """`run`'s keyword options from a run's config (rollout.max_prompt_len,
-  model.enable_thinking)."""
-  return {"max_prompt_len": config["rollout"]["max_prompt_len"],
-          "enable_thinking": bool(config["model"].get("enable_thinking", False))}
+def options(config: Mapping[str, Any], slots: int | None = None) -> dict[str, Any]:
+  """`run`'s keyword options from a run's config (rollout.max_prompt_len, engine,
+  slots, model.enable_thinking); `slots`, where given, replaces rollout.slots
+  (the trainer's resolved value: planner.rollout_slots)."""
+  rollout = config["rollout"]
+  return {"max_prompt_len": rollout["max_prompt_len"],
+          "enable_thinking": bool(config["model"].get("enable_thinking", False)),
+          "engine": rollout.get("engine", "lockstep"),
+          "slots": int(rollout.get("slots", 0) if slots is None else slots)}
 
 
 def _per_role(value: int | Mapping[str, int], default: int, roles: Sequence[str],
@@ -98,6 +103,8 @@ def run(
     max_prompt_len: int | Mapping[str, int] = DEFAULT_MAX_PROMPT_LEN,
     max_new_tokens: int | Mapping[str, int] | None = None,
     enable_thinking: bool = False,
+    engine: str = "lockstep",
+    slots: int = 0,
     timings: dict[str, float] | None = None,
 ) -> list[Episode]:
   """Runs `group_size` episodes of `workflow` per problem; returns them, problem-major.
@@ -111,6 +118,11 @@ def run(
       sampling.max_new_tokens). A stage samples up to its roles' largest
       limit and cuts each row to its own (equivalent to sampling with it).
     enable_thinking: passed to the chat template (Qwen3's thinking mode).
+    engine: the sampler, 'lockstep' (one sampler.generate per stage) or
+      'continuous' (continuous.generate: `slots` decode slots, 0 for
+      continuous.DEFAULT_SLOTS; the KV cache sized by the largest
+      max_prompt_len and max_new_tokens of any role, each row stopping at its
+      role's limit). Rows draw with the same keys, so the episodes agree.
     timings: if given, receives generate_s (every stage's sampling, prompt
       building and parsing) and verify_s (the batched verification).
   Per-call correctness after verification: answer calls (generator, worker)
@@ -122,6 +134,9 @@ def run(
   start = time.perf_counter()
   if group_size < 1:
     raise ValueError(f"group_size must be >= 1, got {group_size}.")
+  if engine not in continuous.ENGINES or slots < 0:
+    raise ValueError(f"rollout engine={engine!r}, slots={slots}: the engine must be one of "
+                     f"{continuous.ENGINES} and slots >= 0 (config.rollout.engine / slots).")
   if not problems:
     raise ValueError("rollout.run() got no problems.")
   prompt_limit = _per_role(max_prompt_len, DEFAULT_MAX_PROMPT_LEN, workflow.roles,
@@ -140,7 +155,7 @@ def run(
     if not rows:
       continue
     calls = _run_stage(index, rows, workflow, policy, task, rng, sampling, tokenizer,
-                       prompt_limit, new_limit, enable_thinking)
+                       prompt_limit, new_limit, enable_thinking, engine, slots)
     for (episode, stage, _), call in zip(rows, calls):
       episode.calls.append(call)
     for episode, stage, _ in rows:
@@ -155,7 +170,7 @@ def run(
 
 
 def _run_stage(index, rows, workflow, policy, task, rng, sampling, tokenizer, prompt_limit,
-               new_limit, enable_thinking) -> list[Call]:
+               new_limit, enable_thinking, engine="lockstep", slots=0) -> list[Call]:
   """One sampler call for every row of a stage; returns the rows' Calls."""
   prompts, cut = [], []
   for episode, stage, agent in rows:
@@ -168,7 +183,13 @@ def _run_stage(index, rows, workflow, policy, task, rng, sampling, tokenizer, pr
   roles = [stage.role for _, stage, _ in rows]
   limits = [new_limit[role] for role in roles]
   stage_sampling = dataclasses.replace(sampling, max_new_tokens=max(limits))
-  out = policy.generate(prompts, roles, jax.random.fold_in(rng, index), stage_sampling)
+  engine_options = {}
+  if engine == "continuous":  # one cache shape (and decode program) for every stage
+    stage_sampling = dataclasses.replace(sampling, max_new_tokens=max(new_limit.values()))
+    engine_options = dict(engine=engine, slots=slots or continuous.DEFAULT_SLOTS, limits=limits,
+                          max_prompt_len=max(prompt_limit.values()))
+  out = policy.generate(prompts, roles, jax.random.fold_in(rng, index), stage_sampling,
+                        **engine_options)
   calls = []
   for row, (episode, stage, agent) in enumerate(rows):
     length = min(int(out.lengths[row]), limits[row])
