@@ -45,11 +45,31 @@ def test_kernels_build_on_every_machine_that_can_run_them():
   assert cpu_kernels.unavailable_reason() is None
 
 
+@pytest.fixture(params=["avx2", "avx512"])
+def form(request):
+  """skinny_matmul's AVX2 form, or its AVX-512 form (skipped where the CPU lacks
+  AVX-512F); the default is restored afterwards."""
+  wanted = request.param == "avx512"
+  if wanted and "avx512f" not in cpu_kernels._cpu_flags():
+    pytest.skip("the CPU lacks AVX-512F")
+  default = cpu_kernels.avx512()
+  assert cpu_kernels.avx512(wanted) is wanted
+  yield request.param
+  cpu_kernels.avx512(default)
+
+
+def test_the_avx512_form_is_the_default_where_the_cpu_has_it():
+  if not cpu_kernels.available():
+    pytest.skip(f"cpu_kernels: {cpu_kernels.unavailable_reason()}")
+  assert cpu_kernels.avx512() is ("avx512f" in cpu_kernels._cpu_flags())
+
+
 @needs_kernels
 @pytest.mark.parametrize("lead,m,k,n", [((), 1, 7, 5), ((), 9, 33, 13), ((), 16, 576, 100),
                                         ((), 17, 64, 100), ((3,), 40, 128, 30),
-                                        ((2, 2), 16, 24, 6), ((), 0, 8, 6), ((), 4, 8, 0)])
-def test_skinny_matmul_matches_numpy(lead, m, k, n):
+                                        ((2, 2), 16, 24, 6), ((), 0, 8, 6), ((), 4, 8, 0),
+                                        ((), 16, 40, 7 * 6 + 1), ((2,), 33, 16, 4 * 6)])
+def test_skinny_matmul_matches_numpy(lead, m, k, n, form):
   rng = np.random.default_rng(m * k + n)
   x = rng.standard_normal((*lead, m, k), dtype=np.float32)
   w = rng.standard_normal((*lead, k, n), dtype=np.float32)
@@ -57,6 +77,25 @@ def test_skinny_matmul_matches_numpy(lead, m, k, n):
   assert y.shape == (*lead, m, n)
   np.testing.assert_allclose(y, np.einsum("...mk,...kn->...mn", x, w), rtol=1e-5,
                              atol=1e-4)
+
+
+@needs_kernels
+def test_the_avx512_form_gives_the_avx2_forms_bits():
+  """Every output is the same chain of FMAs over k in both forms: odd and even
+  panel counts, one to three row tiles, leading axes."""
+  if "avx512f" not in cpu_kernels._cpu_flags():
+    pytest.skip("the CPU lacks AVX-512F")
+  rng = np.random.default_rng(5)
+  f = jax.jit(lambda x, w: cpu_kernels.skinny_matmul(x, cpu_kernels.pack(w), w.shape[-1]))
+  default = cpu_kernels.avx512()
+  try:
+    for lead, m, k, n in [((), 3, 50, 31), ((), 16, 576, 96), ((2,), 40, 64, 13)]:
+      x = rng.standard_normal((*lead, m, k), dtype=np.float32)
+      w = rng.standard_normal((*lead, k, n), dtype=np.float32)
+      out = {on: np.asarray(f(x, w)) for on in (False, True) if cpu_kernels.avx512(on) is on}
+      np.testing.assert_array_equal(out[True], out[False])
+  finally:
+    cpu_kernels.avx512(default)
 
 
 @needs_kernels
