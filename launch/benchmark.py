@@ -2,6 +2,7 @@ r"""Benchmarks, each a same-run ratio; the last line printed is one JSON object.
 
   OMP_WAIT_POLICY=PASSIVE python launch/benchmark.py
   python launch/benchmark.py --only=generate_tiny
+  python launch/benchmark.py --only=rollout_long --full
 """
 
 from marl_jax.trainer import hostmem  # pylint: disable=g-bad-import-order
@@ -22,12 +23,14 @@ from marl_jax.trainer import console  # pylint: disable=wrong-import-position
 
 _ONLY = flags.DEFINE_list("only", [], f"Subset of benchmarks to run; all: {list(suite.BENCHMARKS)}.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed repetitions per figure (median is reported).")
+_FULL = flags.DEFINE_bool("full", False, "Full-size runs of the sized benchmarks (rollout_long: "
+                          "SmolLM2 at the 512-token cap; tens of minutes on 2 cores).")
 
 
 def main(argv):
   del argv
   console.setup()  # library INFO off the console (--verbosity=0 brings it back)
-  results = suite.run(_ONLY.value, repeats=_REPEATS.value)
+  results = suite.run(_ONLY.value, repeats=_REPEATS.value, full=_FULL.value)
   print(json.dumps(results, sort_keys=True))
 
 

@@ -7,7 +7,7 @@ from typing import Callable
 
 import jax
 
-from marl_jax.bench import generation, rl_step, training
+from marl_jax.bench import generation, rl_step, rollout_long, training
 from marl_jax.bench import rollout as rollout_bench
 from marl_jax.bench.timing import matmul_peak_gflops, memory_bandwidth_gbs
 from marl_jax.models import cpu_kernels
@@ -79,6 +79,13 @@ def update_sp_ip(repeats: int) -> dict:
   return out
 
 
+def rollout_long_both(repeats: int, full: bool = False) -> dict:
+  """Continuous batching over the lockstep sampler at long-tailed answer lengths
+  (bench/rollout_long.py): the 6M Qwen3-shaped model and SmolLM2-135M."""
+  return {**rollout_long.rollout_long("6m", repeats, full),
+          **rollout_long.rollout_long("smollm2", repeats, full)}
+
+
 def rl_step_demo(repeats: int) -> dict:
   del repeats
   return rl_step.rl_steps(20)
@@ -92,10 +99,12 @@ BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "rollout_sp_ip": rollout_sp_ip,
     "update_sp_ip": update_sp_ip,
     "rl_step": rl_step_demo,
+    "rollout_long": rollout_long_both,
 }
+SIZED = ("rollout_long",)  # benchmarks with a full size (launch/benchmark.py --full)
 
 
-def run(only: list[str], repeats: int = 5) -> dict:
+def run(only: list[str], repeats: int = 5, full: bool = False) -> dict:
   unknown = set(only) - set(BENCHMARKS)
   if unknown:
     raise ValueError(f"Unknown benchmarks {sorted(unknown)}; available: {list(BENCHMARKS)}.")
@@ -112,7 +121,7 @@ def run(only: list[str], repeats: int = 5) -> dict:
              "cpu_kernels_mode": selection.mode()}
   for name, bench in BENCHMARKS.items():
     if not only or name in only:
-      figures = bench(repeats)
+      figures = bench(repeats, full) if name in SIZED else bench(repeats)
       for key, value in figures.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}", flush=True)
       results.update(figures)
