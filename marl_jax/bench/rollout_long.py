@@ -20,7 +20,7 @@ interleaved (bench.timing.interleaved_median_seconds):
                          the memory that scales with rows (weights are equal).
 
 Measured once (6M model, 8 problems x 2 samples, 16 slots, repeats=1, 2 shared
-cores under other work, flags avx2 fma, no avx512): speedup 1.78x (53 s
+cores of an AMD EPYC under other work, avx2 and avx512f/avx512_bf16): speedup 1.78x (53 s
 against 95 s), useful-token fraction 0.48 (lockstep 0.24), KV cache 48 MiB
 against 192 MiB. The fraction stays under the issue's 0.85 because each stage
 drains before the next starts (its last slots decode alone): episodes that
