@@ -5,9 +5,9 @@ Voting on the shipped GSM8K-format word problems, sized for a 2-core CPU.
   python launch/train.py --config=configs/real_smollm2.py:policy=isolated --workdir=runs/real_smollm2/voting-ip
 
 An override of configs/default.py (same arguments; model and workflow are set
-here). Measured budget on 2 cores: a step of 2 problems x 4 samples x (2
-generators + an aggregator) decodes ~24 calls of at most 96 tokens and
-updates their rows with per-layer recompute.
+here). A step of 2 problems x 4 samples x (2 generators + an aggregator)
+decodes 24 calls of at most 96 tokens and updates their rows with per-layer
+recompute; docs/real_smollm2/README.md gives the measured times.
 """
 
 from marl_jax.models import gguf_checkpoint
@@ -28,7 +28,14 @@ def get_config(arg: str | None = None):
   c.policy.lora_rank, c.policy.lora_alpha = 16, 32.0
   c.rl.lr, c.rl.warmup_steps = 1e-4, 3
   c.rl.remat = "layer"
-  c.train.steps, c.train.eval_every, c.train.checkpoint_every = 30, 10, 10
+  c.rl.role_grad_every = 5               # per-role gradient split: a backward pass per role
+  # Compile each update length bucket when first met: ahead of time it compiled
+  # every bucket up to twice the longest row (up to 1,216 tokens for rows of at
+  # most 608), 20 minutes of the first step on 2 cores.
+  c.rl.compile_ahead = False
+  c.train.steps, c.train.eval_every, c.train.checkpoint_every = 30, 15, 5
   c.train.save_rollouts_every = 5
-  c.eval.num_problems, c.eval.greedy = 100, False
+  # 50 held-out problems at steps 0, 15 and 30: on 2 shared cores a 100-problem
+  # evaluation (300 calls) took 14 minutes, as long as ten training steps.
+  c.eval.num_problems, c.eval.greedy = 50, False
   return c
