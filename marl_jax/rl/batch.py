@@ -133,12 +133,14 @@ def build(episodes: Sequence[Episode], roles: Sequence[str], *, grouping: str = 
       num_calls=n, rewards_final=final, rewards_role=role_reward)
 
 
-def minibatches(batch: TrainBatch, count: int, rng: np.random.Generator) -> list[np.ndarray]:
-  """Row indices of `count` equal minibatches of a shuffled batch (padding rows spread)."""
+def minibatches(batch: TrainBatch, count: int,
+                rng: np.random.Generator | None) -> list[np.ndarray]:
+  """Row indices of `count` equal minibatches of a shuffled batch (padding rows
+  spread); rng None keeps the rows' order (rl.shuffle=false)."""
   rows = len(batch.tokens)
   if count < 1 or rows % count:
     raise ValueError(f"rl.minibatches={count} must divide the padded batch of {rows} rows.")
-  order = rng.permutation(rows)
+  order = rng.permutation(rows) if rng is not None else np.arange(rows)
   return list(order.reshape(count, rows // count))
 
 

@@ -18,11 +18,18 @@ KL_ESTIMATORS = ("k1", "k3")
 
 
 def ppo_clipped(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array,
-                clip_low: float = 0.2, clip_high: float = 0.28) -> tuple[jax.Array, jax.Array]:
-  """Per-token PPO clipped surrogate with an asymmetric clip range.
+                clip_low: float = 0.2, clip_high: float = 0.28, dual_clip: float = 0.0
+                ) -> tuple[jax.Array, jax.Array]:
+  """Per-token PPO clipped surrogate with an asymmetric clip range, and dual-clip.
 
     ratio = exp(logp - old_logp)
     loss  = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))
+    dual_clip = c > 1, where A < 0:  loss = min(loss, -A * c)
+
+  The dual clip (Ye et al. 2020; verl's compute_policy_loss with clip_ratio_c,
+  3.0 in the reference study) bounds the loss of a token whose advantage is
+  negative when its ratio has grown past c, as it can in minibatches taken
+  off-policy; 0 turns it off.
 
   Args:
     logp, old_logp: [N, T] logprobs under the current and the rollout policy.
@@ -35,7 +42,18 @@ def ppo_clipped(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array,
   ratio = jnp.exp(logp - old_logp)
   unclipped = -advantages * ratio
   clipped = -advantages * jnp.clip(ratio, 1.0 - clip_low, 1.0 + clip_high)
-  return jnp.maximum(unclipped, clipped), (clipped > unclipped).astype(jnp.float32)
+  loss = jnp.maximum(unclipped, clipped)
+  if dual_clip:
+    loss = jnp.where(advantages < 0, jnp.minimum(loss, -advantages * dual_clip), loss)
+  return loss, (clipped > unclipped).astype(jnp.float32)
+
+
+def dual_clipped(logp: jax.Array, old_logp: jax.Array, advantages: jax.Array,
+                 dual_clip: float) -> jax.Array:
+  """[N, T] float: 1 where the dual clip bounds a token's loss (A < 0, ratio > c)."""
+  if advantages.ndim == 1:
+    advantages = advantages[:, None]
+  return ((advantages < 0) & (jnp.exp(logp - old_logp) > dual_clip)).astype(jnp.float32)
 
 
 def kl_divergence(logp: jax.Array, ref_logp: jax.Array, estimator: str = "k3") -> jax.Array:

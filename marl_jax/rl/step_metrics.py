@@ -1,6 +1,7 @@
 """Names the raw outputs of rl.update.apply_minibatch as per-role metrics.
 
   entropy/<role>, clip_frac/<role>, kl/<role>, ratio/<role>   token means
+  dual_clip_frac/<role>        share of tokens the dual clip bounds (rl.dual_clip on)
   grad_norm/slot<k>            pre-clip gradient L2 norm of policy slot k
   grad_norm/<role>             the role's gradient norm: its slot's under IP,
                                from the per-role split when it ran (SP)
@@ -20,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-_SUMMED = ("tokens", "entropy", "clip_frac", "kl", "ratio", "pg_loss")
+_SUMMED = ("tokens", "entropy", "clip_frac", "kl", "ratio", "pg_loss", "dual_clip_frac")
 # The pair name until the rename: TensorBoard rejects '~' (tensorboardX
 # rewrote it to '_' with a warning per pair, every run).
 _LEGACY_PAIR = re.compile(r"^grad_cos/(.+?)~(.+)$")
@@ -38,10 +39,12 @@ def canonical_key(key: str) -> str:
 
 
 def combine(parts: Sequence[dict]) -> dict:
-  """Merges the raw metrics of several minibatch steps (sums stay sums)."""
+  """Merges the raw metrics of several minibatch steps (sums stay sums); a key
+  that only some steps have (the per-role split, run on the minibatches with
+  several roles) over those steps."""
   out = {}
-  for key in parts[0]:
-    values = np.stack([np.asarray(p[key], np.float64) for p in parts])
+  for key in dict.fromkeys(k for p in parts for k in p):
+    values = np.stack([np.asarray(p[key], np.float64) for p in parts if key in p])
     out[key] = values.sum(0) if key in _SUMMED else values.mean(0)
   return out
 
@@ -49,7 +52,9 @@ def combine(parts: Sequence[dict]) -> dict:
 def name(raw: dict, roles: Sequence[str], routing) -> dict[str, float]:
   out = {"loss": float(raw["loss"])}
   tokens = np.maximum(raw["tokens"], 1.0)
-  for key in ("entropy", "clip_frac", "kl", "ratio"):
+  for key in ("entropy", "clip_frac", "kl", "ratio", "dual_clip_frac"):
+    if key not in raw:
+      continue
     for i, role in enumerate(roles):
       if raw["tokens"][i] > 0:
         out[f"{key}/{role}"] = float(raw[key][i] / tokens[i])

@@ -17,6 +17,10 @@ accumulated: `group_grads` per chunk (loss and gradient sums), `apply_grads`
 once with the minibatch's denominator. `apply_minibatch` compiles those programs
 ahead of time per length bucket, up to twice the longest row met, so a run
 compiles only when its rows outgrow that.
+
+Which rows make a minibatch, and which slots a step moves, is the update
+scheme's (rl.schemes): every slot at once with optax's AdamW (joint), or one
+slot per step with slot_adamw.SlotAdamW, which `control` tells which (reference).
 """
 
 from __future__ import annotations
@@ -34,9 +38,13 @@ from marl_jax.models import decoder
 from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import interventions as interventions_lib
 from marl_jax.rl import losses
+from marl_jax.rl import schedules
+from marl_jax.rl import slot_adamw
 from marl_jax.rl import slots
 
-SCHEDULES = ("cosine", "constant")
+# Re-exported: the schedules live in rl.schedules (rl.slot_adamw reads them too).
+SCHEDULES = schedules.SCHEDULES
+learning_rate = schedules.learning_rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +61,7 @@ class LossConfig:
   grad_clip: float = 1.0
   chunk_size: int = 128
   remat: str = "none"              # decoder.REMAT_POLICIES (config.rl.remat); True/False accepted
+  dual_clip: float = 0.0           # losses.ppo_clipped's c (> 1; reference 3.0); 0: off
 
   def __post_init__(self):
     # A name either way: LossConfig is a jit static argument, and True and
@@ -64,34 +73,23 @@ class LossConfig:
     if self.kl_estimator not in losses.KL_ESTIMATORS:
       raise ValueError(f"rl.kl_estimator={self.kl_estimator!r} is unknown; valid: "
                        f"{losses.KL_ESTIMATORS}.")
-
-
-def learning_rate(lr: float, total_steps: int, warmup_steps: int = 0,
-                  schedule: str = "cosine") -> optax.ScalarOrSchedule:
-  """The rate of the k-th optimizer step (k = 0, 1, ...): a linear warmup that
-  starts above zero, lr * (k + 1) / warmup_steps, as the reference trainer's
-  does (a warmup from 0 made a run's first update a no-op), then cosine decay
-  from lr to 0 at total_steps; or a constant rate (a float, not a schedule: a
-  schedule adds a step count to the optimizer state)."""
-  if schedule not in SCHEDULES:
-    raise ValueError(f"rl.schedule={schedule!r} is unknown; valid: {SCHEDULES}.")
-  if warmup_steps < 0:
-    raise ValueError(f"rl.warmup_steps={warmup_steps} must be >= 0.")
-  warmup = lambda k: lr * jnp.minimum(k + 1, warmup_steps) / max(warmup_steps, 1)
-  if schedule == "cosine":
-    decay = optax.cosine_decay_schedule(lr, max(total_steps - warmup_steps, 1), alpha=0.0)
-    return optax.join_schedules([warmup, decay], [warmup_steps]) if warmup_steps else decay
-  return warmup if warmup_steps else lr
+    if self.dual_clip and not self.dual_clip > 1:
+      raise ValueError(f"rl.dual_clip={self.dual_clip} must be > 1 (the reference's 3.0), "
+                       "or 0 to turn the dual clip off.")
 
 
 def make_optimizer(lr: float, total_steps: int, warmup_steps: int = 0,
-                   weight_decay: float = 0.0, schedule: str = "cosine") -> optax.GradientTransformation:
-  """AdamW at learning_rate(...)'s rate."""
-  return optax.adamw(learning_rate(lr, total_steps, warmup_steps, schedule),
+                   weight_decay: float = 0.0, schedule: str = "cosine",
+                   tail: str = "clamp") -> optax.GradientTransformation:
+  """AdamW at learning_rate(...)'s rate, every slot stepping together (the joint
+  scheme); rl.slot_adamw.SlotAdamW is the optimizer whose slots step alone."""
+  return optax.adamw(learning_rate(lr, total_steps, warmup_steps, schedule, tail),
                      weight_decay=weight_decay)
 
 
-def init_state(trainable: Any, optimizer: optax.GradientTransformation) -> dict[str, Any]:
+def init_state(trainable: Any, optimizer: Any) -> dict[str, Any]:
+  """The update's state: step, trainable slots, optimizer state (optax's, or a
+  slot_adamw.SlotAdamW's per-slot counts and moments)."""
   return {"step": jnp.zeros((), jnp.int32), "trainable": trainable,
           "opt_state": optimizer.init(trainable)}
 
@@ -104,7 +102,7 @@ def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles
       temperature=cfg.temperature, chunk_size=cfg.chunk_size, remat=cfg.remat)
   mask = batch["mask"]
   pg, clipped = losses.ppo_clipped(logp, batch["old_logp"], batch["advantages"],
-                                   cfg.clip_low, cfg.clip_high)
+                                   cfg.clip_low, cfg.clip_high, cfg.dual_clip)
   kl = jnp.zeros_like(pg)
   token_loss = pg
   if cfg.use_kl:
@@ -119,6 +117,9 @@ def _loss(trainable, store, batch, route, row_weight, cfg: LossConfig, num_roles
   aux = {"tokens": by_role @ tokens.sum(-1), "entropy": per_role(entropy),
          "clip_frac": per_role(clipped), "kl": per_role(kl),
          "ratio": per_role(ratio), "pg_loss": per_role(pg)}
+  if cfg.dual_clip:
+    aux["dual_clip_frac"] = per_role(losses.dual_clipped(logp, batch["old_logp"],
+                                                         batch["advantages"], cfg.dual_clip))
   return total, aux
 
 
@@ -157,11 +158,17 @@ def group_grads(trainable: Any, store: Any, batch: Any, route: Any, *, cfg: Loss
           "denom": losses.denominator(batch["mask"], cfg.aggregation, cfg.constant)}
 
 
-def apply_grads(state: dict[str, Any], store: Any, sums: dict[str, Any], *,
-                optimizer: optax.GradientTransformation, cfg: LossConfig, role_grads: bool = False,
+def apply_grads(state: dict[str, Any], store: Any, sums: dict[str, Any],
+                control: dict[str, jax.Array] | None = None, *,
+                optimizer: Any, cfg: LossConfig, role_grads: bool = False,
                 interventions: interventions_lib.Interventions | None = None
                 ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
-  """The AdamW step from a minibatch's summed `group_grads`; (new state, metrics)."""
+  """The AdamW step from a minibatch's summed `group_grads`; (new state, metrics).
+
+  `optimizer` is an optax transformation (every slot steps: the joint scheme)
+  or a slot_adamw.SlotAdamW, which steps only the slots that `control`
+  ({'active': [num_slots] bool, 'iteration': int}) marks active.
+  """
   denom = jnp.maximum(sums["denom"], 1e-9)
   loss, grads = sums["total"] / denom, jax.tree.map(lambda g: g / denom, sums["grads"])
   istate = state.get("interventions", {})
@@ -178,9 +185,13 @@ def apply_grads(state: dict[str, Any], store: Any, sums: dict[str, Any], *,
   grads, slot_norms = slots.clip_by_slot(store.routing, grads, cfg.grad_clip)
   finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(slot_norms))
   trainable = state["trainable"]
-  updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)
-  new = {"step": state["step"] + 1, "trainable": optax.apply_updates(trainable, updates),
-         "opt_state": opt_state}
+  if isinstance(optimizer, slot_adamw.SlotAdamW):
+    trainable, opt_state = optimizer.step(grads, state["opt_state"], trainable,
+                                          control["active"], control["iteration"])
+  else:
+    updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)
+    trainable = optax.apply_updates(trainable, updates)
+  new = {"step": state["step"] + 1, "trainable": trainable, "opt_state": opt_state}
   if "interventions" in state:
     new["interventions"] = istate
   keep = lambda n, o: jnp.where(finite, n, o)
@@ -199,8 +210,9 @@ def _add(a: Any, b: Any) -> Any:
   return jax.tree.map(jnp.add, a, b)
 
 
-def minibatch_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
-         optimizer: optax.GradientTransformation, num_roles: int, role_grads: bool = False,
+def minibatch_step(state: dict[str, Any], store: Any, batch: Any, route: Any,
+         control: dict[str, jax.Array] | None = None, *, cfg: LossConfig,
+         optimizer: Any, num_roles: int, role_grads: bool = False,
          interventions: interventions_lib.Interventions | None = None
          ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
   """One AdamW step on a minibatch (pure; `apply_minibatch` is its jitted form).
@@ -212,15 +224,15 @@ def minibatch_step(state: dict[str, Any], store: Any, batch: Any, route: Any, *,
   unchanged and sets metrics['finite'] to False (the trainer raises, naming
   step and role). `interventions` (rl.interventions) scale the per-role
   gradients before they are summed (forcing the role_grads path) or weight
-  each role's loss.
+  each role's loss. `control` says which slots step (apply_grads).
   """
   role_grads = role_grads or bool(interventions and interventions.needs_role_grads)
   sums = functools.reduce(_add, [
       group_grads(state["trainable"], store, g, r, cfg=cfg, num_roles=num_roles,
                   role_grads=role_grads, interventions=interventions)
       for g, r in zip(*_groups(batch, route))])
-  return apply_grads(state, store, sums, optimizer=optimizer, cfg=cfg, role_grads=role_grads,
-                     interventions=interventions)
+  return apply_grads(state, store, sums, control, optimizer=optimizer, cfg=cfg,
+                     role_grads=role_grads, interventions=interventions)
 
 
 _STATIC = ("cfg", "optimizer", "num_roles", "role_grads", "interventions")
@@ -260,20 +272,37 @@ class _Programs:
       self._cache[key] = jitted.lower(*args, **static).compile()
     return self._cache[key]
 
-  def warm(self, state, store, chunk, route, grads_static, apply_static, variants) -> None:
+  @staticmethod
+  def _widened(chunk: dict[str, Any]):
+    """(bucket, chunk's specs at that length) for every length bucket up to HEADROOM
+    x the chunk's: RL rows grow as a run trains, and the demo's first rows longer
+    than step 0's bucket came at step 10, a mid-run compile."""
     length = chunk["tokens"].shape[1]
-    # HEADROOM x the met length: RL rows grow as a run trains, and the demo's
-    # first rows longer than step 0's bucket came at step 10, a mid-run compile.
     top = batch_lib.length_bucket(HEADROOM * length)
     for bucket in sorted({*batch_lib.length_ladder(top), top, length}):
-      specs = {k: _spec(v, width=bucket - length) for k, v in chunk.items()}
+      yield bucket, {k: _spec(v, width=bucket - length) for k, v in chunk.items()}
+
+  def ahead(self, jitted, fixed: tuple, chunk: dict[str, Any], static: dict[str, Any],
+            compile_ahead: bool = True):
+    """The program of jitted(*fixed, chunk, **static), a function of a chunk of rows
+    (e.g. scoring them): a new length compiles every bucket up to HEADROOM x it."""
+    args = (*fixed, chunk)
+    if compile_ahead and not self.known(jitted, args, static):
+      for _, specs in self._widened(chunk):
+        self.get(jitted, (*fixed, specs), static)
+    return self.get(jitted, args, static)
+
+  def warm(self, state, store, chunk, route, grads_static, apply_static, variants,
+           control=None) -> None:
+    for _, specs in self._widened(chunk):
       for role_grads in variants:
         args = (state["trainable"], store, specs, route)
         static = {**grads_static, "role_grads": role_grads}
         self.get(_jit_group_grads, args, static)
         sums = jax.eval_shape(functools.partial(group_grads, **static), *args)
         self.get(_jit_add, (sums, sums), {})
-        self.get(_jit_apply, (state, store, sums), {**apply_static, "role_grads": role_grads})
+        self.get(_jit_apply, (state, store, sums, control),
+                 {**apply_static, "role_grads": role_grads})
 
 
 def _spec(x: Any, width: int = 0) -> jax.ShapeDtypeStruct:
@@ -292,12 +321,19 @@ def _signature(args: Any) -> tuple:
 _PROGRAMS = _Programs()
 
 
+def program_ahead(jitted, fixed: tuple, chunk: dict[str, Any], static: dict[str, Any],
+                  compile_ahead: bool = True):
+  """The compiled jitted(*fixed, chunk, **static) for a chunk of update rows, its
+  length buckets compiled ahead as the update's are (_Programs.ahead)."""
+  return _PROGRAMS.ahead(jitted, fixed, chunk, static, compile_ahead)
+
+
 def apply_minibatch(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
                optimizer: optax.GradientTransformation, num_roles: int,
                role_grads: bool = False,
                interventions: interventions_lib.Interventions | None = None,
                warm_role_grads: tuple[bool, ...] | None = None,
-               compile_ahead: bool = True
+               compile_ahead: bool = True, control: dict[str, Any] | None = None
                ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
   """`minibatch_step`, jitted; the state is donated.
 
@@ -309,11 +345,12 @@ def apply_minibatch(state: dict[str, Any], store: Any, batch: Any, route: Any, *
   it, for each role_grads value in `warm_role_grads` (default: this step's),
   so a run compiles only when its rows outgrow that. compile_ahead=False
   compiles each program when first met instead: less compile time for runs
-  of a few steps (tests), compiles mid-run for long ones.
+  of a few steps (tests), compiles mid-run for long ones. `control` (arrays)
+  says which slots a slot_adamw.SlotAdamW steps (apply_grads).
   """
   groups, routes = _groups(batch, route)
   if len(groups) == 1 and not isinstance(batch, (tuple, list)):
-    return _jit_step(state, store, groups[0], routes[0], cfg=cfg, optimizer=optimizer,
+    return _jit_step(state, store, groups[0], routes[0], control, cfg=cfg, optimizer=optimizer,
                      num_roles=num_roles, role_grads=role_grads, interventions=interventions)
   forced = bool(interventions and interventions.needs_role_grads)
   role_grads = role_grads or forced
@@ -325,8 +362,9 @@ def apply_minibatch(state: dict[str, Any], store: Any, batch: Any, route: Any, *
     args = (state["trainable"], store, g, r)
     static = {**grads_static, "role_grads": role_grads}
     if compile_ahead and not _PROGRAMS.known(_jit_group_grads, args, static):
-      _PROGRAMS.warm(state, store, g, r, grads_static, apply_static, variants)
+      _PROGRAMS.warm(state, store, g, r, grads_static, apply_static, variants, control)
     part = _PROGRAMS.get(_jit_group_grads, args, static)(*args)
     sums = part if sums is None else _PROGRAMS.get(_jit_add, (sums, part), {})(sums, part)
-  apply = _PROGRAMS.get(_jit_apply, (state, store, sums), {**apply_static, "role_grads": role_grads})
-  return apply(state, store, sums)
+  apply = _PROGRAMS.get(_jit_apply, (state, store, sums, control),
+                        {**apply_static, "role_grads": role_grads})
+  return apply(state, store, sums, control)

@@ -21,6 +21,7 @@ from marl_jax.models.lora import LoraConfig
 from marl_jax.policies.store import PolicyStore
 from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import interventions
+from marl_jax.rl import slot_adamw
 from marl_jax.rl import update
 from marl_jax.trainer import config as config_lib
 
@@ -101,18 +102,32 @@ def build(config: ml_collections.ConfigDict) -> Run:
              store=store(config, model, params, tuple(wf.roles)))
 
 
-def optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def optimizer(config: ml_collections.ConfigDict, routing: Any = None) -> Any:
   """AdamW with the run's schedule (config.rl: lr, warmup_steps, schedule,
-  weight_decay; the horizon is config.train.steps)."""
+  schedule_tail, weight_decay; the horizon is config.train.steps): optax's,
+  every slot stepping together, under rl.update_scheme='joint'; under
+  'reference', rl.slot_adamw.SlotAdamW over the store's `routing`, each slot
+  stepping alone and ticking by rl.schedule_ticks. Configs saved before those
+  fields existed get today's joint optimizer."""
   rl = config.rl
+  tail = rl.get("schedule_tail", "clamp")
+  if rl.get("update_scheme", "joint") == "reference":
+    if routing is None:
+      raise ValueError("rl.update_scheme='reference' needs the store's routing for its "
+                       "per-slot optimizer: build it with train_state(config, run).")
+    return slot_adamw.SlotAdamW(routing, rl.lr, config.train.steps, rl.warmup_steps, rl.schedule,
+                                tail, rl.get("schedule_ticks", "iteration"), rl.weight_decay)
   return update.make_optimizer(rl.lr, config.train.steps, rl.warmup_steps, rl.weight_decay,
-                               rl.schedule)
+                               rl.schedule, tail)
 
 
 def learning_rate(config: ml_collections.ConfigDict) -> Any:
-  """The rate optimizer(config) applies, by step (a schedule) or constant (a float)."""
+  """The rate optimizer(config) applies at an iteration, by iteration (a
+  schedule) or constant (a float); under rl.schedule_ticks='update' each slot
+  has its own (the metrics' lr/<slot>)."""
   rl = config.rl
-  return update.learning_rate(rl.lr, config.train.steps, rl.warmup_steps, rl.schedule)
+  return update.learning_rate(rl.lr, config.train.steps, rl.warmup_steps, rl.schedule,
+                              rl.get("schedule_tail", "clamp"))
 
 
 def train_state(config: ml_collections.ConfigDict,
@@ -121,7 +136,7 @@ def train_state(config: ml_collections.ConfigDict,
   slots, the optimizer state, the step, and the interventions' state when
   config.interventions turns any on. Training, restore, export, evaluation and
   the benchmarks all start here, so a checkpoint's structure is this one."""
-  opt = optimizer(config)
+  opt = optimizer(config, run.store.routing)
   state = update.init_state(jax.tree.map(jnp.copy, run.store.trainable), opt)
   state = interventions.init_state(state, interventions.from_config(config, run.workflow),
                                    len(run.store.roles))

@@ -60,3 +60,30 @@ def test_minibatch_sums_over_global_denominator_are_exact():
              for i in range(0, 8, 2)]
     np.testing.assert_allclose(sum(p[0] for p in parts) / sum(p[1] for p in parts),
                                total / denom, rtol=1e-6)
+
+
+def _verl_policy_loss(logp, old, adv, low, high, c):
+  """verl core_algos.compute_policy_loss's per-token losses (pg_losses), in numpy."""
+  ratio = np.exp(logp - old)
+  pg1 = -adv * ratio
+  pg2 = -adv * np.clip(ratio, 1 - low, 1 + high)
+  clip1 = np.maximum(pg1, pg2)
+  clip2 = np.minimum(-adv * c, clip1)
+  return np.where(adv < 0, clip2, clip1)
+
+
+def test_dual_clip_matches_verls_formula_and_is_off_at_zero():
+  rng = np.random.default_rng(0)
+  logp = rng.normal(0.0, 1.5, size=(6, 5)).astype(np.float32)  # ratios from ~0.01 to ~90
+  old = rng.normal(0.0, 0.5, size=(6, 5)).astype(np.float32)
+  adv = np.array([1.0, -1.0, 0.5, -2.0, 0.0, -0.3], np.float32)
+  loss, _ = losses.ppo_clipped(jnp.asarray(logp), jnp.asarray(old), jnp.asarray(adv), 0.2, 0.28,
+                               dual_clip=3.0)
+  expect = _verl_policy_loss(logp, old, adv[:, None], 0.2, 0.28, 3.0)
+  np.testing.assert_allclose(loss, expect, rtol=1e-5, atol=1e-6)
+  bounded = np.asarray(losses.dual_clipped(jnp.asarray(logp), jnp.asarray(old),
+                                           jnp.asarray(adv), 3.0))
+  assert bounded.sum() > 0  # the draw has negative-advantage tokens past ratio 3
+  off, _ = losses.ppo_clipped(jnp.asarray(logp), jnp.asarray(old), jnp.asarray(adv), 0.2, 0.28)
+  assert np.any(np.asarray(off) != np.asarray(loss))  # where bounded, the plain clip is larger
+  np.testing.assert_allclose(np.asarray(off)[bounded == 0], np.asarray(loss)[bounded == 0])
