@@ -6,6 +6,7 @@ again over a stale or broken file, and overridden by MARL_JAX_CPU_KERNELS or
 import contextlib
 import json
 import logging
+import threading
 
 import jax
 import numpy as np
@@ -150,6 +151,27 @@ def test_forced_blocks_override_everything(auto, monkeypatch):
   assert _win() and auto["probes"] == 0
 
 
+def test_a_forced_block_steers_its_own_thread_only(auto, monkeypatch):
+  """A probe forcing one side must not steer sampler calls in other threads."""
+  monkeypatch.setenv("MARL_JAX_CPU_KERNELS", "0")
+  seen = []
+  inside, release = threading.Event(), threading.Event()
+
+  def probe():
+    with selection.forced(True):
+      inside.set()
+      release.wait(10)
+      seen.append(_win())
+
+  thread = threading.Thread(target=probe)
+  thread.start()
+  inside.wait(10)
+  seen.append(_win())  # this thread: the environment's 0
+  release.set()
+  thread.join()
+  assert seen == [False, True]
+
+
 @pytest.fixture
 def kernels_built(monkeypatch):
   if cpu_kernels._load() is not None:  # pylint: disable=protected-access
@@ -184,6 +206,7 @@ def test_the_samplers_probe_runs_both_paths_uncounted(kernels_built, monkeypatch
   assert sampling.compiled_shapes() == before
   assert tokens["kernels"].shape == (8, 16)
   np.testing.assert_array_equal(tokens["kernels"], tokens["xla"])
+  monkeypatch.setattr(selection, "ROUNDS", 1)
   verdict = selection.measure(CONFIG, 8, sampling._kernel_probe)  # pylint: disable=protected-access
   assert verdict["kernels_s"] > 0 and verdict["xla_s"] > 0 and isinstance(verdict["use"], bool)
   assert verdict["speedup"] == pytest.approx(verdict["xla_s"] / verdict["kernels_s"])

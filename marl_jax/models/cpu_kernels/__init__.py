@@ -19,7 +19,9 @@ the source, jaxlib's version and the compiler (`MARL_JAX_KERNEL_CACHE`,
 default ~/.cache/marl_jax/kernels). Where it cannot be used -- not an x86-64
 Linux CPU with AVX2 and FMA, no compiler, a failed build, or
 MARL_JAX_CPU_KERNELS=0 -- `available()` says False, logs why once, and
-callers keep XLA's own products. The same build runs on AVX-512 machines.
+callers keep XLA's own products. The library is built for AVX2; where the
+CPU has AVX-512F, `skinny_matmul` takes an AVX-512 form at run time
+(`avx512()`), to the same bits.
 """
 
 from __future__ import annotations

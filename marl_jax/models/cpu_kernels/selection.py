@@ -14,7 +14,7 @@ row count; a missing, stale or unreadable file is measured again.
 
 MARL_JAX_CPU_KERNELS: unset or "auto" measures; "1" uses the kernels wherever
 they build; "0" never builds them. `forced(on)` overrides all of it inside a
-block (the benchmark's A/B of the kernels).
+block, in its thread (the probe's and the benchmark's A/B of the kernels).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pathlib
 import platform
 import statistics
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -52,7 +53,8 @@ ROUNDS = 5  # interleaved timings per side; the median is kept
 
 # (cache file, signature) -> verdict, for this process: the sampler asks at every call.
 _CHOICES: dict[tuple[str, str], bool] = {}
-_FORCED: list[bool] = []  # innermost `forced` block last
+_MEASURING = threading.RLock()  # one measurement at a time, each made once
+_LOCAL = threading.local()  # .forced: this thread's `forced` blocks, innermost last
 
 # (probe config, probe params, rows) -> a context manager yielding {"kernels":
 # a sampler call with the kernels, "xla": the same call without}, each a
@@ -71,16 +73,23 @@ def mode() -> str:
   return value
 
 
+def _forced() -> list[bool]:
+  if not hasattr(_LOCAL, "forced"):
+    _LOCAL.forced = []
+  return _LOCAL.forced
+
+
 @contextlib.contextmanager
 def forced(on: bool) -> Iterator[None]:
-  """Within the block (process-wide), `kernels_win` says `on` without measuring:
-  with on=False the sampler decodes on XLA's own products, with on=True on
-  the kernels wherever they build."""
-  _FORCED.append(bool(on))
+  """Within the block (in this thread: a probe does not steer the sampler
+  calls of other threads), `kernels_win` says `on` without measuring: with
+  on=False the sampler decodes on XLA's own products, with on=True on the
+  kernels wherever they build."""
+  _forced().append(bool(on))
   try:
     yield
   finally:
-    _FORCED.pop()
+    _forced().pop()
 
 
 def _cpu_model() -> str:
@@ -144,6 +153,7 @@ def read_verdicts(path: pathlib.Path) -> dict[str, dict]:
 
 def _write_verdicts(path: pathlib.Path, verdicts: dict[str, dict]) -> None:
   """Written beside its final name and renamed: a reader never sees half a file."""
+  tmp = None
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
@@ -154,6 +164,8 @@ def _write_verdicts(path: pathlib.Path, verdicts: dict[str, dict]) -> None:
   except OSError as e:  # the verdict still holds for this process
     logging.warning("cpu_kernels: could not write %s (%s); the measurement will be "
                     "repeated in the next process.", path, e)
+    if tmp is not None and os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def kernels_win(config: ModelConfig, rows: int, calls: Calls) -> bool:
@@ -165,20 +177,23 @@ def kernels_win(config: ModelConfig, rows: int, calls: Calls) -> bool:
   (`measure`) and kept in `cache_file()`; MARL_JAX_CPU_KERNELS and `forced`
   decide without measuring.
   """
-  if _FORCED:
-    return _FORCED[-1]
+  if _forced():
+    return _forced()[-1]
   setting = mode()
   if setting != "auto":
     return setting == "1"
-  path, sig = cache_file(), signature(config, rows)
-  if (str(path), sig) not in _CHOICES:
-    verdicts = read_verdicts(path)
-    if sig not in verdicts:
-      verdicts[sig] = measure(config, rows, calls)
-      # Another process may have added verdicts meanwhile: keep theirs too.
-      _write_verdicts(path, {**read_verdicts(path), **verdicts})
-    _CHOICES[(str(path), sig)] = verdicts[sig]["use"]
-  return _CHOICES[(str(path), sig)]
+  key = (str(cache_file()), signature(config, rows))
+  if key not in _CHOICES:
+    with _MEASURING:
+      if key not in _CHOICES:
+        path, sig = cache_file(), key[1]
+        verdicts = read_verdicts(path)
+        if sig not in verdicts:
+          verdicts[sig] = measure(config, rows, calls)
+          # Another process may have added verdicts meanwhile: keep theirs too.
+          _write_verdicts(path, {**read_verdicts(path), **verdicts})
+        _CHOICES[key] = verdicts[sig]["use"]
+  return _CHOICES[key]
 
 
 def measure(config: ModelConfig, rows: int, calls: Calls) -> dict[str, Any]:
