@@ -25,11 +25,16 @@ import ml_collections
 # Fields a resumed run may change without becoming a different experiment.
 # The mesh (how the same computation is laid out) may change too, e.g. when a
 # preempted run resumes on another slice; so may where metrics are sent
-# (metrics.writers: a tracker added to a running experiment).
+# (metrics.writers: a tracker added to a running experiment), and how the
+# update's rows are cut into chunks and when their programs compile
+# (rl.update_rows, rl.compile_ahead: the chunks of a minibatch share one
+# denominator, so the split changes no number; smaller chunks are the remedy
+# for a run that ran out of memory or pads too much).
 RESUMABLE_PREFIXES = ("mesh.", "metrics.")
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.checkpoint_every",
                      "train.save_rollouts_every", "train.keep_checkpoints",
-                     "train.restart", "eval.num_problems")
+                     "train.restart", "eval.num_problems", "rl.update_rows",
+                     "rl.compile_ahead")
 
 # What a run writes besides config.json; train.restart=true archives these.
 # log.txt stays: this process is appending to it.
