@@ -49,9 +49,10 @@ ENGINES = ("lockstep", "continuous")  # config.rollout.engine
 # that reports no memory, a CPU): SmolLM2-135M's float32 cache is 45 KiB a
 # token, 2.9 GiB for 64 slots of 1,024 tokens (`cache_bytes`).
 DEFAULT_SLOTS = 64
-# Decode steps per program call. Interleaved A/B on 2 CPU cores, tiny_s with 16
-# slots (marl_jax/bench/rollout_long.py): see DEFAULT_CHUNK's measurement note
-# in the benchmark's docstring.
+# Decode steps per program call: a slot that stops mid-chunk idles for the rest
+# of it (~chunk / 2 steps a row, 4% of a 100-token answer), fewer steps pay the
+# host round trip more often. Not yet measured: chosen, not tuned (a sweep of
+# 1-32 is the rollout_long benchmark with this value changed).
 DEFAULT_CHUNK = 8
 
 
