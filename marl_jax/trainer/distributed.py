@@ -165,7 +165,9 @@ class ChunkedPolicy:
 
   Bounds the KV cache of a stage (launch/plan.py prints the rows that fit).
   Chunk k samples with fold_in(rng, k); a stage that fits in one call is
-  sampled exactly as by the store itself.
+  sampled exactly as by the store itself. Per-row options (one value per
+  prompt, e.g. `limits`) are cut with their rows. The continuous engine
+  (engine='continuous') bounds its cache by its slots: its stage goes whole.
   """
 
   def __init__(self, store: Any, max_rows: int):
@@ -183,12 +185,13 @@ class ChunkedPolicy:
 
   def generate(self, prompts: Sequence[Sequence[int]], roles: Sequence[str], rng: jax.Array,
                sampling_params: Any, **options) -> Any:
-    m = self.max_rows
-    if len(prompts) <= m:
+    m, n = self.max_rows, len(prompts)
+    if n <= m or options.get("engine") == "continuous":
       return self.store.generate(prompts, roles, rng, sampling_params, **options)
+    rows = lambda v, i: v[i:i + m] if np.ndim(v) >= 1 and len(v) == n else v
     parts = [self.store.generate(prompts[i:i + m], roles[i:i + m], jax.random.fold_in(rng, k),
-                                 sampling_params, **options)
-             for k, i in enumerate(range(0, len(prompts), m))]
+                                 sampling_params, **{k_: rows(v, i) for k_, v in options.items()})
+             for k, i in enumerate(range(0, n, m))]
     fields = [f.name for f in dataclasses.fields(parts[0])]
     return type(parts[0])(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in fields})
 

@@ -235,10 +235,11 @@ def test_share_and_pad_rows():
 
 class _FakeStore:
   def __init__(self):
-    self.calls = []
+    self.calls, self.options = [], []
 
-  def generate(self, prompts, roles, rng, sampling_params):
+  def generate(self, prompts, roles, rng, sampling_params, **options):
     self.calls.append((len(prompts), tuple(np.asarray(jax.random.key_data(rng)).ravel())))
+    self.options.append(options)
     n = len(prompts)
     ids = np.array([p[0] for p in prompts])[:, None]
     return Generation(ids, np.zeros((n, 1)), np.ones(n, int), np.zeros(n, bool))
@@ -257,6 +258,11 @@ def test_chunked_policy_bounds_rows_per_sampler_call():
   policy.generate([[1]], ["r"], key, None)  # fits: the store's own call, same key
   assert store.calls[-1][1] == tuple(np.asarray(jax.random.key_data(key)).ravel())
   assert isinstance(policy.replace(trainable={}), distributed.ChunkedPolicy)
+  policy.generate([[i] for i in range(6)], ["r"] * 6, key, None, limits=np.arange(6), engine="x")
+  assert [o["limits"].tolist() for o in store.options[-2:]] == [[0, 1, 2, 3], [4, 5]]
+  assert store.options[-1]["engine"] == "x"  # one value for every row: passed as it is
+  policy.generate([[i] for i in range(6)], ["r"] * 6, key, None, engine="continuous")
+  assert store.calls[-1][0] == 6  # its slots bound the cache: the stage goes whole
 
 
 def test_settings_a_mesh_ignores_are_named():
