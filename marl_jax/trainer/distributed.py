@@ -207,7 +207,7 @@ class Parallel:
 
   def __init__(self, mesh: jax.sharding.Mesh | None = None, rollout_params: str = "sharded",
                rollout_rows_per_device: int = 0, state_over_data: bool = False,
-               update_rows: int | None = None):
+               update_rows: int | None = None, slots: int | None = None):
     if rollout_params not in ROLLOUT_PARAMS[1:]:
       raise ValueError(f"rollout_params={rollout_params!r}; valid: {ROLLOUT_PARAMS[1:]}.")
     if rollout_rows_per_device < 0:
@@ -215,6 +215,7 @@ class Parallel:
                        f"per sampler call), got {rollout_rows_per_device}.")
     self.mesh = mesh
     self.update_rows = update_rows  # rl.update_rows as resolved (None: the config's)
+    self.slots = slots              # rollout.slots as resolved (None: the config's)
     self.rows_per_call = rollout_rows_per_device
     if mesh is not None and rollout_rows_per_device:
       shape = dict(sharding.local_mesh(mesh).shape)
@@ -232,9 +233,9 @@ class Parallel:
     mc = config.get("mesh", {})
     mesh_cfg = sharding.mesh_config(mc, config.model.preset, jax.process_count())
     mesh_cfg.resolve(jax.device_count())  # a mesh that does not fit the devices fails here
-    rows, update_rows = _rows(config)
+    rows, update_rows, slots = _rows(config)
     if jax.device_count() == 1:
-      return cls(rollout_rows_per_device=rows, update_rows=update_rows)
+      return cls(rollout_rows_per_device=rows, update_rows=update_rows, slots=slots)
     mesh = sharding.make_mesh(mesh_cfg)
     mode = mc.get("rollout_params", "auto")
     if mode not in ROLLOUT_PARAMS:
@@ -249,7 +250,7 @@ class Parallel:
     if ignored:
       logging.warning("On a mesh these settings do not apply: %s. Update programs compile "
                       "when first met.", "; ".join(ignored))
-    return cls(mesh, mode, rows, mesh_cfg.state_over_data, update_rows)
+    return cls(mesh, mode, rows, mesh_cfg.state_over_data, update_rows, slots)
 
   @property
   def enabled(self) -> bool:
@@ -353,19 +354,21 @@ class Parallel:
       return False
 
 
-def _rows(config: Any) -> tuple[int, int]:
-  """(rows per device per sampler call, rows per update chunk): the config's, or where
-  left at 0, the planner's from device memory (planner.rows_from_memory)."""
+def _rows(config: Any) -> tuple[int, int, int]:
+  """(rows per device per sampler call, rows per update chunk, continuous decode slots):
+  the config's, or where left at 0, the planner's from device memory
+  (planner.rows_from_memory, planner.rollout_slots)."""
   limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
   result = planner.run_plan(config, limit, jax.device_count(), jax.process_count())
   rows, update_rows = planner.rows_from_memory(config, result)
+  slots = planner.rollout_slots(config, limit, jax.device_count(), jax.process_count())
   asked = (config.mesh.rollout_rows_per_device, config.rl.update_rows)
   if (rows, update_rows) != asked:
     logging.info("From %.1f GiB of device memory (planner): %d rows per device per sampler "
                  "call (config.mesh.rollout_rows_per_device), update chunks of %d rows "
                  "(config.rl.update_rows); 0 means whole.", limit / planner.GIB, rows,
                  update_rows)
-  return rows, update_rows
+  return rows, update_rows, slots
 
 
 def mesh_ignored_settings(config: Any) -> list[str]:

@@ -15,13 +15,14 @@ from marl_jax.workflows import rollout
 
 
 def evaluate(run: Any, trainable: Any, *, num_problems: int | None = None,
-             split: str = "eval") -> dict[str, float]:
+             split: str = "eval", slots: int | None = None) -> dict[str, float]:
   """Accuracy of the workflow and of each role on held-out problems.
 
   Keys: eval/sampled/... (when config.eval.sampled: at eval.temperature) and
   eval/greedy/... (when config.eval.greedy), each with accuracy,
   accuracy/<role>, parse failures and rates, response lengths; eval/accuracy
-  is the headline figure, sampled when it ran, else greedy.
+  is the headline figure, sampled when it ran, else greedy. `slots`: the
+  continuous engine's decode slots as the trainer resolved them (None: rollout.slots).
   """
   config = run.config
   n = num_problems or config.eval.num_problems
@@ -38,7 +39,7 @@ def evaluate(run: Any, trainable: Any, *, num_problems: int | None = None,
   for name, temperature in modes:
     episodes = rollout.run(run.workflow, store, run.task, problems, 1, key,
                            rollout.sampling_params(config.rollout, temperature), run.tokenizer,
-                           **rollout.options(config))
+                           **rollout.options(config, slots=slots))
     metrics = episodes_lib.role_metrics(episodes)
     out[f"eval/{name}/accuracy"] = metrics.pop("accuracy/mean")
     out[f"eval/{name}/reward"] = metrics.pop("reward/mean")

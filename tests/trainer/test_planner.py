@@ -186,3 +186,4 @@ def test_rows_left_at_zero_come_from_device_memory(monkeypatch):
   par = distributed.Parallel.create(config, run=None)  # one device: no store to size
   assert par.rows_per_call == result.max_rollout_rows > 0
   assert par.update_rows == result.max_update_rows > 0
+  assert par.slots == planner.rollout_slots(config, 80 * planner.GIB) > 0  # continuous engine
