@@ -9,6 +9,7 @@ import jax
 
 from marl_jax.bench import generation, rl_step, rollout_long, training
 from marl_jax.bench import rollout as rollout_bench
+from marl_jax.bench import update_scheme
 from marl_jax.bench.timing import matmul_peak_gflops, memory_bandwidth_gbs
 from marl_jax.models import cpu_kernels
 from marl_jax.models import get_preset, gguf_checkpoint, init_params, load_pretrained
@@ -86,6 +87,11 @@ def rollout_long_both(repeats: int, full: bool = False) -> dict:
           **rollout_long.rollout_long("smollm2", repeats, full)}
 
 
+def update_scheme_ip(repeats: int) -> dict:
+  """A reference-scheme IP update against a joint one on the same rows (bench/update_scheme.py)."""
+  return update_scheme.update_schemes(repeats)
+
+
 def rl_step_demo(repeats: int) -> dict:
   del repeats
   return rl_step.rl_steps(20)
@@ -99,6 +105,7 @@ BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "rollout_sp_ip": rollout_sp_ip,
     "update_sp_ip": update_sp_ip,
     "rl_step": rl_step_demo,
+    "update_scheme": update_scheme_ip,
     "rollout_long": rollout_long_both,
 }
 SIZED = ("rollout_long",)  # benchmarks with a full size (launch/benchmark.py --full)

@@ -18,6 +18,12 @@ steps and its role's slot on that slot's steps (the other part of it is not
 applied). When a slot's rows do not fill the last minibatch, that minibatch is
 short (its loss normalised over the rows it has): a slot with fewer rows than
 rl.minibatch_rows takes one short step, a slot with no rows none.
+
+Programs: with rl.update_rows > 0 (the default) each minibatch is cut into
+update chunks of one row count (rl.batch.length_chunks), so the reference
+scheme runs the joint scheme's programs, compiled ahead per length bucket;
+with rl.update_rows = 0 a minibatch runs whole, a program per minibatch size.
+The scheme runs on one device (trainer.mechanics.check_devices).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ r"""The one base run config; every variant is an override of it.
 a thin file over it for `--config=configs/default.py:<arg>`. The arguments
 (comma-separated key=value) are: workflow (a registered workflow), task
 (math | code), model (a preset), policy (shared | isolated | hybrid), kind
-(lora | full), grouping, seed, study (0 | 1), agents (parallel same-role
+(lora | full), grouping, seed, study (0 | 1), mechanics (joint | reference |
+clean: how rows become optimizer steps, marl_jax.rl.schemes; default joint,
+reference under study=1), agents (parallel same-role
 agents, for workflows that have them) and import (modules to import first,
 joined by '+': they register workflows and tasks of your own). The valid
 workflows, policies and agent options come from the registries
@@ -46,6 +48,7 @@ from marl_jax.rl import advantages
 from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import interventions
 from marl_jax.rl import losses
+from marl_jax.rl import schemes
 from marl_jax.rl import update
 from marl_jax.trainer import distributed
 from marl_jax.trainer import writers
@@ -53,7 +56,7 @@ from marl_jax.trainer import writers
 TASKS = ("math", "code")
 _ARG_DEFAULTS = {"workflow": "voting", "task": "math", "model": "tiny_m", "policy": "shared",
                  "kind": "lora", "grouping": "episode", "seed": "0", "study": "0", "agents": "",
-                 "import": ""}
+                 "import": "", "mechanics": ""}
 
 # Task registry names per family: tiny world (generated problems), reference
 # study (the data files of task.train_path / task.eval_path).
@@ -79,7 +82,8 @@ def _parse(arg: str | None) -> dict[str, Any]:
     values[key] = value
   values["import"] = import_modules(values["import"])  # before the names are checked
   for key, valid in (("workflow", workflows.names()), ("policy", policies.MODES),
-                     ("kind", policies.KINDS), ("task", TASKS)):
+                     ("kind", policies.KINDS), ("task", TASKS),
+                     ("mechanics", ("",) + schemes.MECHANICS)):
     if values[key] not in valid:
       hint = (" A workflow of your own: add import=<the module that registers it>."
               if key == "workflow" else "")
@@ -193,6 +197,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 'layer' keeps only each layer's input (Qwen3-0.6B, 5,120 tokens: 6.5 GiB a row, 124
   # without); 'none' keeps everything: the tiny world's 2-layer models fit either way.
   c.rl.remat = "none" if args["model"].startswith("tiny") and not study else "layer"
+  # How rows become optimizer steps (marl_jax.rl.schemes); the defaults are the joint
+  # scheme, and the config argument mechanics=reference|clean sets the reference's.
+  c.rl.update_scheme = "joint"   # 'joint' or 'reference' (each slot's rows, minibatch by minibatch)
+  c.rl.minibatch_rows = c.rollout.batch_size * c.rollout.group_size  # reference: rows a step
+  c.rl.shuffle = True            # minibatch rows shuffled; False: rollout (episode-major) order
+  c.rl.dual_clip = 0.0           # dual-clip PPO's c for negative advantages (> 1); 0: off
+  c.rl.schedule_ticks = "iteration"  # a tick per RL iteration, or per 'update' of each slot
+  c.rl.schedule_tail = "clamp"   # the cosine past train.steps: 'clamp' (0) or 'periodic'
+  schemes.set_mechanics(c, args["mechanics"] or ("reference" if study else "joint"))
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 500 if study else 60
@@ -428,6 +441,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   one_of("rl.kl_estimator", losses.KL_ESTIMATORS)
   one_of("rl.kl_reference", ("base", "init"))
   one_of("rl.schedule", update.SCHEDULES)
+  problems.extend(schemes.config_problems(config))
   if not isinstance(_field(config, "rl.remat"), bool):  # True / False: 'layer' / 'none'
     one_of("rl.remat", decoder.REMAT_POLICIES)
   one_of("mesh.distributed", distributed.DISTRIBUTED_MODES)

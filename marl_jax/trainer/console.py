@@ -258,7 +258,11 @@ class Progress:
       parts.append(f"reward {float(reward):.3f}")
     parts.append("eval -" if self.eval is None else
                  f"eval {self.eval[0]:.3f} @{self.eval[1]}")
-    if self.learning_rate is not None:
+    rates = [float(v) for k, v in metrics.items() if k.startswith("lr/")]
+    if rates:  # the slots' own last rates (trainer.mechanics): per-update ticks part them
+      low, high = min(rates), max(rates)
+      parts.append(f"lr {high:.2e}" if low == high else f"lr {low:.2e}-{high:.2e}")
+    elif self.learning_rate is not None:
       lr = (self.learning_rate(max(step - 1, 0)) if callable(self.learning_rate)
             else self.learning_rate)  # the rate of the update this step applied
       parts.append(f"lr {float(lr):.2e}")

@@ -36,6 +36,7 @@ from marl_jax.trainer import console
 from marl_jax.trainer import distributed
 from marl_jax.trainer import evaluate as evaluate_lib
 from marl_jax.trainer import hostmem
+from marl_jax.trainer import mechanics
 from marl_jax.trainer import planner
 from marl_jax.trainer import rundir
 from marl_jax.trainer import writers as writers_lib
@@ -62,7 +63,7 @@ def loss_config(config: ml_collections.ConfigDict) -> update.LossConfig:
       kl_estimator=rl_cfg.kl_estimator, temperature=config.rollout.temperature or 1.0,
       grad_clip=rl_cfg.grad_clip,
       # Configs saved before rl.remat existed ran without recompute.
-      remat=rl_cfg.get("remat", "none"))
+      remat=rl_cfg.get("remat", "none"), dual_clip=float(rl_cfg.get("dual_clip", 0.0)))
 
 
 @functools.partial(jax.jit, static_argnames=("base", "temperature"))
@@ -138,21 +139,14 @@ def _update_rows(run, batch, arrays, host, index, update_rows: int, parallel):
   return tuple(mbs), tuple(routes)
 
 
-def rl_step(run, state, step: int, optimizer, loss_cfg: update.LossConfig, init_trainable,
-               parallel: distributed.Parallel | None = None):
-  """One RL step; returns (state, metrics, episodes).
-
-  `par` spreads it over devices and processes (marl_jax.trainer.distributed): this
-  process rolls out its share of the problems, the update sees every
-  process's rows. Without it (one device) nothing changes.
-  """
+def rollout_batch(run, state, step: int, parallel: distributed.Parallel):
+  """A step's rollout: (this process's episodes, every process's rows as a
+  TrainBatch, the rollout's timings)."""
   config = run.config
   rollout_cfg, rl_cfg = config.rollout, config.rl
-  parallel = parallel or distributed.Parallel()
   key = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
   problems = parallel.share(run.task.sample("train", rollout_cfg.batch_size, seed=config.seed,
                                              step=step))
-  t0 = time.perf_counter()
   timings: dict[str, float] = {}
   with parallel.rollouts(run, state["trainable"]) as (rollout_run, trainable):
     store = rollout_run.store.replace(trainable=trainable)
@@ -161,44 +155,91 @@ def rl_step(run, state, step: int, optimizer, loss_cfg: update.LossConfig, init_
                            rollout.sampling_params(rollout_cfg, rollout_cfg.temperature),
                            run.tokenizer,
                            **rollout.options(config), timings=timings)
-  t1 = time.perf_counter()
   batch = parallel.gather(batch_lib.build(
       episodes, run.store.roles, grouping=rl_cfg.grouping, reward_mode=rl_cfg.reward_mode,
       estimator=rl_cfg.estimator, normalize_std=rl_cfg.normalize_std,
       kl_coefs=rl_cfg.kl_role_coefs.to_dict(), default_kl=rl_cfg.kl_coef,
       rewards_of=run.rewards_of))
+  return episodes, batch, timings
+
+
+def update_batch(run, state, batch: batch_lib.TrainBatch, step: int, optimizer,
+                 loss_cfg: update.LossConfig, init_trainable, parallel: distributed.Parallel,
+                 monitor: mechanics.Monitor | None = None):
+  """The update of one step's rows (`batch`, every process's): its optimizer steps by
+  rl.update_scheme (trainer.mechanics) and their metrics, the per-slot figures
+  included; `monitor` (one per run) carries what those need from step to step.
+  Returns (state, metrics, tokens the update's programs processed)."""
+  config = run.config
+  rl_cfg = config.rl
   arrays = parallel.put_rows(batch.arrays())
   route = parallel.put_rows(run.store.route(batch.row_roles))
   if loss_cfg.use_kl:
     arrays["ref_logp"] = _reference_logp(run, arrays, route, init_trainable, loss_cfg)
-  chunked = rl_cfg.update_rows != 0 and not parallel.enabled  # below 0: length_chunks raises
+  update_rows = rl_cfg.update_rows
+  chunked = update_rows != 0 and not parallel.enabled  # below 0: length_chunks raises
   host = jax.device_get(arrays) if chunked else None  # once per step, for every minibatch
   role_grads = bool(rl_cfg.role_grad_every) and step % rl_cfg.role_grad_every == 0
   # the update programs a run uses: with diagnostics every step, only the role_grads one
-  warm = {0: (False,), 1: (True,)}.get(rl_cfg.role_grad_every, (False, True))
+  warm = mechanics.warm_variants(run.store.routing, rl_cfg,
+                                 {0: (False,), 1: (True,)}.get(rl_cfg.role_grad_every, (False, True)))
+  mechanics.check_devices(rl_cfg, parallel)
   # off unless config.interventions turns one on
   intervention_cfg = interventions.from_config(config, run.workflow)
   rng = np.random.default_rng([config.seed, step])
-  parts, processed = [], 0
+  parts, plan, processed = [], [], 0
   frozen = run.store.replace(trainable={})
+  kl_base = {}
+  if role_grads:  # before the update: the rollout's policy against the base
+    kl_base = mechanics.kl_base(
+        run.store, batch, host if host is not None else jax.device_get(arrays), update_rows,
+        loss_cfg.temperature, rl_cfg.compile_ahead,
+        arrays["ref_logp"] if loss_cfg.use_kl and rl_cfg.kl_reference == "base" else None)
+  started = mechanics.start(state, optimizer)
   for _ in range(rl_cfg.epochs):
-    for index in batch_lib.minibatches(batch, rl_cfg.minibatches, rng):
-      mb, mb_route = _update_rows(run, batch, arrays, host, index, rl_cfg.update_rows, parallel)
+    for minibatch in mechanics.minibatch_plan(batch, run.store.routing, rl_cfg, rng):
+      mb, mb_route = _update_rows(run, batch, arrays, host, minibatch.rows, update_rows, parallel)
       processed += sum(np.size(g["tokens"]) for g in (mb if isinstance(mb, tuple) else (mb,)))
-      state, raw = parallel.apply_minibatch(state, frozen, mb, mb_route,
-                                  cfg=loss_cfg, optimizer=optimizer,
-                                  num_roles=len(run.store.roles), role_grads=role_grads,
-                                  interventions=intervention_cfg, warm_role_grads=warm,
-                                  compile_ahead=rl_cfg.compile_ahead)
+      state, raw = parallel.apply_minibatch(
+          state, frozen, mb, mb_route, cfg=loss_cfg, optimizer=optimizer,
+          num_roles=len(run.store.roles),
+          role_grads=mechanics.role_grads_of(minibatch, batch, role_grads),
+          interventions=intervention_cfg, warm_role_grads=warm,
+          compile_ahead=rl_cfg.compile_ahead, **mechanics.control(optimizer, minibatch, step))
       raw = jax.device_get(raw)
       _check_finite(raw, step, run.store)
       parts.append(raw)
+      plan.append(minibatch)
+  raw = mechanics.own_slot_norms(step_metrics.combine(parts), parts, plan)
+  metrics = dict(kl_base)
+  metrics.update(mechanics.figures(run.store.routing, optimizer, state, started, init_trainable,
+                                   monitor or mechanics.Monitor(), parts, plan, step,
+                                   build_lib.learning_rate(config)))
+  metrics.update(step_metrics.name(raw, run.store.roles, run.store.routing))
+  metrics.update(interventions.name_metrics(raw, run.store.roles))
+  return state, metrics, processed
+
+
+def rl_step(run, state, step: int, optimizer, loss_cfg: update.LossConfig, init_trainable,
+               parallel: distributed.Parallel | None = None,
+               monitor: mechanics.Monitor | None = None):
+  """One RL step: rollout, then update_batch; returns (state, metrics, episodes).
+
+  `par` spreads it over devices and processes (marl_jax.trainer.distributed): this
+  process rolls out its share of the problems, the update sees every
+  process's rows. Without it (one device) nothing changes.
+  """
+  rl_cfg = run.config.rl
+  parallel = parallel or distributed.Parallel()
+  t0 = time.perf_counter()
+  episodes, batch, timings = rollout_batch(run, state, step, parallel)
+  t1 = time.perf_counter()
+  state, update_metrics, processed = update_batch(run, state, batch, step, optimizer, loss_cfg,
+                                                  init_trainable, parallel, monitor)
   t2 = time.perf_counter()
   metrics = episodes_lib.role_metrics(episodes)
   metrics["accuracy"] = metrics.pop("accuracy/mean")
-  raw = step_metrics.combine(parts)
-  metrics.update(step_metrics.name(raw, run.store.roles, run.store.routing))
-  metrics.update(interventions.name_metrics(raw, run.store.roles))
+  metrics.update(update_metrics)
   gen_tokens = sum(len(c.completion_tokens) for e in episodes for c in e.calls)
   metrics.update({
       "reward_final/mean": float(batch.rewards_final.mean()),
@@ -298,9 +339,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   progress = console.Progress(train_cfg.steps, start, learning_rate=build_lib.learning_rate(config),
                               every=console.progress_every(config))
   preempted = False
+  monitor = mechanics.Monitor()
   for step in range(start, train_cfg.steps):
     state, metrics, episodes = rl_step(run, state, step, optimizer, loss_cfg, init_trainable,
-                                       parallel)
+                                       parallel, monitor)
     done = step + 1
     if (train_cfg.save_rollouts_every and done % train_cfg.save_rollouts_every == 0
         and parallel.is_main):

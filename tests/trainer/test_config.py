@@ -42,3 +42,43 @@ def test_demo_config_overrides_the_base_and_nothing_else_structural():
   base, demo = config_lib.get_config(), config_lib.demo_config()
   assert demo.policy.kind == "full" and demo.train.steps == 60
   assert sorted(base.keys()) == sorted(demo.keys())
+
+
+def test_study_config_reproduces_the_reference_mechanics_and_clean_drops_the_schedule_quirks():
+  rl = config_lib.get_config("study=1").rl
+  assert (rl.update_scheme, rl.minibatch_rows, rl.shuffle, rl.dual_clip, rl.weight_decay,
+          rl.schedule_ticks, rl.schedule_tail) == ("reference", 512, False, 3.0, 0.01,
+                                                   "update", "periodic")
+  clean = config_lib.get_config("study=1,mechanics=clean").rl
+  assert (clean.update_scheme, clean.minibatch_rows, clean.dual_clip, clean.weight_decay,
+          clean.schedule_ticks, clean.schedule_tail) == ("reference", 512, 3.0, 0.01,
+                                                         "iteration", "clamp")
+  joint = config_lib.get_config("study=1,mechanics=joint").rl
+  default = config_lib.get_config().rl
+  for rl in (joint, default):  # today's update
+    assert (rl.update_scheme, rl.shuffle, rl.dual_clip, rl.weight_decay, rl.schedule_ticks,
+            rl.schedule_tail) == ("joint", True, 0.0, 0.0, "iteration", "clamp")
+  assert config_lib.get_config("mechanics=reference").rl.minibatch_rows == 16 * 8
+  with pytest.raises(ValueError, match=r"mechanics='verl'.*valid:.*'clean'"):
+    config_lib.get_config("mechanics=verl")
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"schedule_ticks": "update"}, r"schedule_ticks='update'.*only rl.update_scheme='reference'"),
+    ({"update_scheme": "reference", "minibatches": 2}, r"rl.minibatches=2.*minibatch_rows"),
+])
+def test_mechanics_that_do_not_fit_together_are_named(fields, match):
+  config = config_lib.get_config()
+  for key, value in fields.items():
+    config.rl[key] = value
+  with pytest.raises(ValueError, match=match):
+    config_lib.validate(config)
+
+
+def test_reference_scheme_refuses_the_interventions_on_joint_per_role_gradients():
+  config = config_lib.get_config("mechanics=reference")
+  config.interventions.balance = "cap"
+  with pytest.raises(ValueError, match=r"interventions.balance reshape.*per_agent"):
+    config_lib.validate(config)
+  config.interventions.balance = "per_agent"
+  config_lib.validate(config)

@@ -111,6 +111,14 @@ def test_eta_ignores_the_first_compiling_step():
   assert "2,649 tok/s" in line
 
 
+def test_the_slots_own_rates_are_shown_when_the_step_logs_them():
+  progress = console.Progress(60, 0, every=1, stream=io.StringIO(), active=True,
+                              clock=_Clock(), learning_rate=lambda step: 1.0)
+  parted = progress.line(3, {**_metrics(), "lr/generator": 6e-5, "lr/aggregator": 2e-5})
+  assert "lr 2.00e-05-6.00e-05" in parted  # per-update ticks: each slot its own rate
+  assert "lr 4.00e-05" in progress.line(3, {**_metrics(), "lr/shared": 4e-5})
+
+
 def test_the_last_evaluation_is_shown_with_its_step():
   progress = console.Progress(40, 0, every=1, stream=io.StringIO(), active=True, clock=_Clock())
   progress.update(1, _metrics(), last_eval={"eval/accuracy": 0.309})

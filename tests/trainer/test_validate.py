@@ -14,7 +14,8 @@ from tests.helpers import parity_rewards, tiny_config
 
 @pytest.mark.parametrize("arg", [f"workflow={w}" for w in workflows.names()] +
                          ["task=code", "policy=isolated,kind=full", "policy=hybrid",
-                          "study=1", "study=1,task=code"])
+                          "study=1", "study=1,task=code", "study=1,mechanics=clean",
+                          "mechanics=reference,policy=isolated", "mechanics=clean,policy=hybrid"])
 def test_every_shipped_config_is_valid(arg):
   config_lib.validate(config_lib.get_config(arg))
   config_lib.validate(config_lib.demo_config(arg))
@@ -36,6 +37,14 @@ _BAD = [
     ("rl.estimator", "ppo", r"rl\.estimator='ppo' is unknown; valid: \('grpo', 'rloo'\)"),
     ("rl.grouping", "turn", r"rl\.grouping='turn' is unknown; valid: .*'role_turn'"),
     ("interventions.balance", "max", r"interventions\.balance='max' is unknown"),
+    ("rl.update_scheme", "verl", r"rl\.update_scheme='verl' is unknown; valid: \('joint', "
+     r"'reference'\)"),
+    ("rl.schedule_ticks", "epoch", r"rl\.schedule_ticks='epoch' is unknown; valid: "
+     r"\('iteration', 'update'\)"),
+    ("rl.schedule_tail", "wrap", r"rl\.schedule_tail='wrap' is unknown; valid: "
+     r"\('clamp', 'periodic'\)"),
+    ("rl.minibatch_rows", 0, r"rl\.minibatch_rows=0 must be a positive number of rows"),
+    ("rl.dual_clip", 0.5, r"rl\.dual_clip=0\.5 must be 0 \(off\) or > 1"),
 ]
 
 
