@@ -181,7 +181,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.rl.clip_high = 0.28
   c.rl.epochs = 1
   c.rl.minibatches = 1
-  c.rl.update_rows = 64          # update chunk rows, sorted by length (rl.batch.length_chunks; 0: whole)
+  c.rl.update_rows = 64          # update chunk rows, sorted by length (rl.batch.length_chunks); 0: from
+                                 # device memory (planner), whole where it fits or memory is unknown
   c.rl.aggregation = "seq_mean_token_mean"
   c.rl.grouping = args["grouping"]
   c.rl.estimator = "grpo"
@@ -253,7 +254,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh.state_over_data = "auto"    # params + optimizer state over data too: 'yes', 'no',
                                      # 'auto' (Qwen3: yes; tiny: no)
   c.mesh.rollout_params = "auto"     # rollout copy: 'sharded' (as trained), 'replicated'
-  c.mesh.rollout_rows_per_device = 0  # rows per device per sampler call; 0 = a whole stage
+  c.mesh.rollout_rows_per_device = 0  # rows per device per sampler call; 0: from device memory
+                                      # (planner), a whole stage where it fits or on a CPU
   c.mesh.distributed = "auto"        # jax.distributed: 'auto' (from the env), 'on', 'off'
 
   # --- tiny bases (marl_jax.tiny): supervised warm start on scripted demonstrations ---

@@ -121,10 +121,8 @@ def _check_finite(raw: dict, step: int, store) -> None:
 def _update_rows(run, batch, arrays, host, index, update_rows: int, parallel):
   """A minibatch's device arrays and routing: whole, or cut into update chunks
   of rows of similar length (rl.batch.length_chunks) from `host`, the step's
-  arrays on the host (None when not chunking).
-
-  On a mesh the minibatch stays whole (a chunk's rows must split evenly over
-  the batch axes).
+  arrays on the host (None when not chunking). On a mesh a chunk's rows are a
+  multiple of the batch axes' devices (padding rows weigh nothing).
   """
   if host is None:
     return (batch_lib.select(arrays, index),
@@ -132,7 +130,8 @@ def _update_rows(run, batch, arrays, host, index, update_rows: int, parallel):
   mbs, routes = [], []
   copies = run.store.full_slots(batch.row_roles)  # one full copy per chunk (policies.route)
   for rows, length, padded in batch_lib.length_chunks(host["valid"], index, update_rows,
-                                                      groups=copies):
+                                                      groups=copies,
+                                                      multiple=parallel.row_multiple):
     mbs.append(parallel.put_rows(batch_lib.group_arrays(host, rows, length, padded)))
     roles = [batch.row_roles[i] for i in rows]
     routes.append(run.store.route(roles + [roles[0]] * (padded - len(roles))))
@@ -154,7 +153,7 @@ def rollout_batch(run, state, step: int, parallel: distributed.Parallel):
                            jax.random.fold_in(key, 0),
                            rollout.sampling_params(rollout_cfg, rollout_cfg.temperature),
                            run.tokenizer,
-                           **rollout.options(config), timings=timings)
+                           **rollout.options(config, slots=parallel.slots), timings=timings)
   batch = parallel.gather(batch_lib.build(
       episodes, run.store.roles, grouping=rl_cfg.grouping, reward_mode=rl_cfg.reward_mode,
       estimator=rl_cfg.estimator, normalize_std=rl_cfg.normalize_std,
@@ -176,8 +175,9 @@ def update_batch(run, state, batch: batch_lib.TrainBatch, step: int, optimizer,
   route = parallel.put_rows(run.store.route(batch.row_roles))
   if loss_cfg.use_kl:
     arrays["ref_logp"] = _reference_logp(run, arrays, route, init_trainable, loss_cfg)
-  update_rows = rl_cfg.update_rows
-  chunked = update_rows != 0 and not parallel.enabled  # below 0: length_chunks raises
+  # rl.update_rows as resolved from device memory where left at 0 (Parallel.create)
+  update_rows = rl_cfg.update_rows if parallel.update_rows is None else parallel.update_rows
+  chunked = update_rows != 0  # below 0: length_chunks raises
   host = jax.device_get(arrays) if chunked else None  # once per step, for every minibatch
   role_grads = bool(rl_cfg.role_grad_every) and step % rl_cfg.role_grad_every == 0
   # the update programs a run uses: with diagnostics every step, only the role_grads one
@@ -334,7 +334,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   last_eval: dict[str, float] = {}
   if start == 0:
     with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
-      last_eval = evaluate_lib.evaluate(eval_run, trainable)
+      last_eval = evaluate_lib.evaluate(eval_run, trainable, slots=parallel.slots)
     writer.write(0, last_eval)
   progress = console.Progress(train_cfg.steps, start, learning_rate=build_lib.learning_rate(config),
                               every=console.progress_every(config))
@@ -349,7 +349,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       _save_rollouts(workdir, done, episodes, run.tokenizer)
     if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
       with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
-        last_eval = evaluate_lib.evaluate(eval_run, trainable)
+        last_eval = evaluate_lib.evaluate(eval_run, trainable, slots=parallel.slots)
       metrics.update(last_eval)
     writer.write(done, metrics)
     progress.update(done, metrics, last_eval)
