@@ -28,12 +28,12 @@ def auto(monkeypatch, tmp_path):
   monkeypatch.setattr(selection, "_CHOICES", {})
   fake = {"seconds": {"kernels": 1.0, "xla": 1.5}, "probes": 0}
 
-  def interleaved(fns):
-    assert set(fns) == {"kernels", "xla"}
+  def interleaved(fns, repeats):
+    assert set(fns) == {"kernels", "xla"} and repeats == selection.ROUNDS
     fake["probes"] += 1
     return dict(fake["seconds"])
 
-  monkeypatch.setattr(selection, "_interleaved_seconds", interleaved)
+  monkeypatch.setattr(selection.timing, "interleaved_median_seconds", interleaved)
   monkeypatch.setattr(cpu_kernels, "unavailable_reason", lambda: None)
   return fake
 

@@ -27,7 +27,6 @@ import math
 import os
 import pathlib
 import platform
-import statistics
 import tempfile
 import threading
 import time
@@ -40,6 +39,7 @@ import jaxlib
 
 from marl_jax.models import cpu_kernels
 from marl_jax.models import decoder
+from marl_jax.models import timing
 from marl_jax.models.config import ModelConfig
 
 ENV = "MARL_JAX_CPU_KERNELS"
@@ -213,7 +213,7 @@ def measure(config: ModelConfig, rows: int, calls: Calls) -> dict[str, Any]:
   n = min(config.num_layers, max(1, math.ceil(PROBE_BYTES / layer_bytes)))
   probe = config.replace(num_layers=n)
   with calls(probe, decoder.init_params(probe, jax.random.PRNGKey(0)), rows) as fns:
-    seconds = _interleaved_seconds(fns)
+    seconds = timing.interleaved_median_seconds(fns, ROUNDS)  # one warm-up call compiles
   speedup = seconds["xla"] / seconds["kernels"]
   # The load average says how much to trust it on a shared machine (delete the
   # file to measure again, or set MARL_JAX_CPU_KERNELS).
@@ -225,16 +225,3 @@ def measure(config: ModelConfig, rows: int, calls: Calls) -> dict[str, Any]:
                "using" if verdict["use"] else "not using", time.perf_counter() - start,
                verdict["load"], cache_file())
   return verdict
-
-
-def _interleaved_seconds(fns: dict[str, Callable[[], Any]]) -> dict[str, float]:
-  """Median seconds of a call of each fn, the fns timed in turn in every round."""
-  for fn in fns.values():
-    jax.block_until_ready(fn())  # compiles
-  times: dict[str, list[float]] = {name: [] for name in fns}
-  for _ in range(ROUNDS):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      jax.block_until_ready(fn())
-      times[name].append(time.perf_counter() - start)
-  return {name: statistics.median(t) for name, t in times.items()}
