@@ -33,6 +33,9 @@ def get_config(arg: str | None = None):
   # every bucket up to twice the longest row (up to 1,216 tokens for rows of at
   # most 608), 20 minutes of the first step on 2 cores.
   c.rl.compile_ahead = False
+  # 8-row update chunks cut by length: 77% of the processed tokens real, against
+  # 35% for the 24 rows of a step padded into one 32-row chunk (~110 s vs ~245 s).
+  c.rl.update_rows = 8
   c.train.steps, c.train.eval_every, c.train.checkpoint_every = 30, 15, 5
   c.train.save_rollouts_every = 5
   # 50 held-out problems at steps 0, 15 and 30: on 2 shared cores a 100-problem
