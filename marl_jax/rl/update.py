@@ -273,28 +273,34 @@ class _Programs:
     return self._cache[key]
 
   @staticmethod
-  def _widened(chunk: dict[str, Any]):
+  def _widened(chunk: dict[str, Any], longest: int | None = None):
     """(bucket, chunk's specs at that length) for every length bucket up to HEADROOM
     x the chunk's: RL rows grow as a run trains, and the demo's first rows longer
-    than step 0's bucket came at step 10, a mid-run compile."""
+    than step 0's bucket came at step 10, a mid-run compile. `longest` (the
+    longest row a run can make: max_prompt_len + max_new_tokens) caps it at its
+    bucket: uncapped, SmolLM2's rows of at most 608 tokens compiled buckets up to
+    1,216, 20 minutes of a first step on 2 cores."""
     length = chunk["tokens"].shape[1]
     top = batch_lib.length_bucket(HEADROOM * length)
+    if longest:
+      top = max(length, min(top, batch_lib.length_bucket(longest)))
     for bucket in sorted({*batch_lib.length_ladder(top), top, length}):
       yield bucket, {k: _spec(v, width=bucket - length) for k, v in chunk.items()}
 
   def ahead(self, jitted, fixed: tuple, chunk: dict[str, Any], static: dict[str, Any],
-            compile_ahead: bool = True):
+            compile_ahead: bool = True, longest: int | None = None):
     """The program of jitted(*fixed, chunk, **static), a function of a chunk of rows
-    (e.g. scoring them): a new length compiles every bucket up to HEADROOM x it."""
+    (e.g. scoring them): a new length compiles every bucket up to HEADROOM x it
+    (at most `longest`'s)."""
     args = (*fixed, chunk)
     if compile_ahead and not self.known(jitted, args, static):
-      for _, specs in self._widened(chunk):
+      for _, specs in self._widened(chunk, longest):
         self.get(jitted, (*fixed, specs), static)
     return self.get(jitted, args, static)
 
   def warm(self, state, store, chunk, route, grads_static, apply_static, variants,
-           control=None) -> None:
-    for _, specs in self._widened(chunk):
+           control=None, longest: int | None = None) -> None:
+    for _, specs in self._widened(chunk, longest):
       for role_grads in variants:
         args = (state["trainable"], store, specs, route)
         static = {**grads_static, "role_grads": role_grads}
@@ -322,10 +328,10 @@ _PROGRAMS = _Programs()
 
 
 def program_ahead(jitted, fixed: tuple, chunk: dict[str, Any], static: dict[str, Any],
-                  compile_ahead: bool = True):
+                  compile_ahead: bool = True, longest: int | None = None):
   """The compiled jitted(*fixed, chunk, **static) for a chunk of update rows, its
   length buckets compiled ahead as the update's are (_Programs.ahead)."""
-  return _PROGRAMS.ahead(jitted, fixed, chunk, static, compile_ahead)
+  return _PROGRAMS.ahead(jitted, fixed, chunk, static, compile_ahead, longest)
 
 
 def apply_minibatch(state: dict[str, Any], store: Any, batch: Any, route: Any, *, cfg: LossConfig,
@@ -333,7 +339,8 @@ def apply_minibatch(state: dict[str, Any], store: Any, batch: Any, route: Any, *
                role_grads: bool = False,
                interventions: interventions_lib.Interventions | None = None,
                warm_role_grads: tuple[bool, ...] | None = None,
-               compile_ahead: bool = True, control: dict[str, Any] | None = None
+               compile_ahead: bool = True, control: dict[str, Any] | None = None,
+               longest: int | None = None
                ) -> tuple[dict[str, Any], dict[str, jax.Array]]:
   """`minibatch_step`, jitted; the state is donated.
 
@@ -343,7 +350,8 @@ def apply_minibatch(state: dict[str, Any], store: Any, batch: Any, route: Any, *
   program applies their sum. Those programs are compiled ahead of time
   (_Programs): a new length bucket compiles every bucket up to HEADROOM times
   it, for each role_grads value in `warm_role_grads` (default: this step's),
-  so a run compiles only when its rows outgrow that. compile_ahead=False
+  so a run compiles only when its rows outgrow that, and never past the bucket
+  of `longest` (the longest row the run can make). compile_ahead=False
   compiles each program when first met instead: less compile time for runs
   of a few steps (tests), compiles mid-run for long ones. `control` (arrays)
   says which slots a slot_adamw.SlotAdamW steps (apply_grads).
@@ -362,7 +370,8 @@ def apply_minibatch(state: dict[str, Any], store: Any, batch: Any, route: Any, *
     args = (state["trainable"], store, g, r)
     static = {**grads_static, "role_grads": role_grads}
     if compile_ahead and not _PROGRAMS.known(_jit_group_grads, args, static):
-      _PROGRAMS.warm(state, store, g, r, grads_static, apply_static, variants, control)
+      _PROGRAMS.warm(state, store, g, r, grads_static, apply_static, variants, control,
+                     longest)
     part = _PROGRAMS.get(_jit_group_grads, args, static)(*args)
     sums = part if sums is None else _PROGRAMS.get(_jit_add, (sums, part), {})(sums, part)
   apply = _PROGRAMS.get(_jit_apply, (state, store, sums, control),

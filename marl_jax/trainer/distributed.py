@@ -333,7 +333,7 @@ class Parallel:
     """rl.update.apply_minibatch, with explicit shardings on a mesh."""
     if not self.enabled:
       return update.apply_minibatch(state, store, batch, jax.device_put(route), **static)
-    for key in ("warm_role_grads", "compile_ahead"):  # the mesh's programs
+    for key in ("warm_role_grads", "compile_ahead", "longest"):  # the mesh's programs
       static.pop(key, None)                           # compile as met
     if isinstance(batch, (tuple, list)):  # update chunks (rl.update_rows)
       return sharded_update.apply_chunks_sharded(self.mesh, state, store, batch, route,

@@ -180,6 +180,8 @@ def update_batch(run, state, batch: batch_lib.TrainBatch, step: int, optimizer,
   chunked = update_rows != 0  # below 0: length_chunks raises
   host = jax.device_get(arrays) if chunked else None  # once per step, for every minibatch
   role_grads = bool(rl_cfg.role_grad_every) and step % rl_cfg.role_grad_every == 0
+  # no row is longer: programs compiled ahead stop at its length bucket
+  longest = config.rollout.max_prompt_len + config.rollout.max_new_tokens
   # the update programs a run uses: with diagnostics every step, only the role_grads one
   warm = mechanics.warm_variants(run.store.routing, rl_cfg,
                                  {0: (False,), 1: (True,)}.get(rl_cfg.role_grad_every, (False, True)))
@@ -193,7 +195,7 @@ def update_batch(run, state, batch: batch_lib.TrainBatch, step: int, optimizer,
   if role_grads:  # before the update: the rollout's policy against the base
     kl_base = mechanics.kl_base(
         run.store, batch, host if host is not None else jax.device_get(arrays), update_rows,
-        loss_cfg.temperature, rl_cfg.compile_ahead,
+        loss_cfg.temperature, rl_cfg.compile_ahead, longest,
         arrays["ref_logp"] if loss_cfg.use_kl and rl_cfg.kl_reference == "base" else None)
   started = mechanics.start(state, optimizer)
   for _ in range(rl_cfg.epochs):
@@ -205,7 +207,8 @@ def update_batch(run, state, batch: batch_lib.TrainBatch, step: int, optimizer,
           num_roles=len(run.store.roles),
           role_grads=mechanics.role_grads_of(minibatch, batch, role_grads),
           interventions=intervention_cfg, warm_role_grads=warm,
-          compile_ahead=rl_cfg.compile_ahead, **mechanics.control(optimizer, minibatch, step))
+          compile_ahead=rl_cfg.compile_ahead, longest=longest,
+          **mechanics.control(optimizer, minibatch, step))
       raw = jax.device_get(raw)
       _check_finite(raw, step, run.store)
       parts.append(raw)

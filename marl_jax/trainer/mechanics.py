@@ -194,7 +194,7 @@ def _base_logp(store, rows, *, temperature: float):
 
 def kl_base(store: Any, batch: batch_lib.TrainBatch, host: dict[str, np.ndarray],
             update_rows: int, temperature: float, compile_ahead: bool = True,
-            base_logp: np.ndarray | None = None) -> dict[str, float]:
+            longest: int | None = None, base_logp: np.ndarray | None = None) -> dict[str, float]:
   """kl_base/<role> (module doc) of a step's rows, `host` its arrays on the host.
 
   The base scores the rows in update chunks (rl.batch.length_chunks of
@@ -221,7 +221,8 @@ def kl_base(store: Any, batch: batch_lib.TrainBatch, host: dict[str, np.ndarray]
         host["valid"], np.arange(batch.num_calls), update_rows):
       chunk = batch_lib.group_arrays(host, rows, length, padded)
       scored = {k: jax.device_put(chunk[k]) for k in ("tokens", "valid")}
-      program = update.program_ahead(_base_logp, (frozen,), scored, static, compile_ahead)
+      program = update.program_ahead(_base_logp, (frozen,), scored, static, compile_ahead,
+                                     longest)
       add(chunk["old_logp"], np.asarray(program(frozen, scored)), chunk["mask"], chunk["role"])
   return {f"kl_base/{role}": float(k3[i] / tokens[i]) for i, role in enumerate(roles)
           if tokens[i] > 0}

@@ -200,6 +200,19 @@ def test_a_new_update_length_compiles_the_buckets_up_to_twice_it_at_once():
     assert compiles[0] > first  # past the headroom
 
 
+def test_update_programs_compiled_ahead_stop_at_the_longest_possible_row():
+  """A run's rows cannot outgrow max_prompt_len + max_new_tokens: no bucket past it
+  compiles ahead (SmolLM2's rows of <= 608 tokens compiled up to 1,216)."""
+  chunk = {"tokens": np.zeros((8, 512), np.int32), "valid": np.ones((8, 512), bool)}
+  uncapped = [b for b, _ in update._PROGRAMS._widened(chunk)]
+  capped = [b for b, specs in update._PROGRAMS._widened(chunk, longest=608)]
+  assert max(uncapped) == batch_lib.length_bucket(1024) > batch_lib.length_bucket(608)
+  assert max(capped) == batch_lib.length_bucket(608) and set(capped) < set(uncapped)
+  assert min(capped) == min(uncapped)  # shorter rows later still compile nothing
+  # a chunk already at (or past) the cap keeps its own length
+  assert max(b for b, _ in update._PROGRAMS._widened(chunk, longest=300)) == 512
+
+
 def test_warmup_starts_above_zero_and_cosine_ends_at_zero():
   """The first update moves the policy (lr / warmup), as the reference's warmup does."""
   rate = update.learning_rate(1e-4, total_steps=10, warmup_steps=4)
