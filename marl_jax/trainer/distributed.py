@@ -361,7 +361,7 @@ def _rows(config: Any) -> tuple[int, int, int]:
   limit = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
   result = planner.run_plan(config, limit, jax.device_count(), jax.process_count())
   rows, update_rows = planner.rows_from_memory(config, result)
-  slots = planner.rollout_slots(config, limit, jax.device_count(), jax.process_count())
+  slots = planner.slots_of_plan(config, result)
   asked = (config.mesh.rollout_rows_per_device, config.rl.update_rows)
   if (rows, update_rows) != asked:
     logging.info("From %.1f GiB of device memory (planner): %d rows per device per sampler "

@@ -399,7 +399,11 @@ def rollout_slots(config: Any, memory_bytes: int | None, num_devices: int = 1, h
   (a ValueError where they do not fit), else the rows that fit beside the state
   (the planner's max_rollout_rows, at most the study step's largest stage), else
   continuous.DEFAULT_SLOTS (a device that reports no memory: a CPU)."""
-  result = run_plan(config, memory_bytes, num_devices, hosts, model, usable)
+  return slots_of_plan(config, run_plan(config, memory_bytes, num_devices, hosts, model, usable))
+
+
+def slots_of_plan(config: Any, result: Plan | None) -> int:
+  """`rollout_slots` from the run's plan (`run_plan`), where the caller has it."""
   asked = int(config.rollout.get("slots", 0))
   if result is None:
     return asked or continuous.DEFAULT_SLOTS
