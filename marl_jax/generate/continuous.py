@@ -16,8 +16,9 @@ static-shaped programs:
 A row stops at a stop token or at its own token limit; its slot is refilled
 before the next chunk, so the batch stays full until the queue drains.
 
-Row i draws token j with fold_in(key_i, j), key_i = fold_in(rng, i) (or its
-own key: draw.row_keys), whatever slot it lands in, so the tokens equal
+Row i draws token j with fold_in(key_i, j), key_i = fold_in(rng, row_ids[i])
+(default i; or its own key: draw.row_keys), whatever slot it lands in, so the
+tokens equal
 sampler.generate's for the same key (logprobs to float rounding: the cache
 rows hold the same values at other columns). Per-row temperature, top-k and
 top-p (one SamplingParams per row), per-row LoRA routing (adapter_weights)
@@ -26,22 +27,27 @@ own slots and queue, vmapped) are as in sampler.generate / generate_slots.
 Compiled programs: one decode program, and one prefill per (refill rows,
 prompt bucket) pair, both powers of two; all are counted by
 sampler.compiled_shapes().
+
+A Session is the engine that takes rows while it runs: `submit` queues rows
+(each with its key, settings, limit, LoRA weights or copy, and a priority),
+`step` refills the free slots from the queues (lowest priority first, then
+submission order) and decodes one chunk, returning the rows that finished,
+so a caller can submit a row's follow-up as soon as the row is done.
+generate() is one Session fed every row at once.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
-import functools
+import heapq
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from marl_jax.generate import draw, sampler
+from marl_jax.generate import draw, sampler, slot_programs
 from marl_jax.generate.draw import SamplingParams
-from marl_jax.models import decoder
 from marl_jax.models.config import ModelConfig, as_dtype
 
 ENGINES = ("lockstep", "continuous")  # config.rollout.engine
@@ -58,7 +64,7 @@ DEFAULT_CHUNK = 8
 
 @dataclasses.dataclass
 class Stats:
-  """What one continuous.generate call did.
+  """What one continuous.generate call (or Session) did.
 
   slot_steps counts every (slot, step) the decode programs ran plus one per
   prefilled row (its first token); tokens the rows' real tokens; so
@@ -86,143 +92,6 @@ def cache_bytes(config: ModelConfig, slots: int, length: int) -> int:
           * itemsize)
 
 
-def _init_state(config: ModelConfig, slots: int, length: int, lora_slots: int | None,
-                per_layer: bool) -> dict[str, Any]:
-  """Empty engine state: every slot free (done)."""
-  dtype = as_dtype(config.compute_dtype)
-  shape = (slots, config.num_kv_heads, length, config.head_dim)
-  if per_layer:
-    cache = [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
-             for _ in range(config.num_layers)]
-  else:
-    cache = tuple(jnp.zeros((config.num_layers, *shape), dtype) for _ in range(2))
-  zeros = lambda dtype: jnp.zeros((slots,), dtype)
-  state = {"cache": cache, "cache_valid": jnp.zeros((slots, length), bool),
-           "column": zeros(jnp.int32), "position": zeros(jnp.int32), "last": zeros(jnp.int32),
-           "steps": zeros(jnp.int32), "limit": jnp.ones((slots,), jnp.int32),
-           "done": jnp.ones((slots,), bool), "stopped": zeros(bool),
-           "keys": jnp.zeros((slots, 2), jnp.uint32),
-           "settings": {"temperature": zeros(jnp.float32), "top_k": zeros(jnp.int32),
-                        "top_p": jnp.ones((slots,), jnp.float32)}}
-  if lora_slots is not None:
-    state["weights"] = jnp.zeros((slots, lora_slots), jnp.float32)
-  return state
-
-
-def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, state, tokens, valid,
-             slot_ids, keys, settings, limits, weights, stop_ids):
-  """Prefills rows [R, P] into slots slot_ids [R] (an id >= slots: a padding row,
-  written nowhere) and draws their first tokens; returns (state, ids, done)."""
-  dtype = as_dtype(config.compute_dtype)
-  positions = decoder.left_pad_positions(valid)
-  hidden, kv = decoder.forward_hidden(config, params, tokens, positions, valid,
-                                      adapters=adapters, adapter_weights=weights)
-  logits = decoder.logits_from_hidden(config, params, hidden[:, -1:])[:, 0]
-  ids, logp = draw.sample(keys, jnp.zeros_like(slot_ids), logits, spec, settings)
-  prompt_len = tokens.shape[1]
-  put = lambda x, new: x.at[slot_ids].set(new, mode="drop")
-  cache = state["cache"]
-  if isinstance(cache, list):
-    if not isinstance(kv, list):  # the stacked prefill's [L, ...] keys and values, per layer
-      kv = [tuple(c[i] for c in kv) for i in range(config.num_layers)]
-    cache = [tuple(c.at[slot_ids, :, :prompt_len].set(n.astype(dtype), mode="drop")
-                   for c, n in zip(layer, new)) for layer, new in zip(cache, kv)]
-  else:
-    cache = tuple(c.at[:, slot_ids, :, :prompt_len].set(n.astype(dtype), mode="drop")
-                  for c, n in zip(cache, kv))
-  length = state["cache_valid"].shape[1]
-  stopped = jnp.isin(ids, stop_ids)
-  done = stopped | (limits <= 1)
-  new = {**state, "cache": cache,
-         "cache_valid": put(state["cache_valid"],
-                            jnp.pad(valid, ((0, 0), (0, length - prompt_len)))),
-         "column": put(state["column"], jnp.full_like(slot_ids, prompt_len)),
-         "position": put(state["position"], positions[:, -1] + 1),
-         "last": put(state["last"], ids.astype(jnp.int32)),
-         "steps": put(state["steps"], jnp.ones_like(slot_ids)),
-         "limit": put(state["limit"], limits), "done": put(state["done"], done),
-         "stopped": put(state["stopped"], stopped), "keys": put(state["keys"], keys),
-         "settings": jax.tree.map(put, state["settings"], settings)}
-  if weights is not None:
-    new["weights"] = put(state["weights"], weights)
-  return new, ids, logp, done
-
-
-def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapters, state,
-            stop_ids):
-  """Up to `chunk` decode steps of every slot (stopping early when all are done);
-  returns (state, tokens [B, chunk], logprobs [B, chunk], steps run)."""
-  slots = state["last"].shape[0]
-  rows = jnp.arange(slots)
-  model = functools.partial(decoder.forward_hidden, config, params, adapters=adapters,
-                            adapter_weights=state.get("weights"))
-
-  def cond(carry):
-    i, state, *_ = carry
-    return (i < chunk) & ~jnp.all(state["done"])
-
-  def body(carry):
-    i, state, out_tokens, out_logp = carry
-    done, column = state["done"], state["column"]
-    hidden, cache = model(state["last"][:, None], state["position"][:, None],
-                          jnp.ones((slots, 1), bool), cache=state["cache"],
-                          cache_valid=state["cache_valid"], cache_index=column)
-    logits = decoder.logits_from_hidden(config, params, hidden)[:, 0]
-    ids, logp = draw.sample(state["keys"], state["steps"], logits, spec, state["settings"])
-    ids = jnp.where(done, config.pad_id, ids)
-    out_tokens = out_tokens.at[:, i].set(ids)
-    out_logp = out_logp.at[:, i].set(jnp.where(done, 0.0, logp))
-    live = (~done).astype(jnp.int32)
-    steps = state["steps"] + live
-    stopped = state["stopped"] | (~done & jnp.isin(ids, stop_ids))
-    state = {**state, "cache": cache,
-             "cache_valid": state["cache_valid"].at[rows, column].set(True),
-             "column": column + live, "position": state["position"] + live,
-             "last": jnp.where(done, state["last"], ids.astype(jnp.int32)), "steps": steps,
-             "stopped": stopped, "done": done | stopped | (steps >= state["limit"])}
-    return i + 1, state, out_tokens, out_logp
-
-  out_tokens = jnp.full((slots, chunk), config.pad_id, jnp.int32)
-  out_logp = jnp.zeros((slots, chunk), jnp.float32)
-  steps, state, out_tokens, out_logp = jax.lax.while_loop(
-      cond, body, (jnp.int32(0), state, out_tokens, out_logp))
-  return state, out_tokens, out_logp, steps
-
-
-def _vmapped(fn, copies: bool, shared: tuple[int, ...]):
-  """fn over a leading copy axis of every argument but those at `shared`."""
-  if not copies:
-    return fn
-
-  def call(*args):
-    axes = tuple(None if i in shared or args[i] is None else 0 for i in range(len(args)))
-    return jax.vmap(fn, in_axes=axes)(*args)
-
-  return call
-
-
-@functools.partial(jax.jit, static_argnames=("config", "spec", "copies"),
-                   donate_argnames=("state",))
-def _prefill_program(config, spec, copies, params, adapters, state, tokens, valid, slot_ids,
-                     keys, settings, limits, weights, stop_ids):
-  fn = _vmapped(functools.partial(_prefill, config, spec), copies, shared=(1, 10))
-  return fn(params, adapters, state, tokens, valid, slot_ids, keys, settings, limits, weights,
-            stop_ids)
-
-
-@functools.partial(jax.jit, static_argnames=("config", "spec", "chunk", "copies"),
-                   donate_argnames=("state",))
-def _decode_program(config, spec, chunk, copies, params, adapters, state, stop_ids):
-  fn = _vmapped(functools.partial(_decode, config, spec, chunk), copies, shared=(1, 3))
-  state, tokens, logp, steps = fn(params, adapters, state, stop_ids)
-  return state, tokens, logp, steps if not copies else steps.max()
-
-
-def _unstacked_adapters(config: ModelConfig, adapters):
-  return None if adapters is None else {
-      "layers": decoder.unstack(adapters["layers"], config.num_layers)}
-
-
 def generate(
     config: ModelConfig,
     params: Any,
@@ -235,6 +104,7 @@ def generate(
     adapters: Any = None,
     adapter_weights: np.ndarray | None = None,
     limits: Sequence[int] | None = None,
+    row_ids: Sequence[int] | None = None,
     max_prompt_len: int | None = None,
     chunk: int | None = None,
     min_prompt_len: int = 16,
@@ -248,164 +118,306 @@ def generate(
     slots: decode slots (rows decoded at once); with `copies`, per copy.
     copies: [B] index of each row's full parameter copy; params then carry a
       leading copy axis (as sampler.generate_slots).
+    row_ids: [B] each row's identity, its key fold_in(rng, row_ids[i])
+      (draw.row_keys; default its index).
     max_prompt_len: the cache's prompt columns (default: the bucket of the
       longest prompt); a longer prompt is an error.
     chunk: decode steps per program call (default DEFAULT_CHUNK, read at the call).
     stats: if given, filled with what the call did (Stats).
   """
-  n, chunk = len(prompts), DEFAULT_CHUNK if chunk is None else chunk
+  n = len(prompts)
   if n == 0:
     raise ValueError("continuous.generate() got no prompts.")
-  if slots < 1 or chunk < 1:
-    raise ValueError(f"continuous.generate() needs slots >= 1 and chunk >= 1, got slots={slots}, "
-                     f"chunk={chunk}.")
-  samplings = [sampling] * n if isinstance(sampling, SamplingParams) else list(sampling)
-  if len(samplings) != n or len({s.stop_ids for s in samplings}) != 1:
-    raise ValueError("continuous.generate() needs one SamplingParams, or one per prompt, all "
-                     "with the same stop_ids.")
-  limits = np.array([s.max_new_tokens for s in samplings] if limits is None else limits, np.int32)
-  n_new = int(max(s.max_new_tokens for s in samplings))
-  if len(limits) != n or limits.min() < 1 or limits.max() > n_new:
-    raise ValueError(f"limits must give each of the {n} rows a token limit in [1, "
-                     f"max_new_tokens={n_new}], got {limits.tolist()}.")
-  longest = max(len(p) for p in prompts)
-  prompt_cap = max_prompt_len or sampler.bucket(longest, min_prompt_len)
-  if longest > prompt_cap:
-    raise ValueError(f"a prompt of {longest} tokens is longer than max_prompt_len={prompt_cap}; "
-                     "truncate it (rollout does, from the left) or raise max_prompt_len.")
-  if longest + n_new > config.max_position_embeddings:
-    raise ValueError(
-        f"a prompt of {longest} tokens + max_new_tokens {n_new} exceeds the model's "
-        f"max_position_embeddings={config.max_position_embeddings}; shorten the prompts or "
-        "lower max_new_tokens.")
+  samplings = _samplings(sampling, n, "continuous.generate()")
+  n_new = max(s.max_new_tokens for s in samplings)
   if adapters is not None and (adapter_weights is None or len(adapter_weights) != n):
     raise ValueError("continuous.generate(adapters=...) needs adapter_weights with one row per "
                      "prompt.")
-  num_copies = 1 if copies is None else jax.tree_util.tree_leaves(params)[0].shape[0]
-  copy_of = np.zeros(n, np.int64) if copies is None else np.asarray(copies, np.int64)
-  if len(copy_of) != n or copy_of.min() < 0 or copy_of.max() >= num_copies:
-    raise ValueError(f"copies must give each of the {n} rows a copy in [0, {num_copies}).")
-  engine = _Engine(config, params, slots, num_copies, copies is not None, prompt_cap + n_new,
-                   adapters, None if adapters is None else np.asarray(adapter_weights, np.float32),
-                   draw.DrawSpec.of(samplings), samplings[0].stop_ids, chunk, min_prompt_len,
-                   prompt_cap)
-  return engine.run(prompts, draw.row_keys(rng, n), draw.row_settings(samplings), limits,
-                    copy_of, n_new, stats)
+  prompt_cap = max_prompt_len or sampler.bucket(max(len(p) for p in prompts), min_prompt_len)
+  session = Session(config, params, samplings, slots=slots, max_prompt_len=prompt_cap,
+                    stacked=copies is not None, adapters=adapters,
+                    adapter_slots=None if adapters is None else np.shape(adapter_weights)[1],
+                    chunk=chunk, min_prompt_len=min_prompt_len, stats=stats)
+  session.submit(prompts, draw.row_keys(rng, n, row_ids), samplings, limits=limits,
+                 copies=copies, adapter_weights=adapter_weights)
+  tokens = np.full((n, n_new), config.pad_id, np.int32)
+  logprobs = np.zeros((n, n_new), np.float32)
+  lengths, truncated = np.zeros(n, np.int32), np.zeros(n, bool)
+  for done in session.run():  # a fresh session's rows are 0..n-1
+    i, length = done.row, len(done.tokens)
+    tokens[i, :length], logprobs[i, :length] = done.tokens, done.logprobs
+    lengths[i], truncated[i] = length, done.truncated
+  return sampler.Generation(tokens, logprobs, lengths, truncated)
 
 
-class _Engine:
-  """The slots' state and the host loop of one continuous.generate call."""
+def _samplings(sampling, n: int, caller: str) -> list[SamplingParams]:
+  samplings = [sampling] * n if isinstance(sampling, SamplingParams) else list(sampling)
+  if len(samplings) != n or len({s.stop_ids for s in samplings}) > 1:
+    raise ValueError(f"{caller} needs one SamplingParams, or one per prompt, all with the same "
+                     "stop_ids.")
+  return samplings
 
-  def __init__(self, config, params, slots, num_copies, stacked, length, adapters, weights,
-               spec, stop_ids, chunk, min_prompt_len, prompt_cap):
-    self.config, self.slots, self.num_copies, self.stacked = config, slots, num_copies, stacked
-    self.spec, self.chunk, self.weights = spec, chunk, weights
-    self.min_prompt_len, self.prompt_cap, self.length = min_prompt_len, prompt_cap, length
-    self.stop_ids = jnp.asarray(tuple(config.eos_ids) + tuple(stop_ids), jnp.int32)
+
+@dataclasses.dataclass
+class Finished:
+  """A row the engine finished.
+
+  row: its handle (Session.submit's). tokens, logprobs: what it sampled, the
+  stop token included. truncated: it ran to its limit without a stop token.
+  prefill: which of the session's prefill calls (0, 1, ...) started it.
+  """
+
+  row: int
+  tokens: np.ndarray
+  logprobs: np.ndarray
+  truncated: bool
+  prefill: int
+
+
+@dataclasses.dataclass
+class _Row:
+  prompt: Sequence[int]
+  key: np.ndarray
+  settings: dict[str, Any]
+  limit: int
+  weights: np.ndarray | None
+  prefill: int = -1
+  tokens: list = dataclasses.field(default_factory=list)
+  logprobs: list = dataclasses.field(default_factory=list)
+
+
+class Session:
+  """The continuous engine as a loop the caller drives: submit rows, step, get finished rows.
+
+      session = continuous.Session(config, params, sampling, slots=8, max_prompt_len=256)
+      session.submit(prompts, keys)
+      while not session.idle:
+        for row in session.step():
+          ...  # session.submit(follow-ups) as rows finish
+
+  Shapes are fixed when it opens (slots, prompt columns, the largest
+  max_new_tokens of `sampling`, the draw program of its settings, the LoRA
+  width), so rows submitted at any time reuse the same compiled programs.
+  """
+
+  def __init__(self, config: ModelConfig, params: Any,
+               sampling: SamplingParams | Sequence[SamplingParams], *, slots: int,
+               max_prompt_len: int, stacked: bool = False, adapters: Any = None,
+               adapter_slots: int | None = None, chunk: int | None = None,
+               min_prompt_len: int = 16, stats: Stats | None = None):
+    """Opens the engine; `sampling`: every setting its rows will use (the first is
+    submit's default); `stacked`: params carry a leading full-copy axis, each copy
+    with `slots` slots and its own queue; `adapter_slots`: the LoRA routing width."""
+    samplings = _samplings(sampling, 1 if isinstance(sampling, SamplingParams) else len(sampling),
+                           "continuous.Session()")
+    chunk = DEFAULT_CHUNK if chunk is None else chunk
+    if slots < 1 or chunk < 1 or not samplings:
+      raise ValueError(f"the continuous engine needs slots >= 1, chunk >= 1 and a sampling, got "
+                       f"slots={slots}, chunk={chunk}.")
+    if (adapters is None) != (adapter_slots is None):
+      raise ValueError("continuous.Session needs adapter_slots (the LoRA routing width) with "
+                       "adapters, and neither without.")
+    self.config, self.slots, self.stacked, self.chunk = config, slots, stacked, chunk
+    self.sampling, self.spec = samplings[0], draw.DrawSpec.of(samplings)
+    self.n_new = max(s.max_new_tokens for s in samplings)
+    self.min_prompt_len, self.prompt_cap = min_prompt_len, max_prompt_len
+    self.length, self.adapter_slots = max_prompt_len + self.n_new, adapter_slots
+    self.num_copies = jax.tree_util.tree_leaves(params)[0].shape[0] if stacked else 1
+    self.stop_ids = jnp.asarray(tuple(config.eos_ids) + tuple(self.sampling.stop_ids), jnp.int32)
+    self._stop_ids = np.asarray(self.stop_ids)
     self.prefill_params, self.decode_params = sampler.program_weights(
         config, params, slots, slots=stacked)
     per_layer = isinstance(self.decode_params["layers"], list)
-    self.decode_adapters = _unstacked_adapters(config, adapters) if per_layer else adapters
+    self.decode_adapters = (slot_programs.unstacked_adapters(config, adapters) if per_layer
+                            else adapters)
     self.prefill_adapters = (self.decode_adapters
                              if isinstance(self.prefill_params["layers"], list) else adapters)
-    lora = None if weights is None else weights.shape[1]
-    state = _init_state(config, slots, length, lora, per_layer)
+    state = slot_programs.init_state(config, slots, self.length, adapter_slots, per_layer)
     if stacked:
-      state = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_copies, *x.shape)).copy(), state)
+      state = jax.tree.map(lambda x: jnp.broadcast_to(x, (self.num_copies, *x.shape)).copy(),
+                           state)
     self.state = state
-    self.signature = (config, spec, slots, num_copies, length, lora)
+    self.signature = (config, self.spec, slots, self.num_copies, self.length, adapter_slots)
+    self.stats = Stats() if stats is None else stats
+    self.stats.slots = slots * self.num_copies
+    self.stats.cache_bytes = cache_bytes(config, slots * self.num_copies, self.length)
+    self._queues: list[list[tuple[Any, int]]] = [[] for _ in range(self.num_copies)]
+    self._free = np.ones((self.num_copies, slots), bool)
+    self._row_of = np.full((self.num_copies, slots), -1)
+    self._rows: dict[int, _Row] = {}
+    self._next = self._prefills = 0
+
+  @property
+  def idle(self) -> bool:
+    """No row queued or decoding."""
+    return bool(self._free.all()) and not any(self._queues)
+
+  def submit(self, prompts: Sequence[Sequence[int]], keys: jax.Array | np.ndarray,
+             sampling: SamplingParams | Sequence[SamplingParams] | None = None, *,
+             limits: Sequence[int] | None = None, copies: Sequence[int] | None = None,
+             adapter_weights: np.ndarray | None = None,
+             priority: Sequence[Any] | None = None) -> list[int]:
+    """Queues rows; returns their handles (Finished.row).
+
+    keys [n, 2]: each row's own key (draw.row_keys). sampling: the session's
+    first by default; a row's settings must need no other draw program than
+    the session's. limits: token limits (default each row's max_new_tokens).
+    copies: each row's full copy (stacked sessions). adapter_weights [n, S].
+    priority: rows with lower values are prefilled first, then in submission
+    order (default: submission order).
+    """
+    n = len(prompts)
+    samplings = _samplings(self.sampling if sampling is None else sampling, n,
+                           "Session.submit()")
+    self._check_draw(samplings)
+    limits = np.array([s.max_new_tokens for s in samplings] if limits is None else limits,
+                      np.int32)
+    if len(limits) != n or (n and (limits.min() < 1 or limits.max() > self.n_new)):
+      raise ValueError(f"limits must give each of the {n} rows a token limit in [1, "
+                       f"max_new_tokens={self.n_new}], got {limits.tolist()}.")
+    longest = max(map(len, prompts), default=0)
+    if longest > self.prompt_cap:
+      raise ValueError(f"a prompt of {longest} tokens is longer than max_prompt_len="
+                       f"{self.prompt_cap}; truncate it (rollout does, from the left) or raise "
+                       "max_prompt_len.")
+    if longest + self.n_new > self.config.max_position_embeddings:
+      raise ValueError(
+          f"a prompt of {longest} tokens + max_new_tokens {self.n_new} exceeds the model's "
+          f"max_position_embeddings={self.config.max_position_embeddings}; shorten the prompts "
+          "or lower max_new_tokens.")
+    copy_of = np.zeros(n, np.int64) if copies is None else np.asarray(copies, np.int64)
+    if (copies is not None and not self.stacked) or len(copy_of) != n or (n and (
+        copy_of.min() < 0 or copy_of.max() >= self.num_copies)):
+      raise ValueError(f"copies must give each of the {n} rows a copy in [0, {self.num_copies}) "
+                       "(a session over stacked full copies only).")
+    weights = None if adapter_weights is None else np.asarray(adapter_weights, np.float32)
+    if (weights is None) != (self.adapter_slots is None) or (
+        weights is not None and weights.shape != (n, self.adapter_slots)):
+      raise ValueError(f"adapter_weights must be [{n}, {self.adapter_slots}] with adapters, and "
+                       "absent without.")
+    keys = np.asarray(keys)
+    if keys.shape != (n, 2):
+      raise ValueError(f"Session.submit() needs one [2] key per row, got shape {keys.shape}.")
+    settings = draw.row_settings(samplings)
+    handles = list(range(self._next, self._next + n))
+    self._next += n
+    for i, handle in enumerate(handles):
+      self._rows[handle] = _Row(prompts[i], keys[i], {k: v[i] for k, v in settings.items()},
+                                int(limits[i]), None if weights is None else weights[i])
+      rank = handle if priority is None else priority[i]
+      heapq.heappush(self._queues[copy_of[i]], (rank, handle))
+    self.stats.rows += n
+    return handles
+
+  def _check_draw(self, samplings: Sequence[SamplingParams]) -> None:
+    """A row may use the session's draw program if it needs nothing the program leaves out."""
+    need, have = draw.DrawSpec.of(samplings), self.spec
+    if samplings and (samplings[0].stop_ids != self.sampling.stop_ids or (
+        have.greedy and not need.greedy) or need.top_k > have.top_k or (
+            need.top_p and not have.top_p)):
+      raise ValueError(f"rows with draw {need} and stop_ids {samplings[0].stop_ids} do not fit "
+                       f"this session's draw {have} and stop_ids {self.sampling.stop_ids}; open "
+                       "the session with every sampling its rows will use.")
+
+  def run(self) -> list[Finished]:
+    """Steps until idle; the rows finished, in the order they finished."""
+    out = []
+    while not self.idle:
+      out += self.step()
+    return out
+
+  def step(self) -> list[Finished]:
+    """Refills free slots from the queues, decodes one chunk; returns the rows that finished."""
+    finished: list[Finished] = []
+    taken = [[heapq.heappop(queue)[1] for _ in range(min(int(self._free[c].sum()), len(queue)))]
+             for c, queue in enumerate(self._queues)]
+    if any(taken):
+      self._refill(taken, finished)
+    if self._free.all():
+      return finished
+    self._note("decode", self.chunk)
+    self.state, out_tokens, out_logp, steps = slot_programs.decode_program(
+        self.config, self.spec, self.chunk, self.stacked, self.decode_params,
+        self.decode_adapters, self.state, self.stop_ids)
+    out_tokens, out_logp = np.asarray(out_tokens), np.asarray(out_logp)
+    state = {k: np.asarray(self.state[k]) for k in ("steps", "done", "stopped")}
+    if not self.stacked:
+      out_tokens, out_logp = out_tokens[None], out_logp[None]
+      state = {k: v[None] for k, v in state.items()}
+    self.stats.chunks += 1
+    self.stats.decode_steps += int(steps)
+    self.stats.slot_steps += int(steps) * self.slots * self.num_copies
+    for c, slot in zip(*np.nonzero(~self._free)):
+      handle = int(self._row_of[c, slot])
+      row = self._rows[handle]
+      new = int(state["steps"][c, slot]) - sum(map(len, row.tokens))
+      row.tokens.append(out_tokens[c, slot, :new])
+      row.logprobs.append(out_logp[c, slot, :new])
+      if state["done"][c, slot]:
+        self._free[c, slot] = True
+        finished.append(self._finish(handle, not state["stopped"][c, slot]))
+    return finished
+
+  def _finish(self, handle: int, truncated: bool) -> Finished:
+    row = self._rows.pop(handle)
+    tokens = np.concatenate(row.tokens).astype(np.int32)
+    self.stats.tokens += len(tokens)
+    return Finished(handle, tokens, np.concatenate(row.logprobs).astype(np.float32),
+                    bool(truncated), row.prefill)
 
   def _note(self, kind: str, *shape) -> None:
     sampler._note_compile(  # pylint: disable=protected-access
         ("continuous", kind, *self.signature, *shape),
         f"continuous {kind} {shape}, {self.slots} slots x {self.length} tokens")
 
-  def run(self, prompts, keys, settings, limits, copy_of, n_new, stats):
-    n, slots, copies = len(prompts), self.slots, self.num_copies
-    queues = [collections.deque(np.flatnonzero(copy_of == c).tolist()) for c in range(copies)]
-    row_of = np.full((copies, slots), -1)
-    free = np.ones((copies, slots), bool)
-    tokens = np.full((n, n_new), self.config.pad_id, np.int32)
-    logprobs = np.zeros((n, n_new), np.float32)
-    lengths = np.zeros(n, np.int32)
-    truncated = np.zeros(n, bool)
-    stats = Stats() if stats is None else stats
-    stats.rows, stats.slots = n, slots * copies
-    stats.cache_bytes = cache_bytes(self.config, slots * copies, self.length)
-    keys = np.asarray(keys)
-    while True:
-      taken = [[queue.popleft() for _ in range(min(int(free[c].sum()), len(queue)))]
-               for c, queue in enumerate(queues)]
-      if any(taken):
-        ids, logp, done = self._refill(taken, free, prompts, keys, settings, limits)
-        for c, rows in enumerate(taken):
-          for j, (row, slot) in enumerate(zip(rows, np.flatnonzero(free[c])[:len(rows)])):
-            tokens[row, 0], logprobs[row, 0], lengths[row] = ids[c, j], logp[c, j], 1
-            row_of[c, slot] = row
-            truncated[row] = not np.isin(ids[c, j], np.asarray(self.stop_ids))
-            free[c, slot] = bool(done[c, j])
-        stats.prefills += 1
-        stats.slot_steps += sum(map(len, taken))
-      if free.all() and not any(queues):
-        break
-      self._note("decode", self.chunk)
-      self.state, out_tokens, out_logp, steps = _decode_program(
-          self.config, self.spec, self.chunk, self.stacked, self.decode_params,
-          self.decode_adapters, self.state, self.stop_ids)
-      out_tokens, out_logp = np.asarray(out_tokens), np.asarray(out_logp)
-      state = {k: np.asarray(self.state[k]) for k in ("steps", "done", "stopped")}
-      if not self.stacked:
-        out_tokens, out_logp = out_tokens[None], out_logp[None]
-        state = {k: v[None] for k, v in state.items()}
-      stats.chunks += 1
-      stats.decode_steps += int(steps)
-      stats.slot_steps += int(steps) * slots * copies
-      for c, slot in zip(*np.nonzero(~free)):
-        row = row_of[c, slot]
-        new = int(state["steps"][c, slot]) - int(lengths[row])
-        tokens[row, lengths[row]:lengths[row] + new] = out_tokens[c, slot, :new]
-        logprobs[row, lengths[row]:lengths[row] + new] = out_logp[c, slot, :new]
-        lengths[row] += new
-        truncated[row] = not state["stopped"][c, slot]
-        free[c, slot] = bool(state["done"][c, slot])
-    stats.tokens = int(lengths.sum())
-    return sampler.Generation(tokens, logprobs, lengths, truncated)
-
-  def _refill(self, taken, free, prompts, keys, settings, limits):
+  def _refill(self, taken: list[list[int]], finished: list[Finished]) -> None:
     """One prefill program call for the rows `taken` per copy, into their free slots."""
     copies, slots = self.num_copies, self.slots
-    count = max(map(len, taken))
-    rows = min(sampler.bucket(count, 1), slots)
-    longest = max(len(prompts[r]) for part in taken for r in part)
+    rows = min(sampler.bucket(max(map(len, taken)), 1), slots)
+    longest = max(len(self._rows[r].prompt) for part in taken for r in part)
     prompt_len = min(sampler.bucket(longest, self.min_prompt_len), self.prompt_cap)
-    pad_id = self.config.pad_id
     shape = (copies, rows)
-    tokens, valid = np.full((*shape, prompt_len), pad_id, np.int32), np.zeros(
-        (*shape, prompt_len), bool)
+    tokens = np.full((*shape, prompt_len), self.config.pad_id, np.int32)
+    valid = np.zeros((*shape, prompt_len), bool)
     slot_ids = np.full(shape, slots, np.int32)  # out of range: written nowhere
-    row_keys = np.zeros((*shape, 2), np.uint32)
-    row_settings = {k: np.zeros(shape, v.dtype) for k, v in settings.items()}
-    row_limits = np.ones(shape, np.int32)
-    weights = None if self.weights is None else np.zeros((*shape, self.weights.shape[1]),
-                                                         np.float32)
+    keys = np.zeros((*shape, 2), np.uint32)
+    settings = {k: np.zeros(shape, v.dtype)
+                for k, v in draw.row_settings([self.sampling]).items()}
+    limits = np.ones(shape, np.int32)
+    weights = None if self.adapter_slots is None else np.zeros((*shape, self.adapter_slots),
+                                                               np.float32)
+    places = []
     for c, part in enumerate(taken):
       if not part:
         continue
+      rows_of = [self._rows[r] for r in part]
       tokens[c, :len(part)], valid[c, :len(part)] = sampler.left_pad(
-          [prompts[r] for r in part], prompt_len, len(part), pad_id)
-      slot_ids[c, :len(part)] = np.flatnonzero(free[c])[:len(part)]
-      row_keys[c, :len(part)] = keys[part]
-      for k, v in settings.items():
-        row_settings[k][c, :len(part)] = v[part]
-      row_limits[c, :len(part)] = limits[part]
-      if weights is not None:
-        weights[c, :len(part)] = self.weights[part]
-    args = [tokens, valid, slot_ids, row_keys, row_settings, row_limits, weights]
+          [r.prompt for r in rows_of], prompt_len, len(part), self.config.pad_id)
+      free = np.flatnonzero(self._free[c])[:len(part)]
+      slot_ids[c, :len(part)] = free
+      for j, (handle, row, slot) in enumerate(zip(part, rows_of, free)):
+        keys[c, j], limits[c, j] = row.key, row.limit
+        for k, v in row.settings.items():
+          settings[k][c, j] = v
+        if weights is not None:
+          weights[c, j] = row.weights
+        places.append((c, j, handle, slot))
+    args = [tokens, valid, slot_ids, keys, settings, limits, weights]
     if not self.stacked:
       args = [None if a is None else jax.tree.map(lambda x: x[0], a) for a in args]
     self._note("prefill", rows, prompt_len)
-    self.state, ids, logp, done = _prefill_program(
+    self.state, ids, logp, done = slot_programs.prefill_program(
         self.config, self.spec, self.stacked, self.prefill_params, self.prefill_adapters,
         self.state, *jax.tree.map(jnp.asarray, args), self.stop_ids)
-    out = [np.asarray(x) for x in (ids, logp, done)]
-    return out if self.stacked else [x[None] for x in out]
+    ids, logp, done = (np.asarray(x) if self.stacked else np.asarray(x)[None]
+                       for x in (ids, logp, done))
+    for c, j, handle, slot in places:
+      row = self._rows[handle]
+      row.tokens, row.logprobs, row.prefill = [ids[c, j:j + 1]], [logp[c, j:j + 1]], self._prefills
+      self._row_of[c, slot] = handle
+      self._free[c, slot] = bool(done[c, j])
+      if done[c, j]:
+        finished.append(self._finish(handle, not np.isin(ids[c, j], self._stop_ids)))
+    self._prefills += 1
+    self.stats.prefills += 1
+    self.stats.slot_steps += len(places)

@@ -64,15 +64,24 @@ def row_settings(samplings: Sequence[SamplingParams]) -> dict[str, np.ndarray]:
           "top_p": np.array([s.top_p if s.temperature else 1.0 for s in samplings], np.float32)}
 
 
-def row_keys(rng: jax.Array, rows: int) -> jax.Array:
+def row_keys(rng: jax.Array, rows: int, ids: Sequence[int] | None = None) -> jax.Array:
   """One key per row: `rng` itself when it holds one key per row ([rows, 2]),
-  else fold_in(rng, i) for row i (the row's identity is its index)."""
+  else fold_in(rng, ids[i]) for row i, its identity (default: its index i).
+
+  Ids let a caller key a row by what it is rather than where it sits (rollout:
+  an episode's call), so the row draws the same tokens in any batch.
+  """
   rng = jnp.asarray(rng)
   if rng.ndim == 2:
-    if rng.shape[0] != rows:
-      raise ValueError(f"got {rng.shape[0]} per-row keys for {rows} rows.")
+    if rng.shape[0] != rows or ids is not None:
+      raise ValueError(f"got {rng.shape[0]} per-row keys for {rows} rows"
+                       + (" and row ids too: give one or the other." if ids is not None else "."))
     return rng
-  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.arange(rows))
+  ids = np.arange(rows) if ids is None else np.asarray(ids, np.int64)
+  if ids.shape != (rows,) or (rows and (ids.min() < 0 or ids.max() >= 2**32)):
+    raise ValueError(f"row_ids must give each of the {rows} rows an id in [0, 2**32), got "
+                     f"{ids.tolist()}.")
+  return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, jnp.asarray(ids, jnp.uint32))
 
 
 def sample(keys: jax.Array, steps: jax.Array, logits: jax.Array, spec: DrawSpec,

@@ -307,12 +307,13 @@ def _note_compile(signature: tuple, description: str) -> None:
 
 
 def row_inputs(sampling: SamplingParams, rng: jax.Array, n: int, rows: int,
-               limits: Sequence[int] | None = None):
+               limits: Sequence[int] | None = None, row_ids: Sequence[int] | None = None):
   """Each of `rows` rows' key (draw.row_keys: row i of the n real ones draws
-  with fold_in(rng, i), or its own key of a per-row [n, 2] rng), draw settings
-  and token limit (limits, each <= sampling.max_new_tokens; default that)."""
+  with fold_in(rng, row_ids[i]) (default i), or its own key of a per-row [n, 2]
+  rng), draw settings and token limit (limits, each <= sampling.max_new_tokens;
+  default that)."""
   n_new = sampling.max_new_tokens
-  keys = draw.row_keys(rng, n)
+  keys = draw.row_keys(rng, n, row_ids)
   keys = jnp.concatenate([keys, jnp.zeros((rows - n, 2), keys.dtype)]) if rows > n else keys
   settings = {k: jnp.asarray(v) for k, v in draw.row_settings([sampling] * rows).items()}
   if limits is None:
@@ -334,6 +335,7 @@ def generate(
     adapters: Any = None,
     adapter_weights: np.ndarray | None = None,
     limits: Sequence[int] | None = None,
+    row_ids: Sequence[int] | None = None,
     min_batch: int = 8,
     min_prompt_len: int = 16,
 ) -> Generation:
@@ -342,9 +344,10 @@ def generate(
   The batch and the prompt length are padded up to power-of-two buckets;
   padded rows are dropped from the result. `adapter_weights` [B, S] routes
   each row to its LoRA slots (see marl_jax.models.decoder). Row i draws from
-  its own key (`row_inputs`: fold_in(rng, i), or rng[i] for per-row keys
-  [B, 2]), so its tokens do not depend on the other rows; `limits` [B] cuts
-  rows at their own token limit (truncated there).
+  its own key (`row_inputs`: fold_in(rng, row_ids[i]) with row_ids [B]
+  defaulting to 0..B-1, or rng[i] for per-row keys [B, 2]), so its tokens do
+  not depend on the other rows; `limits` [B] cuts rows at their own token
+  limit (truncated there).
   """
   n = len(prompts)
   batch = bucket(n, min_batch)
@@ -354,7 +357,7 @@ def generate(
                  None if adapter_weights is None else adapter_weights.shape[1]),
                 f"batch {batch}, prompt {prompt_len}, new {sampling.max_new_tokens}")
   adapter_weights = None if adapter_weights is None else jnp.asarray(adapter_weights)
-  keys, settings, limits = row_inputs(sampling, rng, n, batch, limits)
+  keys, settings, limits = row_inputs(sampling, rng, n, batch, limits, row_ids)
   out = _generate(config, sampling, draw.DrawSpec.of([sampling]), params, jnp.asarray(tokens),
                   jnp.asarray(valid), keys, settings, limits, adapters, adapter_weights,
                   _decode_params(config, params, batch), unroll=unroll_default())
@@ -412,6 +415,7 @@ def generate_slots(
     adapters: Any = None,
     adapter_weights: np.ndarray | None = None,
     limits: Sequence[int] | None = None,
+    row_ids: Sequence[int] | None = None,
     min_batch: int = 8,
     min_prompt_len: int = 16,
 ) -> Generation:
@@ -436,7 +440,7 @@ def generate_slots(
                  adapters is not None, None if weights is None else weights.shape[-1]),
                 f"{num_slots} slots x batch {index.shape[1]}, prompt {prompt_len}, "
                 f"new {sampling.max_new_tokens}")
-  keys, settings, limits = row_inputs(sampling, rng, n, n + 1, limits)
+  keys, settings, limits = row_inputs(sampling, rng, n, n + 1, limits, row_ids)
   out = _generate_slots(config, sampling, params, jnp.asarray(tokens[index]),
                         jnp.asarray(valid[index]), keys[index],
                         {k: v[index] for k, v in settings.items()}, limits[index],

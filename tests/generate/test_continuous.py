@@ -135,3 +135,21 @@ def test_bad_inputs_raise_clear_errors(params):
   with pytest.raises(ValueError, match="stop_ids"):
     continuous.generate(CONFIG, params, [[5], [6]], jax.random.PRNGKey(0),
                         [sampling, SamplingParams(stop_ids=(3,))], slots=1)
+
+
+@pytest.mark.parametrize("engine", ["lockstep", "continuous"])
+def test_row_ids_key_rows_by_identity(params, engine):
+  """Rows keyed by ids draw what the same rows drew at those places of a larger call."""
+  prompts = _prompts(seed=11)
+  sampling = SamplingParams(temperature=1.0, max_new_tokens=8)
+  call = (sampler.generate if engine == "lockstep" else
+          lambda *args, **kw: continuous.generate(*args, slots=3, **kw))
+  whole = call(CONFIG, params, prompts, jax.random.PRNGKey(2), sampling)
+  ids = [9, 2, 5]
+  part = call(CONFIG, params, [prompts[i] for i in ids], jax.random.PRNGKey(2), sampling,
+              row_ids=ids)
+  np.testing.assert_array_equal(part.tokens, whole.tokens[ids])
+  np.testing.assert_array_equal(part.lengths, whole.lengths[ids])
+  default = call(CONFIG, params, prompts[:4], jax.random.PRNGKey(2), sampling,
+                 row_ids=range(4))  # the default ids are the places
+  np.testing.assert_array_equal(default.tokens, whole.tokens[:4])

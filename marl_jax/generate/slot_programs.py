@@ -1,0 +1,157 @@
+"""The continuous engine's jitted programs over a fixed set of decode slots.
+
+  prefill  rows into free slots: their keys and values at cache columns [0, P),
+           their first token drawn (padding rows, slot id >= slots, write nowhere).
+  decode   up to `chunk` steps of every slot; each row writes at its own column.
+The host loop that drives them is continuous.Session.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from marl_jax.generate import draw
+from marl_jax.models import decoder
+from marl_jax.models.config import ModelConfig, as_dtype
+
+
+def init_state(config: ModelConfig, slots: int, length: int, lora_slots: int | None,
+               per_layer: bool) -> dict[str, Any]:
+  """Empty engine state: every slot free (done)."""
+  dtype = as_dtype(config.compute_dtype)
+  shape = (slots, config.num_kv_heads, length, config.head_dim)
+  if per_layer:
+    cache = [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+             for _ in range(config.num_layers)]
+  else:
+    cache = tuple(jnp.zeros((config.num_layers, *shape), dtype) for _ in range(2))
+  zeros = lambda dtype: jnp.zeros((slots,), dtype)
+  state = {"cache": cache, "cache_valid": jnp.zeros((slots, length), bool),
+           "column": zeros(jnp.int32), "position": zeros(jnp.int32), "last": zeros(jnp.int32),
+           "steps": zeros(jnp.int32), "limit": jnp.ones((slots,), jnp.int32),
+           "done": jnp.ones((slots,), bool), "stopped": zeros(bool),
+           "keys": jnp.zeros((slots, 2), jnp.uint32),
+           "settings": {"temperature": zeros(jnp.float32), "top_k": zeros(jnp.int32),
+                        "top_p": jnp.ones((slots,), jnp.float32)}}
+  if lora_slots is not None:
+    state["weights"] = jnp.zeros((slots, lora_slots), jnp.float32)
+  return state
+
+
+def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, state, tokens, valid,
+             slot_ids, keys, settings, limits, weights, stop_ids):
+  """Prefills rows [R, P] into slots slot_ids [R] (an id >= slots: a padding row,
+  written nowhere) and draws their first tokens; returns (state, ids, done)."""
+  dtype = as_dtype(config.compute_dtype)
+  positions = decoder.left_pad_positions(valid)
+  hidden, kv = decoder.forward_hidden(config, params, tokens, positions, valid,
+                                      adapters=adapters, adapter_weights=weights)
+  logits = decoder.logits_from_hidden(config, params, hidden[:, -1:])[:, 0]
+  ids, logp = draw.sample(keys, jnp.zeros_like(slot_ids), logits, spec, settings)
+  prompt_len = tokens.shape[1]
+  put = lambda x, new: x.at[slot_ids].set(new, mode="drop")
+  cache = state["cache"]
+  if isinstance(cache, list):
+    if not isinstance(kv, list):  # the stacked prefill's [L, ...] keys and values, per layer
+      kv = [tuple(c[i] for c in kv) for i in range(config.num_layers)]
+    cache = [tuple(c.at[slot_ids, :, :prompt_len].set(n.astype(dtype), mode="drop")
+                   for c, n in zip(layer, new)) for layer, new in zip(cache, kv)]
+  else:
+    cache = tuple(c.at[:, slot_ids, :, :prompt_len].set(n.astype(dtype), mode="drop")
+                  for c, n in zip(cache, kv))
+  length = state["cache_valid"].shape[1]
+  stopped = jnp.isin(ids, stop_ids)
+  done = stopped | (limits <= 1)
+  new = {**state, "cache": cache,
+         "cache_valid": put(state["cache_valid"],
+                            jnp.pad(valid, ((0, 0), (0, length - prompt_len)))),
+         "column": put(state["column"], jnp.full_like(slot_ids, prompt_len)),
+         "position": put(state["position"], positions[:, -1] + 1),
+         "last": put(state["last"], ids.astype(jnp.int32)),
+         "steps": put(state["steps"], jnp.ones_like(slot_ids)),
+         "limit": put(state["limit"], limits), "done": put(state["done"], done),
+         "stopped": put(state["stopped"], stopped), "keys": put(state["keys"], keys),
+         "settings": jax.tree.map(put, state["settings"], settings)}
+  if weights is not None:
+    new["weights"] = put(state["weights"], weights)
+  return new, ids, logp, done
+
+
+def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapters, state,
+            stop_ids):
+  """Up to `chunk` decode steps of every slot (stopping early when all are done);
+  returns (state, tokens [B, chunk], logprobs [B, chunk], steps run)."""
+  slots = state["last"].shape[0]
+  rows = jnp.arange(slots)
+  model = functools.partial(decoder.forward_hidden, config, params, adapters=adapters,
+                            adapter_weights=state.get("weights"))
+
+  def cond(carry):
+    i, state, *_ = carry
+    return (i < chunk) & ~jnp.all(state["done"])
+
+  def body(carry):
+    i, state, out_tokens, out_logp = carry
+    done, column = state["done"], state["column"]
+    hidden, cache = model(state["last"][:, None], state["position"][:, None],
+                          jnp.ones((slots, 1), bool), cache=state["cache"],
+                          cache_valid=state["cache_valid"], cache_index=column)
+    logits = decoder.logits_from_hidden(config, params, hidden)[:, 0]
+    ids, logp = draw.sample(state["keys"], state["steps"], logits, spec, state["settings"])
+    ids = jnp.where(done, config.pad_id, ids)
+    out_tokens = out_tokens.at[:, i].set(ids)
+    out_logp = out_logp.at[:, i].set(jnp.where(done, 0.0, logp))
+    live = (~done).astype(jnp.int32)
+    steps = state["steps"] + live
+    stopped = state["stopped"] | (~done & jnp.isin(ids, stop_ids))
+    state = {**state, "cache": cache,
+             "cache_valid": state["cache_valid"].at[rows, column].set(True),
+             "column": column + live, "position": state["position"] + live,
+             "last": jnp.where(done, state["last"], ids.astype(jnp.int32)), "steps": steps,
+             "stopped": stopped, "done": done | stopped | (steps >= state["limit"])}
+    return i + 1, state, out_tokens, out_logp
+
+  out_tokens = jnp.full((slots, chunk), config.pad_id, jnp.int32)
+  out_logp = jnp.zeros((slots, chunk), jnp.float32)
+  steps, state, out_tokens, out_logp = jax.lax.while_loop(
+      cond, body, (jnp.int32(0), state, out_tokens, out_logp))
+  return state, out_tokens, out_logp, steps
+
+
+def _vmapped(fn, copies: bool, shared: tuple[int, ...]):
+  """fn over a leading copy axis of every argument but those at `shared`."""
+  if not copies:
+    return fn
+
+  def call(*args):
+    axes = tuple(None if i in shared or args[i] is None else 0 for i in range(len(args)))
+    return jax.vmap(fn, in_axes=axes)(*args)
+
+  return call
+
+
+@functools.partial(jax.jit, static_argnames=("config", "spec", "copies"),
+                   donate_argnames=("state",))
+def prefill_program(config, spec, copies, params, adapters, state, tokens, valid, slot_ids,
+                     keys, settings, limits, weights, stop_ids):
+  fn = _vmapped(functools.partial(_prefill, config, spec), copies, shared=(1, 10))
+  return fn(params, adapters, state, tokens, valid, slot_ids, keys, settings, limits, weights,
+            stop_ids)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "spec", "chunk", "copies"),
+                   donate_argnames=("state",))
+def decode_program(config, spec, chunk, copies, params, adapters, state, stop_ids):
+  fn = _vmapped(functools.partial(_decode, config, spec, chunk), copies, shared=(1, 3))
+  state, tokens, logp, steps = fn(params, adapters, state, stop_ids)
+  return state, tokens, logp, steps if not copies else steps.max()
+
+
+def unstacked_adapters(config: ModelConfig, adapters):
+  """Adapters with per-layer leaves, for the decode layout of unstacked layers."""
+  return None if adapters is None else {
+      "layers": decoder.unstack(adapters["layers"], config.num_layers)}
