@@ -292,6 +292,14 @@ class PolicyStore:
     return sampling_lib.generate(self.config, params, prompts, rng, sampling,
                                  adapters=adapters, adapter_weights=weights, **options)
 
+  def session(self, roles: Sequence[str],
+              sampling: sampling_lib.SamplingParams | Sequence[sampling_lib.SamplingParams], *,
+              slots: int, max_prompt_len: int, **options) -> "RoleSession":
+    """A continuous-engine session (continuous.Session) for rows of these roles,
+    routed as `generate` routes them; `options`: chunk, min_prompt_len, stats."""
+    return RoleSession(self, roles, sampling, slots=slots, max_prompt_len=max_prompt_len,
+                       **options)
+
   def token_logprobs(
       self,
       tokens: jax.Array,
@@ -332,6 +340,54 @@ class PolicyStore:
     out = jax.vmap(one_slot, in_axes=(0, 0, 0, None if weights is None else 0))(
         full, pad_row(jnp.asarray(tokens)), pad_row(jnp.asarray(valid)), weights)
     return tuple(x.reshape(-1, x.shape[-1])[position] for x in out)
+
+
+class RoleSession:
+  """continuous.Session behind a PolicyStore's routing: rows name their roles, and the
+  session gives them their LoRA weights or full copy (PolicyStore.session)."""
+
+  def __init__(self, store: PolicyStore, roles: Sequence[str],
+               sampling: sampling_lib.SamplingParams | Sequence[sampling_lib.SamplingParams],
+               **options):
+    self.roles = tuple(dict.fromkeys(roles))
+    if not self.roles:
+      raise ValueError("PolicyStore.session() needs the roles its rows will have.")
+    adapters, weights = store.trainable.get("lora"), store.adapter_weights(self.roles)
+    if adapters is not None:  # only the slots of these roles run (as generate's lora.compact)
+      adapters, weights = lora_lib.compact(adapters, weights)
+    self._weights = None if weights is None else dict(zip(self.roles, weights))
+    params, full, self._copy = store.base, store.trainable.get("full"), None
+    if full is not None:
+      used, copy = np.unique(store.full_slots(self.roles), return_inverse=True)
+      params = jax.tree.map(lambda x: x[used[0]] if len(used) == 1 else x[used], full)
+      self._copy = None if len(used) == 1 else dict(zip(self.roles, copy))
+    self.engine = continuous.Session(
+        store.config, params, sampling, stacked=self._copy is not None, adapters=adapters,
+        adapter_slots=None if weights is None else weights.shape[1], **options)
+
+  @property
+  def idle(self) -> bool:
+    return self.engine.idle
+
+  @property
+  def stats(self) -> continuous.Stats:
+    return self.engine.stats
+
+  def submit(self, prompts: Sequence[Sequence[int]], roles: Sequence[str], keys: Any,
+             sampling: Any = None, **options) -> list[int]:
+    """continuous.Session.submit for rows of these roles; `options`: limits, priority."""
+    unknown = sorted(set(roles) - set(self.roles))
+    if len(roles) != len(prompts) or unknown:
+      raise ValueError(f"submit() needs one role per prompt, each one of the session's "
+                       f"{self.roles}; got {len(roles)} roles for {len(prompts)} prompts"
+                       + (f", unknown {unknown}." if unknown else "."))
+    weights = None if self._weights is None else np.stack([self._weights[r] for r in roles])
+    copies = None if self._copy is None else [self._copy[r] for r in roles]
+    return self.engine.submit(prompts, keys, sampling, copies=copies, adapter_weights=weights,
+                              **options)
+
+  def step(self) -> list[continuous.Finished]:
+    return self.engine.step()
 
 
 class ScriptedPolicy:

@@ -282,9 +282,9 @@ class ParamsPolicy:
     del role
     return 0
 
-  def generate(self, prompts, roles, rng, sampling_params):
-    del roles
-    return sampling.generate(self.model, self.params, prompts, rng, sampling_params)
+  def generate(self, prompts, roles, rng, sampling_params, **options):
+    del roles  # options: rollout's row_ids
+    return sampling.generate(self.model, self.params, prompts, rng, sampling_params, **options)
 
 
 def generator_accuracy(model: ModelConfig, params: Any, skill: Sequence[Source], tokenizer: Any,

@@ -52,6 +52,7 @@ from marl_jax.rl import schemes
 from marl_jax.rl import update
 from marl_jax.trainer import distributed
 from marl_jax.trainer import writers
+from marl_jax.workflows import rollout
 
 TASKS = ("math", "code")
 _ARG_DEFAULTS = {"workflow": "voting", "task": "math", "model": "tiny_m", "policy": "shared",
@@ -170,6 +171,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # vary (bench rollout_long), the tiny world's 24-token answers do not.
   c.rollout.engine = "continuous" if study else "lockstep"
   c.rollout.slots = 0  # continuous decode slots; 0 = from device memory (planner.rollout_slots)
+  # 'stages' (a stage group's calls across the batch, then the next group's) or
+  # 'episodes' (engine='continuous' only: an episode's next calls start as soon as
+  # its current ones end, and GRPO groups are verified while decoding goes on).
+  # The same episodes either way (marl_jax.workflows.rollout); only the time differs.
+  c.rollout.schedule = "stages"
 
   c.rl = ml_collections.ConfigDict()
   c.rl.lr = 2e-5 if study else 1e-4
@@ -429,6 +435,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if _field(config, "rollout.engine") is not None:  # configs saved before the field: lockstep
     one_of("rollout.engine", continuous.ENGINES)
     at_least("rollout.slots", 0, " (0: from device memory)")
+  if _field(config, "rollout.schedule") is not None:  # configs saved before the field: stages
+    one_of("rollout.schedule", rollout.SCHEDULES)
+    if _field(config, "rollout.schedule") == "episodes" and _field(
+        config, "rollout.engine") != "continuous":
+      problems.append(f"rollout.schedule='episodes' needs rollout.engine='continuous', got "
+                      f"rollout.engine={_field(config, 'rollout.engine')!r}")
   at_least("train.steps", 0)
   at_least("train.save_rollouts_every", 0, " (0: off)")
   at_least("rl.lr", 0)

@@ -1,17 +1,25 @@
-"""Runs a workflow over B problems x G samples in lockstep stages, one sampler call per stage.
+"""Runs a workflow over B problems x G samples: stage by stage, or each episode at its own pace.
 
     episodes = rollout.run(workflows.get("voting"), store, task, problems,
                            group_size=8, rng=key, sampling=SamplingParams(0.7),
                            tokenizer=tokenizer)
     metrics = rollout.role_metrics(episodes)
 
-Every call of a stage, across the whole batch and every role in it, goes to
-the policy as ONE `generate` call (rows carry their roles, the policy routes
-them to their slots). Stage i samples with `fold_in(rng, i)`, so a rollout is
-a deterministic function of its key. Afterwards every distinct answer that
+schedule='stages': every call of a stage group, across the whole batch and
+every role in it, goes to the policy as ONE `generate` call (rows carry their
+roles, the policy routes them to their slots); then every distinct answer that
 matters (finals, each generator's / worker's answer, the answers evaluators
 judged and aggregators chose among) is verified in one `task.verify_batch`
-call, through the text of a call that produced it.
+call, through the text of a call that produced it (workflows.verify).
+schedule='episodes' (continuous engine): one engine session for the rollout;
+an episode's calls of group k+1 are submitted as soon as its calls of group k
+are done (earlier episodes first), and a GRPO group is verified on a worker
+thread as soon as its episodes are done, while decoding goes on.
+
+A call's key is its identity: fold_in(fold_in(rng, k), id) for group k, id =
+episode.id * P + the place of its (stage, agent) among the group's P calls,
+so the records do not depend on the schedule, the engine or which episodes
+share a sampler call: both schedules give the same episodes.
 """
 
 from __future__ import annotations
@@ -21,14 +29,15 @@ import time
 from typing import Any, Mapping, Protocol, Sequence
 
 import jax
+import numpy as np
 
-from marl_jax.generate import continuous
+from marl_jax.generate import continuous, draw
 from marl_jax.generate.sampler import Generation, SamplingParams
 from marl_jax.tasks import Problem, Task
-from marl_jax.tasks import rewards
 from marl_jax.workflows import prompts as prompts_lib
-from marl_jax.workflows.base import Workflow
+from marl_jax.workflows.base import Stage, Workflow
 from marl_jax.workflows.episodes import Call, Episode, role_metrics
+from marl_jax.workflows.verify import Background, verify
 
 __all__ = ["Policy", "role_metrics", "run"]
 
@@ -36,16 +45,20 @@ DEFAULT_MAX_PROMPT_LEN = 256
 # Held-out evaluation samples with fold_in(seed, EVAL_KEY) at every evaluation
 # of a run, so accuracy curves compare policies, not draws.
 EVAL_KEY = 7919
-# A verdict call with one of these failures is scored wrong whatever its fallback did
-# (eval_opt's unreadable_verdict decides only what the episode does next).
-_SCORED_FAILURES = ("empty", "no_verdict")
+SCHEDULES = ("stages", "episodes")  # config.rollout.schedule
 
 
 class Policy(Protocol):
-  """A generator backend: PolicyStore, or a scripted stand-in for tests."""
+  """A generator backend: PolicyStore, or a scripted stand-in for tests.
+
+  generate's options: row_ids (each row's key is fold_in(rng, row_ids[i])),
+  and with engine='continuous' the engine's (slots, limits, max_prompt_len).
+  schedule='episodes' also needs `session(roles, sampling, slots=,
+  max_prompt_len=)` (PolicyStore.session).
+  """
 
   def generate(self, prompts: Sequence[Sequence[int]], roles: Sequence[str], rng: jax.Array,
-               sampling: SamplingParams) -> Generation: ...
+               sampling: SamplingParams, **options) -> Generation: ...
 
   def slot_of(self, role: str) -> int: ...
 
@@ -67,13 +80,14 @@ def sampling_params(rollout: Mapping[str, Any], temperature: float) -> SamplingP
 
 def options(config: Mapping[str, Any], slots: int | None = None) -> dict[str, Any]:
   """`run`'s keyword options from a run's config (rollout.max_prompt_len, engine,
-  slots, model.enable_thinking); `slots`, where given, replaces rollout.slots
-  (the trainer's resolved value: planner.rollout_slots)."""
+  slots, schedule, model.enable_thinking); `slots`, where given, replaces
+  rollout.slots (the trainer's resolved value: planner.rollout_slots)."""
   rollout = config["rollout"]
   return {"max_prompt_len": rollout["max_prompt_len"],
           "enable_thinking": bool(config["model"].get("enable_thinking", False)),
           "engine": rollout.get("engine", "lockstep"),
-          "slots": int(rollout.get("slots", 0) if slots is None else slots)}
+          "slots": int(rollout.get("slots", 0) if slots is None else slots),
+          "schedule": rollout.get("schedule", "stages")}
 
 
 def _per_role(value: int | Mapping[str, int], default: int, roles: Sequence[str],
@@ -88,6 +102,7 @@ def _per_role(value: int | Mapping[str, int], default: int, roles: Sequence[str]
   if min(limits.values()) < 1:
     raise ValueError(f"{name} must be >= 1 for every role, got {limits}.")
   return limits
+
 
 
 def run(
@@ -105,13 +120,15 @@ def run(
     enable_thinking: bool = False,
     engine: str = "lockstep",
     slots: int = 0,
+    schedule: str = "stages",
     timings: dict[str, float] | None = None,
 ) -> list[Episode]:
   """Runs `group_size` episodes of `workflow` per problem; returns them, problem-major.
 
   Args:
     policy: the generator backend (a PolicyStore, or anything with its
-      `generate(prompts, roles, rng, sampling)` and `slot_of(role)`).
+      `generate(prompts, roles, rng, sampling, **options)` and `slot_of(role)`;
+      schedule='episodes' also needs its `session`).
     max_prompt_len: longest prompt in tokens (per role if a map); longer
       prompts keep their last tokens and are counted (prompt_truncated).
     max_new_tokens: per-role completion limit (int or map; default
@@ -123,8 +140,14 @@ def run(
       continuous.DEFAULT_SLOTS; the KV cache sized by the largest
       max_prompt_len and max_new_tokens of any role, each row stopping at its
       role's limit). Rows draw with the same keys, so the episodes agree.
-    timings: if given, receives generate_s (every stage's sampling, prompt
-      building and parsing) and verify_s (the batched verification).
+    schedule: 'stages' (stage group by stage group over the whole batch) or
+      'episodes' (engine='continuous' only: each episode moves on as soon as
+      its calls of a group are done, GRPO groups verified while decoding goes
+      on); the same episodes either way (module doc).
+    timings: if given, receives generate_s (sampling, prompt building and
+      parsing, until the last call is done), verify_s (verification's own
+      time) and verify_overlap_s (the part of verify_s that ran while calls
+      were still decoding; 0 for schedule='stages').
   Per-call correctness after verification: answer calls (generator, worker)
   are correct when their answer is; a choice (aggregator, synthesizer) is
   scored only when a shown candidate, or its own answer, is correct; a
@@ -137,131 +160,187 @@ def run(
   if engine not in continuous.ENGINES or slots < 0:
     raise ValueError(f"rollout engine={engine!r}, slots={slots}: the engine must be one of "
                      f"{continuous.ENGINES} and slots >= 0 (config.rollout.engine / slots).")
+  if schedule not in SCHEDULES or (schedule == "episodes" and engine != "continuous"):
+    raise ValueError(f"rollout schedule={schedule!r} with engine={engine!r}: the schedule must "
+                     f"be one of {SCHEDULES}, and 'episodes' needs engine='continuous' "
+                     "(config.rollout.schedule / engine).")
   if not problems:
     raise ValueError("rollout.run() got no problems.")
-  prompt_limit = _per_role(max_prompt_len, DEFAULT_MAX_PROMPT_LEN, workflow.roles,
-                           "max_prompt_len")
-  new_limit = _per_role(sampling.max_new_tokens if max_new_tokens is None else max_new_tokens,
-                        sampling.max_new_tokens, workflow.roles, "max_new_tokens")
+  context = _Context(
+      workflow, policy, task, rng, sampling, tokenizer,
+      _per_role(max_prompt_len, DEFAULT_MAX_PROMPT_LEN, workflow.roles, "max_prompt_len"),
+      _per_role(sampling.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                sampling.max_new_tokens, workflow.roles, "max_new_tokens"),
+      enable_thinking)
   episodes = [
       Episode(id=g * group_size + s, group=g, sample=s, problem=problem,
               question=problem.prompt, family=prompts_lib.family_of(task))
       for g, problem in enumerate(problems) for s in range(group_size)]
-  for index, stages in enumerate(workflow.groups):
-    rows = [(episode, stage, agent)
-            for episode in episodes if not episode.done
-            for stage in stages if stage.when is None or stage.when(episode)
-            for agent in range(stage.agents)]
-    if not rows:
-      continue
-    calls = _run_stage(index, rows, workflow, policy, task, rng, sampling, tokenizer,
-                       prompt_limit, new_limit, enable_thinking, engine, slots)
-    for (episode, stage, _), call in zip(rows, calls):
-      episode.calls.append(call)
-    for episode, stage, _ in rows:
-      if stage.stop is not None and not episode.done and stage.stop(episode):
-        episode.done = True
-  verify_start = time.perf_counter()
-  _verify(episodes, workflow, task, problems)
+  if schedule == "episodes":
+    decoded, spans = _run_episodes(context, episodes, problems, slots)
+  else:
+    for index in range(len(workflow.groups)):
+      rows = [row for episode in episodes for row in context.rows(index, episode)]
+      if rows:
+        context.finish(rows, _run_group(context, index, rows, engine, slots))
+    decoded = time.perf_counter()
+    verify(episodes, workflow, task, problems)
+    spans = [(decoded, time.perf_counter())]
   if timings is not None:
-    timings["verify_s"] = time.perf_counter() - verify_start
-    timings["generate_s"] = verify_start - start
+    timings["generate_s"] = decoded - start
+    timings["verify_s"] = sum(end - begin for begin, end in spans)
+    timings["verify_overlap_s"] = sum(max(0.0, min(end, decoded) - begin) for begin, end in spans)
   return episodes
 
 
-def _run_stage(index, rows, workflow, policy, task, rng, sampling, tokenizer, prompt_limit,
-               new_limit, enable_thinking, engine="lockstep", slots=0) -> list[Call]:
-  """One sampler call for every row of a stage; returns the rows' Calls."""
-  prompts, cut = [], []
-  for episode, stage, agent in rows:
-    message = {"role": "user", "content": workflow.prompt(stage, episode, agent)}
-    ids = list(tokenizer.apply_chat_template([message], add_generation_prompt=True,
-                                             enable_thinking=enable_thinking))
-    limit = prompt_limit[stage.role]
-    cut.append(len(ids) > limit)
-    prompts.append(ids[-limit:])
-  roles = [stage.role for _, stage, _ in rows]
-  limits = [new_limit[role] for role in roles]
-  stage_sampling = dataclasses.replace(sampling, max_new_tokens=max(limits))
-  engine_options = {}
-  if engine == "continuous":  # one cache shape (and decode program) for every stage
-    stage_sampling = dataclasses.replace(sampling, max_new_tokens=max(new_limit.values()))
-    engine_options = dict(engine=engine, slots=slots or continuous.DEFAULT_SLOTS, limits=limits,
-                          max_prompt_len=max(prompt_limit.values()))
-  out = policy.generate(prompts, roles, jax.random.fold_in(rng, index), stage_sampling,
-                        **engine_options)
-  calls = []
-  for row, (episode, stage, agent) in enumerate(rows):
-    length = min(int(out.lengths[row]), limits[row])
-    truncated = bool(out.truncated[row]) or int(out.lengths[row]) > limits[row]
-    tokens = out.tokens[row, :length].tolist()
-    text = tokenizer.decode(tokens if truncated else tokens[:-1])
-    parsed = stage.parse(text, episode, agent, task)
+# (episode, stage, agent, id): one call of an episode in a stage group; id: its identity
+# within the group, episode.id * (the group's calls per episode) + its place among them.
+Row = tuple[Episode, Stage, int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+  """What every call of one rollout shares, and how a call is asked for and recorded."""
+
+  workflow: Workflow
+  policy: Policy
+  task: Task
+  rng: jax.Array
+  sampling: SamplingParams
+  tokenizer: Tokenizer
+  prompt_limit: dict[str, int]
+  new_limit: dict[str, int]
+  enable_thinking: bool
+
+  def rows(self, index: int, episode: Episode) -> list[Row]:
+    """The episode's calls in stage group `index` (none once it is done)."""
+    if episode.done:
+      return []
+    stages = self.workflow.groups[index]
+    width, offset, rows = sum(stage.agents for stage in stages), 0, []
+    for stage in stages:
+      if stage.when is None or stage.when(episode):
+        rows += [(episode, stage, agent, episode.id * width + offset + agent)
+                 for agent in range(stage.agents)]
+      offset += stage.agents
+    return rows
+
+  def prompts(self, rows: Sequence[Row]) -> tuple[list[list[int]], list[bool]]:
+    """The rows' prompts (cut from the left to their role's limit), and which were cut."""
+    prompts, cut = [], []
+    for episode, stage, agent, _ in rows:
+      message = {"role": "user", "content": self.workflow.prompt(stage, episode, agent)}
+      ids = list(self.tokenizer.apply_chat_template([message], add_generation_prompt=True,
+                                                    enable_thinking=self.enable_thinking))
+      limit = self.prompt_limit[stage.role]
+      cut.append(len(ids) > limit)
+      prompts.append(ids[-limit:])
+    return prompts, cut
+
+  def call(self, index: int, row: Row, prompt: list[int], cut: bool, tokens: np.ndarray,
+           logprobs: np.ndarray, truncated: bool) -> Call:
+    """The Call of a sampled row (tokens: all it sampled), cut to its role's limit and parsed."""
+    episode, stage, agent, _ = row
+    limit = self.new_limit[stage.role]
+    length = min(len(tokens), limit)
+    truncated = bool(truncated) or len(tokens) > limit
+    tokens = np.asarray(tokens[:length]).tolist()
+    text = self.tokenizer.decode(tokens if truncated else tokens[:-1])
+    parsed = stage.parse(text, episode, agent, self.task)
     failures = ("truncated",) * truncated + (("empty",) if not text.strip() else parsed.failures)
-    calls.append(Call(
+    return Call(
         episode=episode.id, group=episode.group, role=stage.role, agent=agent, turn=stage.turn,
-        stage=index, slot=policy.slot_of(stage.role), prompt_tokens=prompts[row],
-        completion_tokens=tokens, logprobs=out.logprobs[row, :length].copy(),
-        truncated=truncated, prompt_truncated=cut[row], text=text,
-        parsed=dataclasses.replace(parsed, failures=failures)))
-  return calls
+        stage=index, slot=self.policy.slot_of(stage.role), prompt_tokens=prompt,
+        completion_tokens=tokens, logprobs=np.array(logprobs[:length]), truncated=truncated,
+        prompt_truncated=cut, text=text, parsed=dataclasses.replace(parsed, failures=failures))
+
+  def finish(self, rows: Sequence[Row], calls: Sequence[Call]) -> None:
+    """Appends the calls of a group (parsed before any is appended: a tuple group's stages
+    see the episode as it was before the group), then applies the stages' `stop`."""
+    for (episode, *_), call in zip(rows, calls):
+      episode.calls.append(call)
+    for episode, stage, *_ in rows:
+      if stage.stop is not None and not episode.done and stage.stop(episode):
+        episode.done = True
+
+  def row_options(self, rows: Sequence[Row]) -> tuple[list[str], list[int], list[int]]:
+    """The rows' roles, token limits and ids."""
+    roles = [stage.role for _, stage, _, _ in rows]
+    return roles, [self.new_limit[role] for role in roles], [row[3] for row in rows]
 
 
-def _verify(episodes: list[Episode], workflow: Workflow, task: Task,
-            problems: Sequence[Problem]) -> None:
-  """Final answers, rewards and per-call correctness, from one batched verify call.
+def _run_group(context: _Context, index: int, rows: Sequence[Row], engine: str,
+               slots: int) -> list[Call]:
+  """One sampler call for every row of a stage group; returns the rows' Calls."""
+  prompts, cut = context.prompts(rows)
+  roles, limits, ids = context.row_options(rows)
+  stage_sampling = dataclasses.replace(context.sampling, max_new_tokens=max(limits))
+  options: dict[str, Any] = {"row_ids": ids}
+  if engine == "continuous":  # one cache shape (and decode program) for every stage
+    stage_sampling = dataclasses.replace(context.sampling,
+                                         max_new_tokens=max(context.new_limit.values()))
+    options.update(engine=engine, slots=slots or continuous.DEFAULT_SLOTS, limits=limits,
+                   max_prompt_len=max(context.prompt_limit.values()))
+  out = context.policy.generate(prompts, roles, jax.random.fold_in(context.rng, index),
+                                stage_sampling, **options)
+  return [context.call(index, row, prompts[i], cut[i], out.tokens[i, :out.lengths[i]],
+                       out.logprobs[i, :out.lengths[i]], out.truncated[i])
+          for i, row in enumerate(rows)]
 
-  A task scores raw text by extracting its answer, so each distinct (problem,
-  answer) is verified once, through the text of the first call whose own
-  text gave that answer (the answer string itself if none did).
-  """
-  texts: dict[tuple[int, str], str] = {}
-  roles: dict[tuple[int, str], str] = {}  # who gave each answer first, for error messages
+
+def _run_episodes(context: _Context, episodes: list[Episode], problems: Sequence[Problem],
+                  slots: int) -> tuple[float, list[tuple[float, float]]]:
+  """schedule='episodes': one engine session; each episode submits its next group's calls
+  when its current group's are done, and each GRPO group is verified on a worker thread
+  once its episodes are done. Returns (when decoding ended, the verify jobs' spans)."""
+  if not callable(getattr(context.policy, "session", None)):
+    raise ValueError("rollout schedule='episodes' needs a policy with session() (a "
+                     "PolicyStore); this one has only generate(): use schedule='stages'.")
+  groups = context.workflow.groups
+  session = context.policy.session(
+      context.workflow.roles,
+      dataclasses.replace(context.sampling, max_new_tokens=max(context.new_limit.values())),
+      slots=slots or continuous.DEFAULT_SLOTS, max_prompt_len=max(context.prompt_limit.values()))
+  verifier = Background(context.workflow, context.task, problems)
+  members: dict[int, list[Episode]] = {}
   for episode in episodes:
-    episode.final_answer = workflow.final(episode, task)
-    for call in episode.calls:
-      if call.answer is not None and call.parsed.kind in ("answer", "choice") and (
-          call.parsed.kind == "answer" or call.value is None):
-        texts.setdefault((episode.group, call.answer), call.text)
-        roles.setdefault((episode.group, call.answer), call.role)
-  for episode in episodes:
-    answers = [episode.final_answer]
-    for call in episode.calls:
-      answers += [call.answer, *call.parsed.shown]
-    for answer in answers:
-      if answer is not None:
-        texts.setdefault((episode.group, answer), answer)
-        roles.setdefault((episode.group, answer), "final answer")
-  keys = list(texts)
+    members.setdefault(episode.group, []).append(episode)
+  left = {group: len(of) for group, of in members.items()}
+  waiting: dict[int, tuple[int, list[Row], list, list, list]] = {}  # episode id -> its group
+  owner: dict[int, tuple[int, int]] = {}  # session row -> (episode id, place in its group)
+
+  def advance(episode: Episode, index: int) -> None:
+    """Submits the episode's calls of its next group from `index` on, or ends it."""
+    for index in range(index, len(groups)):  # pylint: disable=redefined-argument-from-local
+      rows = context.rows(index, episode)
+      if rows:
+        prompts, cut = context.prompts(rows)
+        roles, limits, ids = context.row_options(rows)
+        keys = draw.row_keys(jax.random.fold_in(context.rng, index), len(rows), ids)
+        handles = session.submit(prompts, roles, keys, limits=limits,
+                                 priority=[episode.id] * len(rows))
+        waiting[episode.id] = (index, rows, prompts, cut, [None] * len(rows))
+        owner.update({handle: (episode.id, i) for i, handle in enumerate(handles)})
+        return
+    left[episode.group] -= 1
+    if not left[episode.group]:
+      verifier.submit(members[episode.group])
+
   try:
-    scores = (task.verify_batch([problems[g] for g, _ in keys], list(texts.values()))
-              if keys else [])
-  except rewards.RewardError as error:
-    group, answer = keys[error.index]
-    raise rewards.RewardError(
-        f"{error} (problem {problems[group].id!r}, answer {answer!r} of the "
-        f"{roles[(group, answer)]}); the step's update and checkpoint were not made.",
-        error.index) from error
-  reward = {key: float(score.reward) for key, score in zip(keys, scores)}
-  verdicts = {key: {"status": score.status, "detail": score.detail}
-              for key, score in zip(keys, scores)}
-  for episode in episodes:
-    group = episode.group
-    score = lambda answer: 0.0 if answer is None else reward[(group, answer)]
-    # Correct is the verifier's status, not a reward threshold: a reward function
-    # of your own may give partial credit or penalties (tasks.rewards).
-    ok = lambda answer: answer is not None and verdicts[(group, answer)]["status"] == "correct"
-    episode.reward = score(episode.final_answer)
-    episode.verdict = (verdicts[(group, episode.final_answer)]
-                       if episode.final_answer is not None
-                       else {"status": "unparsable", "detail": "the workflow gave no final answer"})
-    for call in episode.calls:
-      parsed = call.parsed
-      if parsed.kind == "answer":
-        call.correct = ok(call.answer)
-      elif parsed.kind == "choice" and (ok(call.answer) or any(map(ok, parsed.shown))):
-        call.correct = ok(call.answer)
-      elif parsed.kind == "verdict":
-        malformed = (any(f in parsed.failures for f in _SCORED_FAILURES)
-                     or not getattr(parsed.value, "readable", True))
-        call.correct = not malformed and parsed.value.correct == ok(parsed.shown[0])
+    for episode in episodes:
+      advance(episode, 0)
+    while not session.idle:
+      for done in session.step():
+        episode_id, place = owner.pop(done.row)
+        index, rows, prompts, cut, outputs = waiting[episode_id]
+        outputs[place] = done
+        if all(out is not None for out in outputs):
+          del waiting[episode_id]
+          context.finish(rows, [
+              context.call(index, row, prompts[i], cut[i], out.tokens, out.logprobs,
+                           out.truncated) for i, (row, out) in enumerate(zip(rows, outputs))])
+          advance(rows[0][0], index + 1)
+    decoded = time.perf_counter()
+    return decoded, verifier.wait()
+  finally:
+    verifier.close()

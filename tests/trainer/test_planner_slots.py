@@ -1,4 +1,5 @@
-"""The continuous engine's decode slots: from device memory by the planner, checked before compiling."""
+"""The continuous engine's decode slots (from device memory by the planner, checked before
+compiling) and the rollout schedule that needs the engine."""
 
 import pytest
 
@@ -6,6 +7,7 @@ from marl_jax.generate import continuous
 from marl_jax.trainer import config as config_lib
 from marl_jax.trainer import planner
 from marl_jax.trainer.config import get_config
+from marl_jax.workflows import rollout
 
 
 def test_slots_come_from_memory_and_too_many_fail_before_compiling():
@@ -37,3 +39,21 @@ def test_engine_and_slots_are_validated():
   with pytest.raises(ValueError, match=r"(?s)rollout.engine=.paged. is unknown.*"
                                        r"rollout.slots=-1 must be a number >= 0"):
     config_lib.validate(config)
+
+
+def test_schedule_is_validated_with_the_engine():
+  config = get_config("")
+  assert config.rollout.schedule == "stages"  # the tiny world's default
+  config.rollout.schedule = "episodes"  # with the lockstep engine
+  with pytest.raises(ValueError, match=r"rollout.schedule='episodes' needs "
+                                       r"rollout.engine='continuous', got "
+                                       r"rollout.engine='lockstep'"):
+    config_lib.validate(config)
+  config.rollout.engine = "continuous"
+  config_lib.validate(config)
+  config.rollout.schedule = "waves"
+  with pytest.raises(ValueError, match=r"rollout.schedule='waves' is unknown; valid: "
+                                       r"\('stages', 'episodes'\)"):
+    config_lib.validate(config)
+  config.rollout.schedule = "episodes"
+  assert rollout.options(config)["schedule"] == "episodes"  # the field reaches rollout.run

@@ -33,9 +33,9 @@ class Recording:
   def slot_of(self, role):
     return self.policy.slot_of(role)
 
-  def generate(self, prompts, roles, rng, sampling):
+  def generate(self, prompts, roles, rng, sampling, **options):
     self.calls.append((list(roles), rng))
-    return self.policy.generate(prompts, roles, rng, sampling)
+    return self.policy.generate(prompts, roles, rng, sampling, **options)
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,9 @@ def test_rollouts_are_deterministic_per_key(base):
   assert run(1) == run(1)
   assert run(1) != run(2)
   # The step split of the trainer and the benchmark: sampling, then verification.
-  assert set(timings) == {"generate_s", "verify_s"}
+  assert set(timings) == {"generate_s", "verify_s", "verify_overlap_s"}
   assert timings["generate_s"] > 0 and timings["verify_s"] > 0
+  assert timings["verify_overlap_s"] == 0  # stage by stage: verified after the last stage
 
 
 def test_long_prompts_are_cut_from_the_left_for_the_model(base):
