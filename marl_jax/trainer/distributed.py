@@ -164,10 +164,12 @@ class ChunkedPolicy:
   """A PolicyStore whose generate() samples at most `max_rows` rows per sampler call.
 
   Bounds the KV cache of a stage (launch/plan.py prints the rows that fit).
-  Chunk k samples with fold_in(rng, k); a stage that fits in one call is
-  sampled exactly as by the store itself. Per-row options (one value per
-  prompt, e.g. `limits`) are cut with their rows. The continuous engine
-  (engine='continuous') bounds its cache by its slots: its stage goes whole.
+  Per-row options (one value per prompt, e.g. `limits`, `row_ids`) are cut
+  with their rows. Rows with ids (rollout's) keep `rng`, so they draw what
+  the store would draw for them in one call; without ids chunk k samples with
+  fold_in(rng, k), and a stage that fits in one call is sampled exactly as by
+  the store itself. The continuous engine (engine='continuous') bounds its
+  cache by its slots: its stage goes whole.
   """
 
   def __init__(self, store: Any, max_rows: int):
@@ -189,8 +191,9 @@ class ChunkedPolicy:
     if n <= m or options.get("engine") == "continuous":
       return self.store.generate(prompts, roles, rng, sampling_params, **options)
     rows = lambda v, i: v[i:i + m] if np.ndim(v) >= 1 and len(v) == n else v
-    parts = [self.store.generate(prompts[i:i + m], roles[i:i + m], jax.random.fold_in(rng, k),
-                                 sampling_params, **{k_: rows(v, i) for k_, v in options.items()})
+    key = lambda k: rng if options.get("row_ids") is not None else jax.random.fold_in(rng, k)
+    parts = [self.store.generate(prompts[i:i + m], roles[i:i + m], key(k), sampling_params,
+                                 **{k_: rows(v, i) for k_, v in options.items()})
              for k, i in enumerate(range(0, n, m))]
     fields = [f.name for f in dataclasses.fields(parts[0])]
     return type(parts[0])(**{f: np.concatenate([getattr(p, f) for p in parts]) for f in fields})

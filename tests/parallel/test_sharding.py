@@ -263,6 +263,11 @@ def test_chunked_policy_bounds_rows_per_sampler_call():
   assert store.options[-1]["engine"] == "x"  # one value for every row: passed as it is
   policy.generate([[i] for i in range(6)], ["r"] * 6, key, None, engine="continuous")
   assert store.calls[-1][0] == 6  # its slots bound the cache: the stage goes whole
+  # Rows keyed by their ids keep the key: chunked, they draw what one call would draw.
+  policy.generate([[i] for i in range(6)], ["r"] * 6, key, None, row_ids=np.arange(6) * 3)
+  whole = tuple(np.asarray(jax.random.key_data(key)).ravel())
+  assert [k for _, k in store.calls[-2:]] == [whole, whole]
+  assert [o["row_ids"].tolist() for o in store.options[-2:]] == [[0, 3, 6, 9], [12, 15]]
 
 
 def test_settings_a_mesh_ignores_are_named():

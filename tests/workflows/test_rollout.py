@@ -11,6 +11,7 @@ from marl_jax.generate.sampler import SamplingParams
 from marl_jax.models import get_preset, init_params
 from marl_jax.models.tokenizers import CharTokenizer
 from marl_jax.policies.store import PolicyStore
+from marl_jax.trainer.distributed import ChunkedPolicy
 from marl_jax.workflows import rollout
 
 CONFIG = get_preset("tiny_s")
@@ -117,3 +118,13 @@ def test_long_prompts_are_cut_from_the_left_for_the_model(base):
   assert all(len(e.calls[0].prompt_tokens) == 100 and e.calls[0].prompt_truncated
              for e in episodes)
   assert rollout.role_metrics(episodes)["prompt_truncated/generator"] == 2
+
+
+def test_calls_draw_the_same_tokens_however_a_stage_is_cut_into_sampler_calls(base):
+  """Each call is keyed by its identity (row_ids), so a stage sampled in chunks of 5
+  rows (ChunkedPolicy, the trainer's bound on a sampler call) gives one call's episodes."""
+  wf = workflows.get("voting", view="answer")
+  store = PolicyStore.create(CONFIG, base, wf.roles, mode="isolated")
+  run = lambda policy: [(c.role, c.completion_tokens, c.text) for e in rollout.run(
+      wf, policy, TASK, PROBLEMS, GROUP, jax.random.PRNGKey(1), SAMPLING, TOK) for c in e.calls]
+  assert run(ChunkedPolicy(store, 5)) == run(store)
