@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax.generate import sampler as sampling
+from marl_jax.generate import draw, sampler as sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.models.scoring import token_logprobs
@@ -169,3 +169,24 @@ def test_routing_metadata_and_errors(base):
     PolicyStore.create(CONFIG, base, ROLES, kind="qlora")
   with pytest.raises(ValueError, match="role_rank"):
     PolicyStore.create(CONFIG, base, ROLES, mode="hybrid", role_rank=128)
+
+
+def test_a_session_routes_rows_by_role_as_generate_does(base):
+  """Rows submitted to a session of two of three IP LoRA roles (their slots trained apart)
+  draw generate's tokens for the same keys; a role outside the session is refused."""
+  store = PolicyStore.create(CONFIG, base, ROLES, mode="isolated")
+  for slot in range(3):
+    store = _perturb_b(store, slot, seed=slot + 1)
+  rows = [r for r in ROWS if r != "evaluator"]
+  prompts = [p for p, r in zip(PROMPTS, ROWS) if r != "evaluator"]
+  want = store.generate(prompts, rows, jax.random.PRNGKey(2), SAMPLED, engine="continuous",
+                        slots=2)
+  session = store.session(["generator", "aggregator"], SAMPLED, slots=2, max_prompt_len=32)
+  handles = session.submit(prompts, rows, draw.row_keys(jax.random.PRNGKey(2), len(rows)))
+  got = {}
+  while not session.idle:
+    got.update({done.row: done.tokens for done in session.step()})
+  for i, handle in enumerate(handles):
+    np.testing.assert_array_equal(got[handle], want.tokens[i, :want.lengths[i]])
+  with pytest.raises(ValueError, match=r"unknown \['evaluator'\]"):
+    session.submit(PROMPTS[:1], ["evaluator"], np.zeros((1, 2), np.uint32))
