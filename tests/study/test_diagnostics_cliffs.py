@@ -160,3 +160,19 @@ def test_sweep_report_prints_start_parse_rates_and_the_sensitivity_table(tmp_pat
           "starts broken: aggregator |") in text
   assert os.path.exists(tmp_path / "report_cliff_sensitivity.csv")
   assert os.path.exists(tmp_path / "report_start_parse.csv")
+
+
+def test_a_run_with_its_own_agent_count_is_in_the_main_matrix():
+  """Voting with 2 generators (the SmolLM2 run) is a main run, paired SP with IP;
+  only a 1-agent run of a multi-agent workflow is a claim-3 reference."""
+  runs = {}
+  for n in (2, 1):
+    for policy in ("shared", "isolated"):
+      run = _run(f"{policy}-n{n}", policy, [0.1, 0.2, 0.3, 0.3])
+      run.config["workflow"]["options"] = {"n": n}
+      runs[(n, policy)] = run
+  scored = claims.score(list(runs.values()))
+  assert [s.run.name for s in scored if s.main] == ["shared-n2", "isolated-n2"]
+  gains = claims.claim_gains(scored)
+  assert gains.verdict != "no data"
+  assert claims.claim_ip_peaks(scored).verdict != "no data"

@@ -80,9 +80,11 @@ class Scored:
 
   @property
   def main(self) -> bool:
-    """In the main matrix: no sweep variant, the workflow's default number of agents."""
+    """In the main matrix: no sweep variant, and not a 1-agent reference of a
+    multi-agent workflow (any other agent count is the run's own setting: the
+    SmolLM2 run's Voting has 2 generators)."""
     c = self.cell
-    return not self.run.variant and c["agents"] == DEFAULT_AGENTS.get(c["workflow"], 1)
+    return not self.run.variant and (c["agents"] > 1 or DEFAULT_AGENTS.get(c["workflow"], 1) == 1)
 
 
 def score(runs: Sequence[analysis.RunData],
