@@ -33,7 +33,7 @@ demo: $(VENV)/.installed
 real-demo: $(VENV)/.test-installed
 	$(PY) launch/train.py --config=configs/real_smollm2.py:policy=shared --workdir=runs/real_smollm2/voting-sp
 	$(PY) launch/train.py --config=configs/real_smollm2.py:policy=isolated --workdir=runs/real_smollm2/voting-ip
-	$(PY) launch/report.py --dir=runs/real_smollm2 --title="SmolLM2-135M-Instruct: Voting on word problems"
+	$(PY) launch/report.py --dir=runs/real_smollm2 --title="SmolLM2-135M-Instruct: Voting on word problems, SP and IP"
 
 test: $(VENV)/.test-installed
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests
