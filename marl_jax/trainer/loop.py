@@ -248,7 +248,9 @@ def rl_step(run, state, step: int, optimizer, loss_cfg: update.LossConfig, init_
       "reward_final/mean": float(batch.rewards_final.mean()),
       "reward_role/mean": float(batch.rewards_role.mean()),
       "time/rollout_s": t1 - t0, "time/update_s": t2 - t1,
-      "time/generate_s": timings["generate_s"], "time/verify_s": timings["verify_s"],
+      # generate_s, verify_s and verify_overlap_s (the verification that ran while
+      # calls still decoded: rollout.schedule='episodes')
+      **{f"time/{name}": seconds for name, seconds in timings.items()},
       # Real (non-padding) share of the tokens the update's programs process
       # (after rl.update_rows' length chunks), and of the batch padded whole.
       "update/valid_token_fraction": float(batch.valid.sum()) * rl_cfg.epochs / max(processed, 1),

@@ -104,7 +104,6 @@ def _per_role(value: int | Mapping[str, int], default: int, roles: Sequence[str]
   return limits
 
 
-
 def run(
     workflow: Workflow,
     policy: Policy,

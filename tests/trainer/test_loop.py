@@ -44,6 +44,8 @@ def test_one_step_per_workflow_and_policy(workflow, policy, tmp_path):
              for n in names)
   assert os.path.isdir(tmp_path / "checkpoints" / "1")
   assert os.path.exists(tmp_path / "rollouts" / "step_1.jsonl")
+  # the stage schedule verifies after the last call: nothing overlaps decoding
+  assert step["time/verify_overlap_s"] == 0.0 <= step["time/verify_s"]
 
 
 def test_incompatible_workdir_names_the_fields(tmp_path):
