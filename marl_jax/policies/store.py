@@ -258,6 +258,21 @@ class PolicyStore:
     ranks = [rank for _, rank, _ in self.routing.lora_storage]
     return lora_lib.fold(trainable["lora"], self.routing.lora_row(role), ranks)
 
+  def routed(self, roles: Sequence[str]) -> tuple[Any, Any, np.ndarray | None,
+                                                  np.ndarray | None]:
+    """(params, adapters, adapter_weights [B, S], copies [B]) that run rows of
+    `roles`: only the LoRA slots (lora.compact) and full copies the rows use, so a
+    batch of one role needs no vmap over copies (copies None) in any mode."""
+    adapters, weights = self.trainable.get("lora"), self.adapter_weights(roles)
+    if adapters is not None:
+      adapters, weights = lora_lib.compact(adapters, weights)
+    params, full, copies = self.base, self.trainable.get("full"), None
+    if full is not None:
+      used, slots = np.unique(self.full_slots(roles), return_inverse=True)
+      params = jax.tree.map(lambda x: x[used[0]] if len(used) == 1 else x[used], full)
+      copies = slots if len(used) > 1 else None
+    return params, adapters, weights, copies
+
   def generate(self, prompts: Sequence[Sequence[int]], roles: Sequence[str], rng: jax.Array,
                sampling: sampling_lib.SamplingParams, *, engine: str = "lockstep",
                **options) -> sampling_lib.Generation:
@@ -272,16 +287,7 @@ class PolicyStore:
       raise ValueError(f"generate() got {len(roles)} roles for {len(prompts)} prompts.")
     if engine not in continuous.ENGINES:
       raise ValueError(f"generate() engine={engine!r} is unknown; valid: {continuous.ENGINES}.")
-    adapters, weights = self.trainable.get("lora"), self.adapter_weights(roles)
-    if adapters is not None:
-      adapters, weights = lora_lib.compact(adapters, weights)
-    params, full, copies = self.base, self.trainable.get("full"), None
-    if full is not None:
-      # Only the copies this batch uses run: one (a stage of one role) needs no vmap.
-      slots = self.full_slots(roles)
-      used, slots = np.unique(slots, return_inverse=True)
-      params = jax.tree.map(lambda x: x[used[0]] if len(used) == 1 else x[used], full)
-      copies = slots if len(used) > 1 else None
+    params, adapters, weights, copies = self.routed(roles)
     if engine == "continuous":
       return continuous.generate(self.config, params, prompts, rng, sampling, copies=copies,
                                  adapters=adapters, adapter_weights=weights, **options)
@@ -352,15 +358,10 @@ class RoleSession:
     self.roles = tuple(dict.fromkeys(roles))
     if not self.roles:
       raise ValueError("PolicyStore.session() needs the roles its rows will have.")
-    adapters, weights = store.trainable.get("lora"), store.adapter_weights(self.roles)
-    if adapters is not None:  # only the slots of these roles run (as generate's lora.compact)
-      adapters, weights = lora_lib.compact(adapters, weights)
+    # only the slots and copies of these roles run, routed as generate routes them
+    params, adapters, weights, copies = store.routed(self.roles)
     self._weights = None if weights is None else dict(zip(self.roles, weights))
-    params, full, self._copy = store.base, store.trainable.get("full"), None
-    if full is not None:
-      used, copy = np.unique(store.full_slots(self.roles), return_inverse=True)
-      params = jax.tree.map(lambda x: x[used[0]] if len(used) == 1 else x[used], full)
-      self._copy = None if len(used) == 1 else dict(zip(self.roles, copy))
+    self._copy = None if copies is None else dict(zip(self.roles, copies))
     self.engine = continuous.Session(
         store.config, params, sampling, stacked=self._copy is not None, adapters=adapters,
         adapter_slots=None if weights is None else weights.shape[1], **options)
