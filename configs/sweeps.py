@@ -27,6 +27,16 @@ Presets (the argument):
           of a sweep gets them, so math and code data are two sweeps
           (--sweep.axes.task="('math',)" with DAPO-Math / MATH-500 files,
           then "('code',)" with DeepCoder / HumanEval ones), as above.
+  mechanisms_reference, mechanisms_clean, mechanisms_joint
+          the mechanism study (docs/mechanisms): voting, orch_workers x math,
+          code x tiny_m x SP, IP x seeds 0, 1, 2 at 150 steps, plus the N = 1
+          references (voting n = 1, orch_workers m = 1, IP; each warm-started
+          on its own workflow options), 36 runs each, under the update
+          mechanics of its name (marl_jax.rl.schemes): `reference` the
+          reference study's verl trainer with its schedule quirks (per-update
+          ticks, cosine that climbs back), `clean` its update with a clamped
+          per-iteration schedule, `joint` this library's joint update at a
+          constant rate.
   smoke   2 runs (voting, math, tiny_s, SP and IP) on random tiny models,
           4 steps: checks the sweep, train and report pipeline end to end.
 Any field can be overridden: --sweep.axes.seed="(0,1,2)".
@@ -41,7 +51,11 @@ from __future__ import annotations
 import ml_collections
 
 WORKFLOWS = ("single", "voting", "eval_opt", "orch_workers")
-PRESETS = ("tiny", "tiny_long", "study", "smoke")
+MECHANISMS = ("reference", "clean", "joint")
+PRESETS = ("tiny", "tiny_long", "study", "smoke") + tuple(f"mechanisms_{m}" for m in MECHANISMS)
+# 150 steps of 8 problems x 8 samples, evaluated on 256 held-out problems every 10.
+LONG = ("rollout.batch_size=8", "train.steps=150", "train.eval_every=10",
+        "train.checkpoint_every=25", "train.save_rollouts_every=10", "eval.num_problems=256")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -70,9 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.axes.workflow = WORKFLOWS[1:]
     c.axes.model = ("tiny_m",)
     c.axes.seed = (0,)
-    c.overrides = ("rollout.batch_size=8", "train.steps=150", "train.eval_every=10",
-                   "train.checkpoint_every=25", "train.save_rollouts_every=10",
-                   "eval.num_problems=256")
+    c.overrides = LONG
   elif preset == "tiny":
     c.base_config = "configs/demo.py"
     c.overrides = ("rollout.batch_size=8", "train.steps=30", "train.eval_every=5",
@@ -84,6 +96,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.variants[f"{workflow}_n1"] = ml_collections.ConfigDict(dict(
           when=f"workflow={workflow},model=tiny_m,policy=isolated", args="agents=1",
           overrides=("tiny.run_workflow_options=False",)))
+  elif preset.startswith("mechanisms_"):
+    # Issue 22's study: which of the reference's mechanics make claims 2 and 3.
+    mechanics = preset[len("mechanisms_"):]
+    c.base_config = "configs/demo.py"
+    c.axes.workflow = ("voting", "orch_workers")
+    c.axes.model = ("tiny_m",)
+    c.axes.seed = (0, 1, 2)
+    c.args = f"mechanics={mechanics}"
+    # A slot's minibatch is a batch's worth of episodes, as the reference's 512
+    # rows are 64 prompts x 8 samples: 8 x 8 here (the mechanics argument sizes
+    # it from configs/demo.py's 16 prompts, before the batch override).
+    c.overrides = LONG + ("rl.minibatch_rows=64",)
+    if mechanics == "joint":  # no schedule at all: the rate never decays or climbs
+      c.overrides += ("rl.schedule=constant",)
+    # N = 1 references, each from a base warm-started on its own options
+    # (tiny.run_workflow_options=True), so its roles parse from the start.
+    for workflow in ("voting", "orch_workers"):
+      c.variants[f"{workflow}_n1"] = ml_collections.ConfigDict(dict(
+          when=f"workflow={workflow},policy=isolated", args="agents=1"))
   elif preset == "study":
     c.axes.model = ("qwen3_0_6b", "qwen3_1_7b", "qwen3_4b")
     c.args = "study=1"

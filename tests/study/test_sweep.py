@@ -75,6 +75,31 @@ def test_tiny_preset_is_the_full_tiny_matrix_with_readable_names(tmp_path):
     sweeps.get_config("huge")
 
 
+def test_mechanism_presets_differ_only_in_update_mechanics(tmp_path):
+  runs = {m: sweep.expand(sweeps.get_config(f"mechanisms_{m}"), str(tmp_path))
+          for m in sweeps.MECHANISMS}
+  names = {m: [s.name for s in specs] for m, specs in runs.items()}
+  # 2 workflows x 2 tasks x SP, IP x 3 seeds, plus an N = 1 reference per IP point.
+  assert len(names["reference"]) == 24 + 12 and names["clean"] == names["reference"] \
+      == names["joint"]
+  configs = {m: sweep.run_config(specs[names[m].index("voting-code-tiny_m-isolated-s2")])
+             for m, specs in runs.items()}
+  ref, clean, joint = (configs[m].rl for m in sweeps.MECHANISMS)
+  assert (ref.update_scheme, ref.schedule_ticks, ref.schedule_tail, ref.dual_clip,
+          ref.weight_decay) == ("reference", "update", "periodic", 3.0, 0.01)
+  assert (clean.update_scheme, clean.schedule_ticks, clean.schedule_tail) == (
+      "reference", "iteration", "clamp")
+  assert (joint.update_scheme, joint.schedule) == ("joint", "constant")
+  # A minibatch is one batch of episodes (8 problems x 8 samples), as the reference's.
+  assert ref.minibatch_rows == clean.minibatch_rows == 64 == (
+      configs["reference"].rollout.batch_size * configs["reference"].rollout.group_size)
+  assert {configs[m].train.steps for m in configs} == {150}
+  reference = sweep.run_config(runs["reference"][names["reference"].index(
+      "orch_workers-math-tiny_m-isolated-s0-orch_workers_n1")])
+  # Its base is warm-started on its own (m = 1) options, not the m = 3 run's.
+  assert reference.workflow.options.to_dict() == {"m": 1} and reference.tiny.run_workflow_options
+
+
 def test_overrides_are_typed_and_unknown_fields_are_named(tmp_path):
   config, specs = _smoke(tmp_path)
   run = sweep.run_config(specs[0])
