@@ -23,7 +23,8 @@ Programs: with rl.update_rows > 0 (the default) each minibatch is cut into
 update chunks of one row count (rl.batch.length_chunks), so the reference
 scheme runs the joint scheme's programs, compiled ahead per length bucket;
 with rl.update_rows = 0 a minibatch runs whole, a program per minibatch size.
-The scheme runs on one device (trainer.mechanics.check_devices).
+On a mesh each minibatch runs as the joint scheme's do (rl.sharded_update),
+with the slots that step replicated beside it.
 """
 
 from __future__ import annotations

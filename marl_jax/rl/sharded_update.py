@@ -35,10 +35,16 @@ def _jitted_apply(static: tuple, out_sh: "_Hashable"):
 
 @functools.lru_cache(maxsize=64)
 def _jitted_step(static: tuple, state_sh: "_Hashable", store_sh: "_Hashable",
-                 batch_sh: "_Hashable", route_sh: "_Hashable", out_sh: "_Hashable"):
+                 batch_sh: "_Hashable", route_sh: "_Hashable", control_sh: "_Hashable",
+                 out_sh: "_Hashable"):
   step = functools.partial(update.minibatch_step, **dict(static))
-  in_sh = tuple(x.tree for x in (state_sh, store_sh, batch_sh, route_sh))
+  in_sh = tuple(x.tree for x in (state_sh, store_sh, batch_sh, route_sh, control_sh))
   return jax.jit(step, in_shardings=in_sh, out_shardings=out_sh.tree, donate_argnums=0)
+
+
+def _control(mesh: Mesh, control: Mapping[str, Any] | None) -> Any:
+  """apply_grads' `control` (which slots a slot_adamw.SlotAdamW steps), replicated."""
+  return None if control is None else put(dict(control), replicated(mesh))
 
 
 class _Hashable:
@@ -58,12 +64,13 @@ class _Hashable:
 
 def apply_minibatch_sharded(mesh: Mesh, state: Any, store: Any, batch: Mapping[str, Any],
                    route: Mapping[str, Any], *, rules: rules_lib.Rules = TRAIN_RULES,
-                   **static) -> tuple[Any, ...]:
+                   control: Mapping[str, Any] | None = None, **static) -> tuple[Any, ...]:
   """Runs rl.update.minibatch_step under jit with explicit in/out shardings.
 
   The state (trainable, optimizer state, step) and the store keep their
   sharding by `rules` (the state is donated); batch rows are spread over the
-  batch axes; the route and the metrics are replicated. `static` are
+  batch axes; the route, `control` (the slots a slot_adamw.SlotAdamW steps:
+  the reference scheme) and the metrics are replicated. `static` are
   apply_minibatch's keyword arguments. Returns (new state, metrics).
   """
   state_sh = shardings(state, mesh, rules)
@@ -71,21 +78,24 @@ def apply_minibatch_sharded(mesh: Mesh, state: Any, store: Any, batch: Mapping[s
   batch_sh = {k: rows_sharding(mesh, np.shape(v)) for k, v in batch.items()}
   route_sh = {k: replicated(mesh) for k in route}
   batch, route = put(dict(batch), batch_sh), put(dict(route), route_sh)
-  store = put(store, store_sh)
+  store, control = put(store, store_sh), _control(mesh, control)
+  control_sh = None if control is None else {k: replicated(mesh) for k in control}
   out_sh = (state_sh, replicated(mesh))
   fn = _jitted_step(tuple(sorted(static.items())), *(
-      _Hashable(t) for t in (state_sh, store_sh, batch_sh, route_sh, out_sh)))
-  return fn(state, store, batch, route)
+      _Hashable(t) for t in (state_sh, store_sh, batch_sh, route_sh, control_sh, out_sh)))
+  return fn(state, store, batch, route, control)
 
 
 def apply_chunks_sharded(mesh: Mesh, state: Any, store: Any, chunks: Any, routes: Any, *,
                          rules: rules_lib.Rules = TRAIN_RULES, cfg: update.LossConfig,
                          optimizer: Any, num_roles: int, role_grads: bool = False,
-                         interventions: Any = None) -> tuple[Any, ...]:
+                         interventions: Any = None, control: Mapping[str, Any] | None = None
+                         ) -> tuple[Any, ...]:
   """One optimizer step over a minibatch given as update chunks (rl.batch.length_chunks):
   each chunk's loss and gradient sums (its rows over the batch axes), their sum, one
   AdamW step with the minibatch's denominator: the numbers of the whole minibatch's
-  step. The state keeps its sharding by `rules` (donated). Returns (new state, metrics).
+  step, on the slots `control` marks (apply_minibatch_sharded). The state keeps its
+  sharding by `rules` (donated). Returns (new state, metrics).
   """
   role_grads = role_grads or bool(interventions and interventions.needs_role_grads)
   store_sh = shardings(store, mesh, rules)
@@ -100,4 +110,4 @@ def apply_chunks_sharded(mesh: Mesh, state: Any, store: Any, chunks: Any, routes
   state_sh = shardings(state, mesh, rules)
   static = dict(cfg=cfg, optimizer=optimizer, role_grads=role_grads, interventions=interventions)
   apply = _jitted_apply(tuple(sorted(static.items())), _Hashable((state_sh, replicated(mesh))))
-  return apply(state, store, sums)
+  return apply(state, store, sums, _control(mesh, control))

@@ -185,7 +185,6 @@ def update_batch(run, state, batch: batch_lib.TrainBatch, step: int, optimizer,
   # the update programs a run uses: with diagnostics every step, only the role_grads one
   warm = mechanics.warm_variants(run.store.routing, rl_cfg,
                                  {0: (False,), 1: (True,)}.get(rl_cfg.role_grad_every, (False, True)))
-  mechanics.check_devices(rl_cfg, parallel)
   # off unless config.interventions turns one on
   intervention_cfg = interventions.from_config(config, run.workflow)
   rng = np.random.default_rng([config.seed, step])

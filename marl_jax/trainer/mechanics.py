@@ -62,13 +62,6 @@ def minibatch_plan(batch: batch_lib.TrainBatch, routing: Any, rl_cfg: Any,
                                        rl_cfg.minibatch_rows, rng if shuffle else None)
 
 
-def check_devices(rl_cfg: Any, parallel: Any) -> None:
-  if rl_cfg.get("update_scheme", "joint") == "reference" and parallel.enabled:
-    raise ValueError("rl.update_scheme='reference' runs on one device for now (its per-slot "
-                     "optimizer steps are not laid out on a mesh); use rl.update_scheme='joint' "
-                     "on several devices.")
-
-
 def warm_variants(routing: Any, rl_cfg: Any, default: tuple[bool, ...]) -> tuple[bool, ...]:
   """The role_grads variants of the update programs a run uses: under the reference
   scheme an IP minibatch holds one role, and its per-role split is never run."""

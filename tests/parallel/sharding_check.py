@@ -9,6 +9,8 @@ it prints last. Modes:
                 IP full copies) on meshes vs one device; a checkpoint saved on fsdp=8 restored on
                 data=2 x fsdp=4 and on one device.
   trainer DIR   one training step of the real loop on fsdp=8, saved in DIR.
+  reference DIR two steps of the real loop under rl.update_scheme='reference'
+                (IP full copies, voting) on fsdp=2 x role=2, saved in DIR.
   multiprocess  one of two processes (4 devices each) of a jax.distributed job.
 """
 
@@ -179,16 +181,11 @@ def parity(workdir: str) -> dict:
   return out
 
 
-def trainer(workdir: str) -> dict:
-  """One step of train_and_evaluate on fsdp=8, rollouts in chunks of one row per device."""
-  sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))]
-  from tests.helpers import parity_rewards, tiny_config  # pylint: disable=g-import-not-at-top
+def _loop(config, workdir: str) -> dict:
+  """train_and_evaluate(config) here, with the Parallel it made and what it saved."""
+  from tests.helpers import parity_rewards  # pylint: disable=g-import-not-at-top
   from marl_jax.trainer import loop as train  # pylint: disable=g-import-not-at-top
   from marl_jax.trainer.metrics import read_jsonl  # pylint: disable=g-import-not-at-top
-  config = tiny_config("workflow=single", steps=1)
-  config.rollout.group_size = 8  # 16 rows: two sampler calls of 8 (one row per device)
-  config.rl.role_grad_every, config.rl.warmup_steps = 0, 0
-  config.mesh.fsdp, config.mesh.rollout_rows_per_device = -1, 1
   seen = {}
   create, save = distributed.Parallel.create, checkpointing.Checkpointer.save
 
@@ -204,11 +201,42 @@ def trainer(workdir: str) -> dict:
 
   distributed.Parallel.create = spy_create
   checkpointing.Checkpointer.save = spy_save
-  train.train_and_evaluate(config, workdir, rewards_of=parity_rewards)
+  try:
+    train.train_and_evaluate(config, workdir, rewards_of=parity_rewards)
+  finally:
+    distributed.Parallel.create, checkpointing.Checkpointer.save = create, save
   par = seen["par"]
-  return {"mesh": dict(par.mesh.shape), "rows_per_call": par.rows_per_call,
+  return {"mesh": dict(par.mesh.shape) if par.enabled else {},
+          "rows_per_call": par.rows_per_call,
           "metrics": read_jsonl(os.path.join(workdir, "metrics.jsonl")),
           "saved_specs": seen["specs"], "saved_sums": seen["sums"]}
+
+
+def trainer(workdir: str) -> dict:
+  """One step of train_and_evaluate on fsdp=8, rollouts in chunks of one row per device."""
+  from tests.helpers import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config("workflow=single", steps=1)
+  config.rollout.group_size = 8  # 16 rows: two sampler calls of 8 (one row per device)
+  config.rl.role_grad_every, config.rl.warmup_steps = 0, 0
+  config.mesh.fsdp, config.mesh.rollout_rows_per_device = -1, 1
+  return _loop(config, workdir)
+
+
+def reference_config():
+  """Voting under IP full copies and the reference scheme, 2 steps: the generators'
+  12 rows an iteration take 3 optimizer steps of 4 rows, the aggregator's 4 one."""
+  from tests.helpers import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config("workflow=voting,policy=isolated,kind=full,mechanics=reference")
+  config.rl.minibatch_rows = 4
+  config.rl.role_grad_every, config.rl.warmup_steps = 1, 0  # kl_base every step
+  return config
+
+
+def reference(workdir: str) -> dict:
+  """reference_config's run on data=1 x fsdp=2 x role=2 (the slots over role)."""
+  config = reference_config()
+  config.mesh.data, config.mesh.fsdp, config.mesh.role = 1, 2, 2
+  return _loop(config, workdir)
 
 
 def multiprocess(workdir: str, process_id: str, port: str) -> dict:
@@ -282,6 +310,7 @@ def _train_batch(pid: int) -> batch_lib.TrainBatch:
 
 if __name__ == "__main__":
   mode = sys.argv[1]
-  result = {"parity": parity, "trainer": trainer, "multiprocess": multiprocess}[mode](
+  result = {"parity": parity, "trainer": trainer, "reference": reference,
+            "multiprocess": multiprocess}[mode](
       *sys.argv[2:])
   print(json.dumps(result))

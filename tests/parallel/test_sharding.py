@@ -114,6 +114,30 @@ def test_training_loop_on_fsdp8_then_restores_on_one_device(tmp_path):
                   for x in jax.tree.leaves(run.store.trainable)]
 
 
+def test_reference_scheme_on_a_mesh_takes_the_one_device_steps(tmp_path):
+  from marl_jax.trainer import loop as train  # pylint: disable=g-import-not-at-top
+  from marl_jax.trainer.metrics import read_jsonl  # pylint: disable=g-import-not-at-top
+  from tests.helpers import parity_rewards  # pylint: disable=g-import-not-at-top
+  from tests.parallel.sharding_check import reference_config  # pylint: disable=g-import-not-at-top
+  mesh = _check("reference", str(tmp_path / "mesh"), devices=4)
+  assert mesh["mesh"] == {"data": 1, "fsdp": 2, "tensor": 1, "role": 2}
+  assert any("role" in spec for spec in mesh["saved_specs"])  # the slots over role
+  train.train_and_evaluate(reference_config(), str(tmp_path / "one"), rewards_of=parity_rewards)
+  one = [r for r in read_jsonl(str(tmp_path / "one" / "metrics.jsonl")) if "loss" in r]
+  on_mesh = [r for r in mesh["metrics"] if "loss" in r]
+  assert len(one) == len(on_mesh) == 2
+  for a, b in zip(one, on_mesh):
+    # Each slot's own steps: the generators' 12 rows in 3 minibatches of 4, the aggregator 1.
+    assert (a["opt_steps/generator"], a["opt_steps/aggregator"]) == (3, 1)
+    for key in ("opt_steps/generator", "opt_steps/aggregator", "lr/generator",
+                "lr/aggregator"):
+      assert a[key] == b[key], key
+    for key in ("loss", "update_norm/generator", "update_norm/aggregator",
+                "drift/generator", "drift/aggregator", "kl_base/generator"):
+      np.testing.assert_allclose(b[key], a[key], rtol=2e-4, atol=1e-7, err_msg=key)
+  assert one[-1]["update_norm/generator"] > 0 and one[-1]["drift/aggregator"] > 0
+
+
 def test_two_processes_split_rollouts_and_share_one_update(tmp_path):
   with socket.socket() as s:
     s.bind(("localhost", 0))
