@@ -7,16 +7,23 @@ r"""Writes report.md with figures for a sweep directory, or for one run.
   python launch/report.py --run=runs/voting_sp              # <run>/report.md
   python launch/report.py --dir=sweeps/tiny --cliff_drop=0.15 --cliff_window=2
   python launch/report.py --dir=sweeps/tiny --cliff_relative=0.5   # the relative form
+  # sweeps that differ in one setting, side by side (marl_jax.study.compare):
+  python launch/report.py --out=docs/mechanisms --title="The mechanism study" \
+      --compare=reference=docs/mechanisms/reference,clean=docs/mechanisms/clean,joint=docs/mechanisms/joint
 """
 
 from absl import app, flags
 
+from marl_jax.study import compare
 from marl_jax.study import report
 from marl_jax.study.diagnostics import analysis
 from marl_jax.trainer import console
 
 _DIR = flags.DEFINE_string("dir", None, "Sweep directory (launch/sweep.py --dir).")
 _RUN = flags.DEFINE_string("run", None, "One run directory instead of a sweep.")
+_COMPARE = flags.DEFINE_string(
+    "compare", None, "Sweeps side by side instead: 'name=dir,name=dir,...' (or dirs, named "
+    "by their directory); writes --out/report.md.")
 _OUT = flags.DEFINE_string("out", None, "Write the sweep's report.md and figures here "
                            "(default: --dir).")
 _TITLE = flags.DEFINE_string("title", None, "The sweep report's heading (default: the "
@@ -37,11 +44,21 @@ _SHARE = flags.DEFINE_float("dominant_share", 0.6,
 def main(argv):
   del argv
   console.setup()  # library INFO off the console (--verbosity=0 brings it back)
-  if bool(_DIR.value) == bool(_RUN.value):
-    raise app.UsageError("Give exactly one of --dir (a sweep) or --run (one run directory).")
+  if sum(map(bool, (_DIR.value, _RUN.value, _COMPARE.value))) != 1:
+    raise app.UsageError("Give exactly one of --dir (a sweep), --run (one run directory) or "
+                         "--compare (sweeps side by side).")
   cliff = analysis.CliffConfig(min_drop=_DROP.value, window=_WINDOW.value,
                                relative=_RELATIVE.value)
-  if _RUN.value:
+  if _COMPARE.value:
+    if not _OUT.value:
+      raise app.UsageError("--compare writes its report.md into --out; give --out.")
+    try:
+      arms = compare.parse_arms(_COMPARE.value)
+    except ValueError as error:
+      raise app.UsageError(str(error))
+    path = compare.write_comparison(arms, _OUT.value, _TITLE.value or "Sweeps compared", cliff,
+                                    dominant_share=_SHARE.value)
+  elif _RUN.value:
     path = report.write_run_report(_RUN.value, cliff)
   else:
     path = report.write_sweep_report(_DIR.value, cliff, dominant_share=_SHARE.value,

@@ -43,7 +43,7 @@ REWARD = "mean episode reward\n(over the role's calls)"
 GAIN = "gain over base\n(eval accuracy, fraction of held-out problems)"
 
 
-def _save(fig, path: str) -> str:
+def save(fig, path: str) -> str:
   fig.tight_layout()
   # 'tight' grows the canvas to what is drawn: legends placed outside the axes
   # were cut at the right edge.
@@ -52,7 +52,7 @@ def _save(fig, path: str) -> str:
   return path
 
 
-def _labels(ax, x: str, y: str, size: int = 7) -> None:
+def labels(ax, x: str, y: str, size: int = 7) -> None:
   ax.set_xlabel(x, fontsize=size)
   ax.set_ylabel(y, fontsize=size)
   ax.tick_params(labelsize=size)
@@ -148,12 +148,12 @@ def accuracy_curves(scored: Sequence[Scored], task: str, path: str,
           at = int(np.searchsorted(steps, s.summary.cliff.step))
           ax.plot(steps[at], values[at], "v", color="red", ms=7)
     ax.set_title(f"{workflow} / {task} / {scale}", fontsize=8)
-    _labels(ax, STEP, EVAL_ACCURACY, 6)
+    labels(ax, STEP, EVAL_ACCURACY, 6)
     ax.yaxis.set_tick_params(labelleft=True)  # sharey hides them off the first column
     ax.legend(fontsize=6, loc="lower right")
   fig.suptitle(f"{task}: held-out accuracy during RL" +
                (" (thin lines: single seeds)" if several else ""), fontsize=9)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def gain_heatmap(scored: Sequence[Scored], path: str, which: str = "end",
@@ -183,7 +183,7 @@ def gain_heatmap(scored: Sequence[Scored], path: str, which: str = "end",
   ax.set_xticks(range(len(cols)), [f"{t}\n{s}" for t, s in cols], fontsize=7)
   ax.set_yticks(range(len(rows)), [f"{w} {POLICY_STYLE.get(p, (0, p))[1]}" for w, p in rows],
                 fontsize=7)
-  _labels(ax, "task / model scale", "workflow and policy (SP shared, IP isolated)")
+  labels(ax, "task / model scale", "workflow and policy (SP shared, IP isolated)")
   seeds = max(len(group) for group in table.values())
   ax.set_title(f"Gain over base at the {which} ({'last' if which == 'end' else 'best'} "
                "evaluation), " + (f"mean over {seeds} seeds" if seeds > 1 else "one seed"),
@@ -191,7 +191,7 @@ def gain_heatmap(scored: Sequence[Scored], path: str, which: str = "end",
   bar = fig.colorbar(image, ax=ax, shrink=0.85)
   bar.set_label(GAIN, fontsize=7)
   bar.ax.tick_params(labelsize=7)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def _log_y(ax) -> None:
@@ -295,12 +295,12 @@ def gradient_dynamics(scored: Sequence[Scored], task: str, scale: str, path: str
         if all(_positive(c) for c in by_policy.values()):
           _log_y(ax)
         ax.set_title(f"{workflow}: per-role gradient norm", fontsize=8)
-        _labels(ax, STEP, GRAD_NORM if ax.get_yscale() == "log"
+        labels(ax, STEP, GRAD_NORM if ax.get_yscale() == "log"
                 else GRAD_NORM.replace("; log scale", ""))
       else:
         ax.set_ylim(0, 1)
         ax.set_title(f"{workflow}: per-role share of the gradient mass", fontsize=8)
-        _labels(ax, STEP, MASS_SHARE)
+        labels(ax, STEP, MASS_SHARE)
       if j == len(panels) - 1:
         _style_legend(ax, roles, list(by_policy))
   every = sorted(k for k in steps_every if k)
@@ -309,7 +309,7 @@ def gradient_dynamics(scored: Sequence[Scored], task: str, scale: str, path: str
   over = f"mean over {len(seeds)} seeds" if len(seeds) > 1 else "one seed"
   fig.suptitle(f"{task} / {scale} ({over}): solid SP, dashed IP; points at the steps "
                f"both policies logged ({every_text})", fontsize=9)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def _noisy(ax, steps: np.ndarray, values: np.ndarray, color, label: str, ls: str = "-",
@@ -375,7 +375,7 @@ def run_accuracy(run: analysis.RunData, summary: analysis.RunSummary, path: str)
       at = int(np.searchsorted(steps, summary.cliff.step))
       ax.plot(steps[at], values[at], "v", color="red", ms=9, label="terminal cliff", zorder=4)
   ax.set_title(f"{run.name}: accuracy", fontsize=9)
-  _labels(ax, STEP, "accuracy\n(fraction of problems solved)", 8)
+  labels(ax, STEP, "accuracy\n(fraction of problems solved)", 8)
   _outside_legend(ax)
   row = 1
   if parsed:
@@ -387,7 +387,7 @@ def run_accuracy(run: analysis.RunData, summary: analysis.RunSummary, path: str)
     derived = roles_lib.parse_ok_derived(run.records)
     ax.set_title("each role's calls that parsed cleanly" +
                  (" (derived from failure counts: a lower bound)" if derived else ""), fontsize=9)
-    _labels(ax, STEP, PARSE_OK, 8)
+    labels(ax, STEP, PARSE_OK, 8)
     _outside_legend(ax)
     row += 1
   if rewards:
@@ -403,11 +403,11 @@ def run_accuracy(run: analysis.RunData, summary: analysis.RunSummary, path: str)
     ax.set_title("each role's reward in training" + (
         f" (equal at {shared:.0%} of steps, where the lines overlap)"
         if 0 < shared < 1 and len(rewards) > 1 else ""), fontsize=9)
-    _labels(ax, STEP, REWARD, 8)
+    labels(ax, STEP, REWARD, 8)
     _outside_legend(ax)
   for ax in axes[:, 0]:
     ax.xaxis.set_tick_params(labelbottom=True)  # sharex hides them off the last panel
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def run_gradients(run: analysis.RunData, path: str) -> str | None:
@@ -432,9 +432,9 @@ def run_gradients(run: analysis.RunData, path: str) -> str | None:
     _outside_legend(ax)
   if _positive(norms):
     _log_y(axes[0][0])
-  _labels(axes[0][0], STEP, GRAD_NORM if _positive(norms)
+  labels(axes[0][0], STEP, GRAD_NORM if _positive(norms)
           else GRAD_NORM.replace("; log scale", ""), 8)
   if shares:
     axes[0][1].set_ylim(0, 1)
-    _labels(axes[0][1], STEP, MASS_SHARE, 8)
-  return _save(fig, path)
+    labels(axes[0][1], STEP, MASS_SHARE, 8)
+  return save(fig, path)

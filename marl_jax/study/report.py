@@ -48,7 +48,7 @@ FAILURE_HEADER = ("run", "mode", "role", "early", "late", "emerged", "detail")
 _fmt = tables.fmt
 
 
-def _cliff_text(cliff: analysis.CliffConfig) -> str:
+def cliff_text(cliff: analysis.CliffConfig) -> str:
   if cliff.relative:
     return (f"a terminal cliff is a run whose last {cliff.window} evaluations all sit at least "
             f"{cliff.relative:.0%} of the peak's gain over the base below the peak: it gave "
@@ -106,7 +106,7 @@ def write_run_report(workdir: str, cliff: analysis.CliffConfig = analysis.CliffC
                    Num(summary.gain_peak, True), Num(summary.gain_end, True),
                    f"yes, from step {summary.cliff.step} (drop {summary.cliff.drop:.3f})"
                    if summary.cliff.found else "no"]])
-  lines += ["", f"Cliff definition: {_cliff_text(cliff)}", ""]
+  lines += ["", f"Cliff definition: {cliff_text(cliff)}", ""]
   role_rows = _role_rows(run.records)
   if role_rows:
     derived = roles_lib.parse_ok_derived(run.records)
@@ -218,7 +218,7 @@ def _map_rows(scored: Sequence[claims_lib.Scored]) -> list[list]:
   return rows
 
 
-def _figure_lines(title: str, paths: Sequence[str | None], root: str) -> list[str]:
+def figure_lines(title: str, paths: Sequence[str | None], root: str) -> list[str]:
   shown = [p for p in paths if p]
   if not shown:
     return []
@@ -358,23 +358,23 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
            f"[{source}]({source}). Accuracy is `eval/accuracy`: the fraction of held-out "
            "problems solved; step 0 is the base model. Spreads are mean ± sample std "
            "over seeds (n = runs). Every table is also a CSV beside this file.", "",
-           f"Cliffs: {_cliff_text(cliff)}", "",
+           f"Cliffs: {cliff_text(cliff)}", "",
            "## The study's claims, tested on these runs", ""]
   for claim in claims_lib.all_claims(scored, dominant_share, cliff):
     lines += [f"**{claim.statement}** — *{claim.verdict}*", ""]
     lines += [f"- {line}" for line in claim.lines] + [""]
 
   lines += ["## The empirical map: gain over base", ""]
-  lines += _figure_lines("Gain at the end", [figures.gain_heatmap(
+  lines += figure_lines("Gain at the end", [figures.gain_heatmap(
       scored, os.path.join(out, "map_gain_end.png"), "end", SCALE_ORDER)], out_dir)
-  lines += _figure_lines("Gain at the peak", [figures.gain_heatmap(
+  lines += figure_lines("Gain at the peak", [figures.gain_heatmap(
       scored, os.path.join(out, "map_gain_peak.png"), "peak", SCALE_ORDER)], out_dir)
   lines += table("map", ["cell (workflow/task/scale/policy)", "seeds", "base", "peak", "final",
                          "gain at end", "cliffs"], _map_rows(scored)) + [""]
 
   lines += ["## Accuracy curves, SP vs IP (dashed: base; red ▼: terminal cliff)", ""]
   for task in tasks:
-    lines += _figure_lines(task, [figures.accuracy_curves(
+    lines += figure_lines(task, [figures.accuracy_curves(
         scored, task, os.path.join(out, f"curves_{task}.png"), workflows=WORKFLOW_ORDER,
         scales=SCALE_ORDER)], out_dir)
 
@@ -382,7 +382,7 @@ def write_sweep_report(sweep_dir: str, cliff: analysis.CliffConfig = analysis.Cl
   lines += ["## Role-level gradient dynamics", ""] + _gradient_note(scored)
   for task in tasks:
     for scale in scales:
-      lines += _figure_lines(f"{task} / {scale}", [figures.gradient_dynamics(
+      lines += figure_lines(f"{task} / {scale}", [figures.gradient_dynamics(
           scored, task, scale, os.path.join(out, f"gradients_{task}_{scale}.png"),
           workflows=WORKFLOW_ORDER)], out_dir)
   pairs = claims_lib.amplification_pairs(scored, "isolated") + \

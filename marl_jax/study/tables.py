@@ -67,6 +67,33 @@ class Spread:
 
 
 @dataclasses.dataclass(frozen=True)
+class MeanSE:
+  """mean ± standard error of the mean (n) of the finite values: '+0.012 ± 0.008 (n=6)'."""
+
+  values: tuple[float, ...]
+  signed: bool = False
+
+  @property
+  def figures(self) -> tuple[float, float, int]:
+    mean, std, n = analysis.spread(self.values)
+    return mean, std / math.sqrt(n) if n > 1 else math.nan, n
+
+  def md(self) -> str:
+    mean, se, n = self.figures
+    if not n:
+      return "-"
+    return f"{fmt(mean, self.signed)} ± {fmt(se)} (n={n})"
+
+  def csv(self) -> list[str]:
+    mean, se, n = self.figures
+    return [_number(mean), _number(se), str(n)]
+
+  @staticmethod
+  def columns(name: str) -> list[str]:
+    return [f"{name} mean", f"{name} se", f"{name} n"]
+
+
+@dataclasses.dataclass(frozen=True)
 class AtStep:
   """A value reached at a step: '0.620 (30)'."""
 
@@ -120,7 +147,7 @@ class OutOf:
     return [name, f"{name} out of"]
 
 
-Cell = str | Num | Spread | AtStep | Int | OutOf
+Cell = str | Num | Spread | MeanSE | AtStep | Int | OutOf
 
 
 def _md(cell: Cell) -> str:
