@@ -166,7 +166,7 @@ def accuracy_grid(arms: Sequence[Arm], path: str) -> str | None:
           steps, values = _curves(runs, analysis.ACCURACY)
           ax.plot(steps, values, ls, color=color, lw=1.2, label=f"{label} ({len(runs)} seeds)")
       ax.set_title(f"{arm.name}: {workflow} / {task}", fontsize=8)
-      figures.labels(ax, figures.STEP, figures.EVAL_ACCURACY if col == 0 else "")
+      figures.labels(ax, figures.STEP, figures.EVAL_ACCURACY)
       if ax.lines:
         ax.legend(fontsize=6)
   return figures.save(fig, path)
@@ -196,7 +196,7 @@ def role_traces(arms: Sequence[Arm], path: str, seed: int = 0) -> str | None:
           steps, values = analysis.curve(run.records, key)
           ax.plot(steps, values, color=figures.ROLE_COLORS.get(role, "0.3"), lw=1, label=role)
         ax.set_title(f"{arm.name}: {workflow} / math, IP, seed {seed}", fontsize=8)
-        figures.labels(ax, figures.STEP, label if col == 0 else "")
+        figures.labels(ax, figures.STEP, label)
         if ax.lines:
           ax.legend(fontsize=6)
   return figures.save(fig, path)

@@ -9,7 +9,8 @@ import pytest
 from marl_jax.study import compare
 from tests.helpers import REPO
 from tests.study.test_diagnostics_amplification import STEPS, _config, _records, _write
-from tests.study.test_report import _csv_rows, _markdown_tables
+from tests.study.test_report import _assert_labelled, _csv_rows, _data_axes, _markdown_tables
+from tests.study.test_report import drawn  # pylint: disable=unused-import
 
 
 def _arm(root, name, amplify, ip_gain, cliff):
@@ -80,3 +81,17 @@ def test_arms_are_named_and_refused_when_unusable(arms, tmp_path):
   proc = subprocess.run([sys.executable, "launch/report.py", f"--compare={named[0][1]}"],
                         cwd=REPO, capture_output=True, text=True)
   assert proc.returncode != 0 and "give --out" in proc.stderr
+
+
+def test_figures_have_labelled_axes_and_no_empty_panel(arms, drawn):  # pylint: disable=redefined-outer-name
+  loaded = [compare.Arm.load(name, path, compare.analysis.CliffConfig()) for name, path in arms[1]]
+  compare.accuracy_grid(loaded, "a.png")
+  compare.role_traces(loaded, "b.png")
+  assert len(drawn) == 2
+  for fig in drawn:
+    _assert_labelled(fig)
+    assert all(ax.lines for ax in _data_axes(fig))
+  # SP, IP and the N = 1 reference in every arm's panel
+  assert [len(ax.lines) for ax in _data_axes(drawn[0])] == [3, 3]
+  assert [ax.get_ylabel().split("\n")[0] for ax in _data_axes(drawn[1])] == [
+      "learning rate", "learning rate", "update norm", "update norm"]

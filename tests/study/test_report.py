@@ -192,7 +192,7 @@ def test_run_report_for_the_demo(sweep_dir):
 def drawn(monkeypatch):
   """The figures the report functions draw, kept open for inspection."""
   kept = []
-  monkeypatch.setattr(figures, "_save", lambda fig, path: kept.append(fig) or path)
+  monkeypatch.setattr(figures, "save", lambda fig, path: kept.append(fig) or path)
   yield kept
   figures.plt.close("all")
 
