@@ -3,28 +3,35 @@
     python launch/benchmark.py --only=rollout_long            # small: a few minutes on 2 cores
     python launch/benchmark.py --only=rollout_long --full     # SmolLM2 at the 512-token cap
 
-Voting and Orch-Workers roll out stage by stage through a PolicyStore (IP,
-LoRA) whose every call's answer lengths are drawn from a log-normal (median
-~100 tokens, 5% at the 512-token cap) and forced as per-row token limits, the
-model's stop tokens switched off: both engines decode exactly the same rows
-(same keys, so the same tokens) and differ only in how. Same-run ratios,
+Voting and Orch-Workers roll out through a PolicyStore (IP, LoRA) whose every
+call's answer length is drawn from a log-normal (median ~100 tokens, 5% at
+the 512-token cap) keyed by the call's identity (its row key) and forced as
+its token limit, the model's stop tokens switched off: every arm decodes
+exactly the same rows (same keys, so the same tokens) and differs only in
+how. Three arms (ARMS): the lockstep sampler stage by stage, the continuous
+engine stage by stage, and the continuous engine with episodes flowing
+through the workflow (rollout.schedule='episodes'). Same-run ratios,
 interleaved (bench.timing.interleaved_median_seconds):
 
-  speedup_vs_lockstep    lockstep seconds / continuous seconds (both workflows)
+  speedup_vs_lockstep    lockstep seconds / continuous seconds (both workflows);
+                         episodes_speedup_vs_lockstep, episodes_speedup_vs_stages
   useful_token_fraction  real tokens / decoded slot-steps of the continuous
-                         engine (lockstep_useful_token_fraction: the lockstep's,
-                         its padded batch x the longest row of each call)
+                         engine (episodes_useful_token_fraction: under the
+                         episodes schedule; lockstep_useful_token_fraction: the
+                         lockstep's, its padded batch x the longest row of each call)
   peak_bytes             the continuous engine's KV cache (slots x (max prompt
                          + cap) tokens), lockstep_peak_bytes the lockstep's at
                          its largest call (rows bucket x (prompt bucket + cap)):
                          the memory that scales with rows (weights are equal).
 
-Measured once (6M model, 8 problems x 2 samples, 16 slots, repeats=1, 2 shared
-cores of an AMD EPYC under other work, avx2 and avx512f/avx512_bf16): speedup 1.78x (53 s
-against 95 s), useful-token fraction 0.48 (lockstep 0.24), KV cache 48 MiB
-against 192 MiB. The fraction stays under the issue's 0.85 because each stage
-drains before the next starts (its last slots decode alone): episodes that
-flow through the workflow independently are what lifts it.
+Measured (6M model, 4 problems x 2 samples, 8 slots, repeats=1, 2 cores of an
+AMD EPYC shared with two training runs, avx2 and avx512f/avx512_bf16):
+useful-token fraction 0.27 lockstep, 0.51 continuous by stages, 0.62 with
+episodes; KV cache 24 MiB against 96 MiB; seconds 34.0 / 35.7 / 36.5 (0.95x
+and 0.93x of lockstep). On this CPU a 6M model's decode step costs nearly the
+same for 8 rows as for 32, so the lockstep's padded rows are almost free and
+8 slots (fewer than a stage's 24 rows) give no speed: the engine's win here
+is memory. An earlier run at 8 x 2 problems and 16 slots measured 1.78x.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import numpy as np
 from marl_jax import tasks, workflows
 from marl_jax.bench import training
 from marl_jax.bench.timing import interleaved_median_seconds
-from marl_jax.generate import continuous, sampler
+from marl_jax.generate import continuous, draw, sampler
 from marl_jax.models import gguf_checkpoint, init_params, load_pretrained
 from marl_jax.models.config import ModelConfig
 from marl_jax.models.tokenizers import CharTokenizer, load_tokenizer
@@ -75,20 +82,27 @@ def answer_lengths(n: int, rng: np.random.Generator, median: int, cap: int) -> n
 
 
 class ForcedLengths:
-  """A PolicyStore whose calls stop each row at a drawn length (row limits), the
-  same draws for every engine (one generator per call, in call order), and that
-  keeps what each call decoded."""
+  """A PolicyStore whose rows stop at drawn lengths (row limits). A row's length is
+  drawn from its own key (draw.row_keys: its call's identity, whatever the
+  schedule or engine), so every arm decodes the same rows to the same lengths.
+  Keeps what each call or session decoded: (real tokens, slot-steps, cache bytes)."""
 
   def __init__(self, store: PolicyStore, size: Size, seed: int = 0):
     self.store, self.size, self.seed = store, size, seed
     self.calls: list[tuple[Any, ...]] = []
+    self.sessions: list[continuous.Stats] = []
 
   def slot_of(self, role: str) -> int:
     return self.store.slot_of(role)
 
+  def lengths(self, keys: Any) -> np.ndarray:
+    keys = np.asarray(keys)
+    return np.array([answer_lengths(1, np.random.default_rng((self.seed, *map(int, key))),
+                                    self.size.median, self.size.cap)[0] for key in keys],
+                    np.int32)
+
   def generate(self, prompts, roles, rng, sampling, **options):
-    lengths = answer_lengths(len(prompts), np.random.default_rng((self.seed, len(self.calls))),
-                             self.size.median, self.size.cap)
+    lengths = self.lengths(draw.row_keys(rng, len(prompts), options.get("row_ids")))
     sampling = dataclasses.replace(sampling, max_new_tokens=self.size.cap)
     if options.get("engine") == "continuous":
       stats = continuous.Stats()
@@ -96,12 +110,35 @@ class ForcedLengths:
                                 stats=stats)
       self.calls.append((stats.tokens, stats.slot_steps, stats.cache_bytes))
     else:
-      out = self.store.generate(prompts, roles, rng, sampling, limits=lengths, **options)
+      out = self.store.generate(prompts, roles, rng, sampling, **{**options, "limits": lengths})
       rows = sampler.bucket(len(prompts), 8)
       prompt = sampler.bucket(max(len(p) for p in prompts), 16)
       self.calls.append((int(out.lengths.sum()), rows * int(out.lengths.max()),
                          continuous.cache_bytes(self.store.config, rows, prompt + self.size.cap)))
     return out
+
+  def session(self, roles, sampling, **options):
+    """rollout.schedule='episodes': the store's session, each row stopped at its length."""
+    stats = continuous.Stats()
+    self.sessions.append(stats)
+    sampling = dataclasses.replace(sampling, max_new_tokens=self.size.cap)
+    session = self.store.session(roles, sampling, stats=stats, **options)
+    submit = session.submit
+    session.submit = lambda prompts, roles, keys, sampling=None, **kw: submit(
+        prompts, roles, keys, sampling, **{**kw, "limits": self.lengths(keys)})
+    return session
+
+  def decoded(self) -> list[tuple[int, int, int]]:
+    return self.calls + [(s.tokens, s.slot_steps, s.cache_bytes) for s in self.sessions]
+
+  def clear(self) -> None:
+    self.calls.clear()
+    self.sessions.clear()
+
+
+# (engine, schedule) of each arm, and its figures' key prefix
+ARMS = {("lockstep", "stages"): "lockstep_", ("continuous", "stages"): "",
+        ("continuous", "episodes"): "episodes_"}
 
 
 def _model(name: str) -> tuple[ModelConfig, Any, Any]:
@@ -129,25 +166,27 @@ def rollout_long(name: str, repeats: int = 3, full: bool = False) -> dict[str, f
   for workflow in ("voting", "orch_workers"):
     wf = workflows.get(workflow)
     store = PolicyStore.create(config, params, wf.roles, mode="isolated")
-    for engine in continuous.ENGINES:
-      policy = policies[workflow, engine] = ForcedLengths(store, size)
+    for (engine, schedule), prefix in ARMS.items():
+      policy = policies[workflow, prefix] = ForcedLengths(store, size)
 
-      def run(wf=wf, policy=policy, engine=engine):
-        policy.calls.clear()
+      def run(wf=wf, policy=policy, engine=engine, schedule=schedule):
+        policy.clear()
         return rollout.run(wf, policy, task, problems, size.group, jax.random.PRNGKey(1),
                            sampler.SamplingParams(temperature=0.7, max_new_tokens=size.cap),
                            tokenizer, max_prompt_len=size.max_prompt_len, engine=engine,
-                           slots=size.slots)
-      runs[workflow, engine] = run
-  seconds = interleaved_median_seconds({f"{w}/{e}": fn for (w, e), fn in runs.items()}, repeats)
+                           slots=size.slots, schedule=schedule)
+      runs[f"{workflow}/{engine}/{schedule}"] = run
+  seconds = interleaved_median_seconds(runs, repeats)
   out = {}
-  for engine in continuous.ENGINES:
-    calls = [c for (_, e), p in policies.items() if e == engine for c in p.calls]
-    prefix = "" if engine == "continuous" else "lockstep_"
+  for (engine, schedule), prefix in ARMS.items():
+    calls = [c for (_, p), policy in policies.items() if p == prefix for c in policy.decoded()]
     out[f"{prefix}useful_token_fraction"] = sum(c[0] for c in calls) / sum(c[1] for c in calls)
     out[f"{prefix}peak_bytes"] = max(c[2] for c in calls)
-    out[f"{prefix}seconds"] = sum(s for k, s in seconds.items() if k.endswith(engine))
+    out[f"{prefix}seconds"] = sum(s for k, s in seconds.items()
+                                  if k.endswith(f"/{engine}/{schedule}"))
   out["speedup_vs_lockstep"] = out["lockstep_seconds"] / out["seconds"]
-  out["decoded_tokens"] = sum(c[0] for c in policies["voting", "continuous"].calls) + sum(
-      c[0] for c in policies["orch_workers", "continuous"].calls)
+  out["episodes_speedup_vs_lockstep"] = out["lockstep_seconds"] / out["episodes_seconds"]
+  out["episodes_speedup_vs_stages"] = out["seconds"] / out["episodes_seconds"]
+  out["decoded_tokens"] = sum(c[0] for w in ("voting", "orch_workers")
+                              for c in policies[w, ""].decoded())
   return {f"rollout_long/{name}/{key}": value for key, value in out.items()}

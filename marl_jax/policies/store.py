@@ -350,7 +350,14 @@ class PolicyStore:
 
 class RoleSession:
   """continuous.Session behind a PolicyStore's routing: rows name their roles, and the
-  session gives them their LoRA weights or full copy (PolicyStore.session)."""
+  session gives them their LoRA weights or full copy (PolicyStore.session).
+
+  LoRA (and a single set of weights): one engine over the roles' slots
+  (lora.compact), its decode slots shared by every role. Full copies: one
+  engine per copy the roles use, each with `slots` slots, stepped only while it
+  has rows, so a copy with nothing to decode costs nothing (one engine over the
+  stacked copies would decode every copy's slots at every step).
+  """
 
   def __init__(self, store: PolicyStore, roles: Sequence[str],
                sampling: sampling_lib.SamplingParams | Sequence[sampling_lib.SamplingParams],
@@ -358,21 +365,45 @@ class RoleSession:
     self.roles = tuple(dict.fromkeys(roles))
     if not self.roles:
       raise ValueError("PolicyStore.session() needs the roles its rows will have.")
-    # only the slots and copies of these roles run, routed as generate routes them
-    params, adapters, weights, copies = store.routed(self.roles)
-    self._weights = None if weights is None else dict(zip(self.roles, weights))
-    self._copy = None if copies is None else dict(zip(self.roles, copies))
-    self.engine = continuous.Session(
-        store.config, params, sampling, stacked=self._copy is not None, adapters=adapters,
-        adapter_slots=None if weights is None else weights.shape[1], **options)
+    self._stats = options.pop("stats", None)
+    if "full" in store.trainable:
+      by_copy = {}
+      for role, copy in zip(self.roles, store.full_slots(self.roles)):
+        by_copy.setdefault(int(copy), []).append(role)
+      groups = list(by_copy.values())
+    else:
+      groups = [list(self.roles)]
+    self.engines: list[continuous.Session] = []
+    self._engine_of, self._weights = {}, {}
+    for group in groups:
+      # only the slots and the copy of these roles run, routed as generate routes them
+      params, adapters, weights, _ = store.routed(group)
+      for i, role in enumerate(group):
+        self._engine_of[role] = len(self.engines)
+        self._weights[role] = None if weights is None else weights[i]
+      self.engines.append(continuous.Session(
+          store.config, params, sampling, adapters=adapters,
+          adapter_slots=None if weights is None else weights.shape[1], **options))
+    self._handle: dict[tuple[int, int], int] = {}  # (engine, its row) -> the session's row
+    self._next = 0
+    self._sync_stats()
 
   @property
   def idle(self) -> bool:
-    return self.engine.idle
+    return all(engine.idle for engine in self.engines)
 
   @property
   def stats(self) -> continuous.Stats:
-    return self.engine.stats
+    """The engines' Stats summed (the `stats` given to session() holds the same)."""
+    total = continuous.Stats()
+    for engine in self.engines:
+      for field in dataclasses.fields(total):
+        setattr(total, field.name, getattr(total, field.name) + getattr(engine.stats, field.name))
+    return total
+
+  def _sync_stats(self) -> None:
+    if self._stats is not None:
+      self._stats.__dict__.update(self.stats.__dict__)
 
   def submit(self, prompts: Sequence[Sequence[int]], roles: Sequence[str], keys: Any,
              sampling: Any = None, **options) -> list[int]:
@@ -382,13 +413,36 @@ class RoleSession:
       raise ValueError(f"submit() needs one role per prompt, each one of the session's "
                        f"{self.roles}; got {len(roles)} roles for {len(prompts)} prompts"
                        + (f", unknown {unknown}." if unknown else "."))
-    weights = None if self._weights is None else np.stack([self._weights[r] for r in roles])
-    copies = None if self._copy is None else [self._copy[r] for r in roles]
-    return self.engine.submit(prompts, keys, sampling, copies=copies, adapter_weights=weights,
-                              **options)
+    keys, n = np.asarray(keys), len(prompts)
+    samplings = sampling if isinstance(sampling, (list, tuple)) else [sampling] * n
+    handles = [-1] * n
+    for e, engine in enumerate(self.engines):
+      mine = [i for i, role in enumerate(roles) if self._engine_of[role] == e]
+      if not mine:
+        continue
+      pick = lambda values: None if values is None else [values[i] for i in mine]
+      weights = self._weights[roles[mine[0]]]
+      rows = engine.submit(
+          [prompts[i] for i in mine], keys[mine],
+          None if sampling is None else pick(samplings),
+          adapter_weights=None if weights is None else np.stack([self._weights[roles[i]]
+                                                                 for i in mine]),
+          **{k: pick(v) for k, v in options.items()})
+      for i, row in zip(mine, rows):
+        handles[i] = self._handle[(e, row)] = self._next
+        self._next += 1
+    self._sync_stats()
+    return handles
 
   def step(self) -> list[continuous.Finished]:
-    return self.engine.step()
+    """One step of every engine that has rows; the rows that finished (the session's handles)."""
+    out = []
+    for e, engine in enumerate(self.engines):
+      if not engine.idle:
+        out += [dataclasses.replace(done, row=self._handle.pop((e, done.row)))
+                for done in engine.step()]
+    self._sync_stats()
+    return out
 
 
 class ScriptedPolicy:

@@ -190,3 +190,36 @@ def test_a_session_routes_rows_by_role_as_generate_does(base):
     np.testing.assert_array_equal(got[handle], want.tokens[i, :want.lengths[i]])
   with pytest.raises(ValueError, match=r"unknown \['evaluator'\]"):
     session.submit(PROMPTS[:1], ["evaluator"], np.zeros((1, 2), np.uint32))
+
+
+def test_a_session_over_full_copies_decodes_only_the_copies_with_rows(base):
+  """IP full copies: a session of two roles draws generate's tokens for the same keys,
+  and while only one role has rows, only that copy's slots are decoded."""
+  store = PolicyStore.create(CONFIG, base, ROLES, mode="isolated", kind="full")
+  noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.PRNGKey(5), x.shape),
+                       store.trainable["full"])
+  store = store.replace(trainable={"full": jax.tree.map(jnp.add, store.trainable["full"], noise)})
+  rows = [r for r in ROWS if r != "evaluator"]
+  prompts = [p for p, r in zip(PROMPTS, ROWS) if r != "evaluator"]
+  keys = draw.row_keys(jax.random.PRNGKey(2), len(rows))
+  want = store.generate(prompts, rows, jax.random.PRNGKey(2), SAMPLED, engine="continuous",
+                        slots=2)
+  session = store.session(["generator", "aggregator"], SAMPLED, slots=2, max_prompt_len=32)
+  assert len(session.engines) == 2  # one engine per copy
+  gen = [i for i, r in enumerate(rows) if r == "generator"]
+  handles = dict(zip(gen, session.submit([prompts[i] for i in gen], ["generator"] * len(gen),
+                                         keys[np.asarray(gen)])))
+  got = {}
+  while not session.idle:
+    got.update({done.row: done.tokens for done in session.step()})
+  # Only the generator's copy ran: its 2 slots a step (and a step a prefilled row).
+  stats = session.stats
+  assert stats.slot_steps == 2 * stats.decode_steps + len(gen) and stats.rows == len(gen)
+  agg = [i for i, r in enumerate(rows) if r == "aggregator"]
+  handles.update(zip(agg, session.submit([prompts[i] for i in agg], ["aggregator"] * len(agg),
+                                         keys[np.asarray(agg)])))
+  while not session.idle:
+    got.update({done.row: done.tokens for done in session.step()})
+  for i, handle in handles.items():
+    np.testing.assert_array_equal(got[handle], want.tokens[i, :want.lengths[i]])
+  assert len(set(handles.values())) == len(rows)

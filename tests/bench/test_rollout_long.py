@@ -1,0 +1,39 @@
+"""rollout_long's forced lengths: every arm decodes the same rows to the same lengths."""
+
+import jax
+import numpy as np
+
+from marl_jax import tasks, workflows
+from marl_jax.bench import rollout_long
+from marl_jax.generate import sampler
+from marl_jax.models import get_preset, init_params
+from marl_jax.models.tokenizers import CharTokenizer
+from marl_jax.policies.store import PolicyStore
+from marl_jax.workflows import rollout
+
+
+def test_each_call_stops_at_its_own_length_under_every_engine_and_schedule():
+  config = get_preset("tiny_s").replace(eos_ids=())  # the drawn lengths alone end rows
+  size = rollout_long.Size(problems=2, group=2, slots=4, median=6, cap=12, max_prompt_len=192)
+  wf, task = workflows.get("voting"), tasks.get("arithmetic")
+  store = PolicyStore.create(config, init_params(config, jax.random.PRNGKey(0)), wf.roles,
+                             mode="isolated")
+  problems = task.sample("train", size.problems, seed=0)
+  runs = {}
+  for engine, schedule in rollout_long.ARMS:
+    policy = rollout_long.ForcedLengths(store, size)
+    episodes = rollout.run(wf, policy, task, problems, size.group, jax.random.PRNGKey(1),
+                           sampler.SamplingParams(temperature=0.7, max_new_tokens=size.cap),
+                           CharTokenizer(), max_prompt_len=size.max_prompt_len, engine=engine,
+                           slots=size.slots, schedule=schedule)
+    lengths = [len(c.completion_tokens) for e in episodes for c in e.calls]
+    runs[engine, schedule] = (lengths, [c.completion_tokens for e in episodes for c in e.calls])
+    decoded = policy.decoded()
+    assert sum(t for t, _, _ in decoded) == sum(lengths)  # the Stats count the same tokens
+    assert all(steps >= tokens for tokens, steps, _ in decoded)
+  lengths, tokens = runs["lockstep", "stages"]
+  assert len(set(lengths)) > 2 and max(lengths) <= size.cap  # drawn, not all at the cap
+  for other_lengths, other_tokens in runs.values():  # same rows, lengths and tokens
+    assert other_lengths == lengths
+    for a, b in zip(tokens, other_tokens):
+      np.testing.assert_array_equal(a, b)
