@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from marl_jax.generate import draw
 from marl_jax.models import decoder
 from marl_jax.models.config import ModelConfig, as_dtype
+from marl_jax.parallel import sharding
 
 
 def init_state(config: ModelConfig, slots: int, length: int, lora_slots: int | None,
@@ -40,6 +41,16 @@ def init_state(config: ModelConfig, slots: int, length: int, lora_slots: int | N
   if lora_slots is not None:
     state["weights"] = jnp.zeros((slots, lora_slots), jnp.float32)
   return state
+
+
+def _constrained(state: dict[str, Any]) -> dict[str, Any]:
+  """On a mesh (the rollout's, jax.set_mesh), the slots over the batch axes: the KV
+  cache as the lockstep sampler's (kv heads over tensor), every per-slot array's
+  rows; the identity on one device."""
+  rest = {k: v for k, v in state.items() if k != "cache"}
+  leaves, tree = jax.tree.flatten(rest)
+  return {**jax.tree.unflatten(tree, sharding.constrain_rows(*leaves)),
+          "cache": sharding.constrain_kv_cache(state["cache"])}
 
 
 def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, state, tokens, valid,
@@ -78,7 +89,7 @@ def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, state, 
          "settings": jax.tree.map(put, state["settings"], settings)}
   if weights is not None:
     new["weights"] = put(state["weights"], weights)
-  return new, ids, logp, done
+  return _constrained(new), ids, logp, done
 
 
 def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapters, state,
@@ -108,11 +119,11 @@ def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapte
     live = (~done).astype(jnp.int32)
     steps = state["steps"] + live
     stopped = state["stopped"] | (~done & jnp.isin(ids, stop_ids))
-    state = {**state, "cache": cache,
+    state = _constrained({**state, "cache": cache,
              "cache_valid": state["cache_valid"].at[rows, column].set(True),
              "column": column + live, "position": state["position"] + live,
              "last": jnp.where(done, state["last"], ids.astype(jnp.int32)), "steps": steps,
-             "stopped": stopped, "done": done | stopped | (steps >= state["limit"])}
+             "stopped": stopped, "done": done | stopped | (steps >= state["limit"])})
     return i + 1, state, out_tokens, out_logp
 
   out_tokens = jnp.full((slots, chunk), config.pad_id, jnp.int32)

@@ -11,6 +11,9 @@ it prints last. Modes:
   trainer DIR   one training step of the real loop on fsdp=8, saved in DIR.
   reference DIR two steps of the real loop under rl.update_scheme='reference'
                 (IP full copies, voting) on fsdp=2 x role=2, saved in DIR.
+  continuous DIR one step of the real loop with the continuous engine and
+                episodes flowing through the workflow (IP LoRA, voting) on
+                data=2 x fsdp=2, saved in DIR.
   multiprocess  one of two processes (4 devices each) of a jax.distributed job.
 """
 
@@ -232,6 +235,35 @@ def reference_config():
   return config
 
 
+def continuous_config():
+  """Voting under IP LoRA, rollouts by the continuous engine, episodes at their own pace."""
+  from tests.helpers import tiny_config  # pylint: disable=g-import-not-at-top
+  config = tiny_config("workflow=voting,policy=isolated", steps=1)
+  config.rollout.engine, config.rollout.schedule, config.rollout.slots = (
+      "continuous", "episodes", 4)
+  config.rl.role_grad_every, config.rl.warmup_steps = 0, 0
+  return config
+
+
+def continuous(workdir: str) -> dict:
+  """continuous_config's run on data=2 x fsdp=2, with the engine's cache layout."""
+  from marl_jax.generate import continuous as engine  # pylint: disable=g-import-not-at-top
+  config = continuous_config()
+  config.mesh.data, config.mesh.fsdp = 2, 2
+  seen, step = {}, engine.Session.step
+
+  def spy_step(self):
+    out = step(self)
+    seen.setdefault("cache_specs", specs(self.state["cache"]))
+    return out
+
+  engine.Session.step = spy_step
+  try:
+    return {**_loop(config, workdir), **seen}
+  finally:
+    engine.Session.step = step
+
+
 def reference(workdir: str) -> dict:
   """reference_config's run on data=1 x fsdp=2 x role=2 (the slots over role)."""
   config = reference_config()
@@ -311,6 +343,7 @@ def _train_batch(pid: int) -> batch_lib.TrainBatch:
 if __name__ == "__main__":
   mode = sys.argv[1]
   result = {"parity": parity, "trainer": trainer, "reference": reference,
+            "continuous": continuous,
             "multiprocess": multiprocess}[mode](
       *sys.argv[2:])
   print(json.dumps(result))

@@ -138,6 +138,25 @@ def test_reference_scheme_on_a_mesh_takes_the_one_device_steps(tmp_path):
   assert one[-1]["update_norm/generator"] > 0 and one[-1]["drift/aggregator"] > 0
 
 
+def test_continuous_episodes_on_a_mesh_shard_the_slots_and_sample_as_one_device(tmp_path):
+  from marl_jax.trainer import loop as train  # pylint: disable=g-import-not-at-top
+  from marl_jax.trainer.metrics import read_jsonl  # pylint: disable=g-import-not-at-top
+  from tests.helpers import parity_rewards  # pylint: disable=g-import-not-at-top
+  from tests.parallel.sharding_check import continuous_config  # pylint: disable=g-import-not-at-top
+  mesh = _check("continuous", str(tmp_path / "mesh"), devices=4)
+  assert mesh["mesh"] == {"data": 2, "fsdp": 2, "tensor": 1, "role": 1}
+  assert mesh["cache_specs"] == ["P(('data', 'fsdp'),)"]  # 4 slots, one a device
+  train.train_and_evaluate(continuous_config(), str(tmp_path / "one"), rewards_of=parity_rewards)
+  texts = lambda run: [[c["text"] for c in json.loads(line)["calls"]]
+                       for line in open(tmp_path / run / "rollouts" / "step_1.jsonl")]
+  assert texts("mesh") == texts("one")  # the same calls drew the same tokens
+  one = [r for r in read_jsonl(str(tmp_path / "one" / "metrics.jsonl")) if "loss" in r][0]
+  on_mesh = [r for r in mesh["metrics"] if "loss" in r][0]
+  for key in ("update_norm/generator", "update_norm/aggregator", "grad_norm_mb/generator"):
+    np.testing.assert_allclose(on_mesh[key], one[key], rtol=2e-4, err_msg=key)
+  assert one["update_norm/generator"] > 0
+
+
 def test_two_processes_split_rollouts_and_share_one_update(tmp_path):
   with socket.socket() as s:
     s.bind(("localhost", 0))
