@@ -153,8 +153,10 @@ def _model(name: str) -> tuple[ModelConfig, Any, Any]:
   return (*load_pretrained(path), load_tokenizer(path))
 
 
-def rollout_long(name: str, repeats: int = 3, full: bool = False) -> dict[str, float]:
-  """The figures of one model (module doc), over voting and orch_workers."""
+def _runs(name: str, full: bool, arms: dict, chunk: int | None = None,
+          policies: dict | None = None) -> dict[str, Any]:
+  """{'<workflow>/<engine>/<schedule>': a rollout of it} for each arm, its ForcedLengths
+  in `policies[workflow, prefix]`; `chunk`: the continuous engine's decode steps a call."""
   size = SIZES[name][int(full)]
   config, params, tokenizer = _model(name)
   # The drawn lengths alone end rows; positions for the longest prompt and answer.
@@ -162,25 +164,42 @@ def rollout_long(name: str, repeats: int = 3, full: bool = False) -> dict[str, f
       config.max_position_embeddings, size.max_prompt_len + size.cap))
   task = tasks.get("arithmetic")
   problems = task.sample("train", size.problems, seed=0)
-  policies, runs = {}, {}
+  policies = {} if policies is None else policies
+  runs = {}
   for workflow in ("voting", "orch_workers"):
     wf = workflows.get(workflow)
     store = PolicyStore.create(config, params, wf.roles, mode="isolated")
-    for (engine, schedule), prefix in ARMS.items():
+    for (engine, schedule), prefix in arms.items():
       policy = policies[workflow, prefix] = ForcedLengths(store, size)
 
       def run(wf=wf, policy=policy, engine=engine, schedule=schedule):
         policy.clear()
-        return rollout.run(wf, policy, task, problems, size.group, jax.random.PRNGKey(1),
-                           sampler.SamplingParams(temperature=0.7, max_new_tokens=size.cap),
-                           tokenizer, max_prompt_len=size.max_prompt_len, engine=engine,
-                           slots=size.slots, schedule=schedule)
+        default = continuous.DEFAULT_CHUNK
+        continuous.DEFAULT_CHUNK = chunk or default
+        try:
+          return rollout.run(wf, policy, task, problems, size.group, jax.random.PRNGKey(1),
+                             sampler.SamplingParams(temperature=0.7, max_new_tokens=size.cap),
+                             tokenizer, max_prompt_len=size.max_prompt_len, engine=engine,
+                             slots=size.slots, schedule=schedule)
+        finally:
+          continuous.DEFAULT_CHUNK = default
       runs[f"{workflow}/{engine}/{schedule}"] = run
-  seconds = interleaved_median_seconds(runs, repeats)
+  return runs
+
+
+def _fraction(policies: dict, prefix: str) -> float:
+  calls = [c for (_, p), policy in policies.items() if p == prefix for c in policy.decoded()]
+  return sum(c[0] for c in calls) / sum(c[1] for c in calls)
+
+
+def rollout_long(name: str, repeats: int = 3, full: bool = False) -> dict[str, float]:
+  """The figures of one model (module doc), over voting and orch_workers."""
+  policies = {}
+  seconds = interleaved_median_seconds(_runs(name, full, ARMS, policies=policies), repeats)
   out = {}
   for (engine, schedule), prefix in ARMS.items():
     calls = [c for (_, p), policy in policies.items() if p == prefix for c in policy.decoded()]
-    out[f"{prefix}useful_token_fraction"] = sum(c[0] for c in calls) / sum(c[1] for c in calls)
+    out[f"{prefix}useful_token_fraction"] = _fraction(policies, prefix)
     out[f"{prefix}peak_bytes"] = max(c[2] for c in calls)
     out[f"{prefix}seconds"] = sum(s for k, s in seconds.items()
                                   if k.endswith(f"/{engine}/{schedule}"))
@@ -190,3 +209,25 @@ def rollout_long(name: str, repeats: int = 3, full: bool = False) -> dict[str, f
   out["decoded_tokens"] = sum(c[0] for w in ("voting", "orch_workers")
                               for c in policies[w, ""].decoded())
   return {f"rollout_long/{name}/{key}": value for key, value in out.items()}
+
+
+def chunk_sizes(name: str = "6m", chunks: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
+                repeats: int = 1, full: bool = False) -> dict[str, float]:
+  """The continuous engine's decode steps per program call (continuous.DEFAULT_CHUNK),
+  by stages and by episodes: seconds (interleaved across chunk sizes) and the
+  useful-token fraction (a row that stops mid-chunk idles for the rest of it)."""
+  arms = {k: v for k, v in ARMS.items() if k[0] == "continuous"}
+  runs, policies = {}, {}
+  for chunk in chunks:
+    mine = {}
+    runs.update({f"{chunk}:{k}": fn for k, fn in _runs(name, full, arms, chunk, mine).items()})
+    policies[chunk] = mine
+  seconds = interleaved_median_seconds(runs, repeats)
+  out = {}
+  for chunk in chunks:
+    for (engine, schedule), prefix in arms.items():
+      key = f"{prefix or 'stages_'}chunk{chunk}"
+      out[f"{key}_seconds"] = sum(s for k, s in seconds.items()
+                                  if k.startswith(f"{chunk}:") and k.endswith(f"/{schedule}"))
+      out[f"{key}_useful_token_fraction"] = _fraction(policies[chunk], prefix)
+  return {f"rollout_chunks/{name}/{key}": value for key, value in out.items()}

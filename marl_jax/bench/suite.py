@@ -87,6 +87,11 @@ def rollout_long_both(repeats: int, full: bool = False) -> dict:
           **rollout_long.rollout_long("smollm2", repeats, full)}
 
 
+def rollout_chunks(repeats: int, full: bool = False) -> dict:
+  """The continuous engine's decode chunk, 1-32 steps a call (bench/rollout_long.py)."""
+  return rollout_long.chunk_sizes("6m", repeats=max(1, repeats // 3), full=full)
+
+
 def update_scheme_ip(repeats: int) -> dict:
   """A reference-scheme IP update against a joint one on the same rows (bench/update_scheme.py)."""
   return update_scheme.update_schemes(repeats)
@@ -107,8 +112,10 @@ BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "rl_step": rl_step_demo,
     "update_scheme": update_scheme_ip,
     "rollout_long": rollout_long_both,
+    "rollout_chunks": rollout_chunks,
 }
-SIZED = ("rollout_long",)  # benchmarks with a full size (launch/benchmark.py --full)
+# benchmarks with a full size (launch/benchmark.py --full)
+SIZED = ("rollout_long", "rollout_chunks")
 
 
 def run(only: list[str], repeats: int = 5, full: bool = False) -> dict:

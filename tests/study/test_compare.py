@@ -83,7 +83,7 @@ def test_arms_are_named_and_refused_when_unusable(arms, tmp_path):
   assert proc.returncode != 0 and "give --out" in proc.stderr
 
 
-def test_figures_have_labelled_axes_and_no_empty_panel(arms, drawn):  # pylint: disable=redefined-outer-name
+def test_figures_have_labelled_axes_and_no_empty_panel(arms, drawn):  # pylint: disable=W0621
   loaded = [compare.Arm.load(name, path, compare.analysis.CliffConfig()) for name, path in arms[1]]
   compare.accuracy_grid(loaded, "a.png")
   compare.role_traces(loaded, "b.png")
