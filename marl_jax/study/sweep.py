@@ -290,14 +290,15 @@ def write_manifest(root: str, sweep: ml_collections.ConfigDict, specs: Sequence[
   return path
 
 
-PUBLISHED = ("config.json", "metrics.jsonl")
+PUBLISHED = ("config.json", "metrics.jsonl", "launches.jsonl")  # launches: where it exists
 
 
 def publish(specs: Sequence[RunSpec], steps: dict[str, int], out_dir: str,
             rollout_window: int = 2) -> list[str]:
   """Copies the finished runs' results, without checkpoints, into out_dir/<name>/.
 
-  Per run: config.json, metrics.jsonl, and the first and last
+  Per run: config.json, metrics.jsonl, launches.jsonl (runs from before it
+  have none), and the first and last
   `rollout_window` saved rollout steps (what the failure modes read:
   diagnostics.failure_modes.FailureConfig.window). The copy is a sweep
   directory of its own: launch/report.py reads it, and copying it back into
@@ -310,7 +311,9 @@ def publish(specs: Sequence[RunSpec], steps: dict[str, int], out_dir: str,
       continue
     saved = failure_modes.rollout_steps(spec.workdir)
     keep = saved[:rollout_window] + saved[max(rollout_window, len(saved) - rollout_window):]
-    files = [os.path.join(spec.workdir, f) for f in PUBLISHED] + [p for _, p in keep]
+    files = [os.path.join(spec.workdir, f) for f in PUBLISHED
+             if f != "launches.jsonl" or os.path.exists(os.path.join(spec.workdir, f))]
+    files += [p for _, p in keep]
     for src in files:
       dst = os.path.join(out_dir, spec.name, os.path.relpath(src, spec.workdir))
       os.makedirs(os.path.dirname(dst), exist_ok=True)

@@ -306,6 +306,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   hostmem.advise()
   if distributed.is_main():  # one writer on a shared run directory
     rundir.check_or_save_config(config, workdir)
+    rundir.record_launch(workdir)
   run = build_lib.build(config)
   if run.task.kind == "code":  # model-written code will run: say how it is fenced in
     logging.info("%s", exposure.describe(sandbox.isolation()))

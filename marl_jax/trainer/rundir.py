@@ -1,6 +1,10 @@
 """The run directory: the saved config, and the check that a resumed run is the same run.
 
 <workdir>/config.json     the full config (written once)
+<workdir>/launches.jsonl  one record per launch (appended): when, the code's git
+                          commit and whether its tracked files were changed, the
+                          library versions, the host and the command line; a run
+                          resumed across sessions says which code ran each part
 <workdir>/metrics.jsonl   one record per step (marl_jax.trainer.metrics)
 <workdir>/tensorboard/    event files
 <workdir>/checkpoints/    orbax steps (marl_jax.trainer.checkpoints)
@@ -13,9 +17,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import platform
 import re
+import subprocess
+import sys
 import time
 from typing import Any, Sequence
 
@@ -87,6 +95,43 @@ def check_or_save_config(config: ml_collections.ConfigDict, workdir: str) -> Non
   with open(tmp, "w") as f:
     json.dump(current, f, indent=1, sort_keys=True)
   os.replace(tmp, path)
+
+
+LAUNCHES = "launches.jsonl"
+
+
+def _git(*args: str) -> str | None:
+  """`git <args>` in the package's checkout; None where it is not one (a wheel)."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    out = subprocess.run(["git", "-C", here, *args], capture_output=True, text=True, timeout=10)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return out.stdout.strip() if out.returncode == 0 else None
+
+
+def launch_record() -> dict[str, Any]:
+  """What code and machine this launch runs (LAUNCHES)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  commit = _git("rev-parse", "HEAD")
+  changed = _git("status", "--porcelain", "--untracked-files=no") if commit else None
+  try:
+    version = metadata.version("marl_jax")
+  except metadata.PackageNotFoundError:
+    version = None
+  return {"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+          "commit": commit, "changed_files": None if changed is None else bool(changed),
+          "marl_jax": version, "jax": jax.__version__, "python": platform.python_version(),
+          "host": platform.node(), "argv": list(sys.argv)}
+
+
+def record_launch(workdir: str) -> dict[str, Any]:
+  """Appends this launch's record to <workdir>/launches.jsonl; returns it."""
+  record = launch_record()
+  with open(os.path.join(workdir, LAUNCHES), "a") as f:
+    f.write(json.dumps(record) + "\n")
+  return record
 
 
 def metrics_steps(workdir: str) -> list[int]:

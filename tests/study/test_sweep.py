@@ -299,11 +299,13 @@ def test_publish_copies_finished_results_without_checkpoints_and_they_count_as_d
       f.writelines(json.dumps({"step": s, "eval/accuracy": 0.5}) + "\n" for s in range(last + 1))
     for step in (1, 2, 3, 4, 10):
       open(os.path.join(spec.workdir, "rollouts", f"step_{step}.jsonl"), "w").write("{}\n")
+  # which code ran it goes along (runs from before launches.jsonl publish without it)
+  open(os.path.join(finished.workdir, "launches.jsonl"), "w").write('{"commit": "abc"}\n')
   out = tmp_path / "published"
   assert sweep.publish(specs, steps, str(out)) == [finished.name]
   files = sorted(os.path.relpath(os.path.join(d, f), out / finished.name)
                  for d, _, fs in os.walk(out / finished.name) for f in fs)
-  assert files == ["config.json", "metrics.jsonl", "rollouts/step_1.jsonl",
+  assert files == ["config.json", "launches.jsonl", "metrics.jsonl", "rollouts/step_1.jsonl",
                    "rollouts/step_10.jsonl", "rollouts/step_2.jsonl", "rollouts/step_4.jsonl"]
   assert not (out / partial.name).exists()
   # The copy is a sweep directory: its runs are done there.

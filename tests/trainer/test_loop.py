@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from marl_jax.trainer import loop as train
+from marl_jax.trainer import rundir
 from marl_jax.trainer.metrics import read_jsonl
 from tests.helpers import REPO, parity_rewards, tiny_config
 
@@ -101,6 +102,11 @@ def test_kill_9_then_resume_logs_what_an_uninterrupted_run_logs(tmp_path):
   for i in gaps:
     want[i] = {k: v for k, v in want[i].items() if k not in cos(want[i])}
   assert got == want
+  # Each launch left its record, the killed one's kept: the code that ran each part.
+  launches = read_jsonl(os.path.join(killed, rundir.LAUNCHES))
+  assert len(launches) == 2 and len(read_jsonl(os.path.join(straight, rundir.LAUNCHES))) == 1
+  assert {r["commit"] for r in launches} == {rundir._git("rev-parse", "HEAD")}  # pylint: disable=protected-access
+  assert launches[0]["time"] <= launches[1]["time"] and launches[1]["jax"]
 
 
 def test_checkpoint_restore_and_per_role_export_match_the_routed_policy(tmp_path):
