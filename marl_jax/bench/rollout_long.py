@@ -32,6 +32,12 @@ and 0.93x of lockstep). On this CPU a 6M model's decode step costs nearly the
 same for 8 rows as for 32, so the lockstep's padded rows are almost free and
 8 slots (fewer than a stage's 24 rows) give no speed: the engine's win here
 is memory. An earlier run at 8 x 2 problems and 16 slots measured 1.78x.
+With kind='full' (IP full copies; same rows, same load): 63.4 / 62.8 / 84.0 s,
+fractions 0.27 / 0.51 / 0.39, KV cache 96 / 24 / 72 MiB. Episodes lose here:
+each copy is its own engine with its own slots (3 for orch_workers), and a
+decode step reads a copy's weights whether one slot or all are live, so
+copies decoding side by side cost what the stages' one copy at a time does
+not. rollout.schedule stays 'stages' by default.
 """
 
 from __future__ import annotations
@@ -154,9 +160,10 @@ def _model(name: str) -> tuple[ModelConfig, Any, Any]:
 
 
 def _runs(name: str, full: bool, arms: dict, chunk: int | None = None,
-          policies: dict | None = None) -> dict[str, Any]:
+          policies: dict | None = None, kind: str = "lora") -> dict[str, Any]:
   """{'<workflow>/<engine>/<schedule>': a rollout of it} for each arm, its ForcedLengths
-  in `policies[workflow, prefix]`; `chunk`: the continuous engine's decode steps a call."""
+  in `policies[workflow, prefix]`; `chunk`: the continuous engine's decode steps a
+  call; `kind`: the IP policies' LoRA slots or full copies."""
   size = SIZES[name][int(full)]
   config, params, tokenizer = _model(name)
   # The drawn lengths alone end rows; positions for the longest prompt and answer.
@@ -168,7 +175,7 @@ def _runs(name: str, full: bool, arms: dict, chunk: int | None = None,
   runs = {}
   for workflow in ("voting", "orch_workers"):
     wf = workflows.get(workflow)
-    store = PolicyStore.create(config, params, wf.roles, mode="isolated")
+    store = PolicyStore.create(config, params, wf.roles, mode="isolated", kind=kind)
     for (engine, schedule), prefix in arms.items():
       policy = policies[workflow, prefix] = ForcedLengths(store, size)
 
@@ -192,10 +199,13 @@ def _fraction(policies: dict, prefix: str) -> float:
   return sum(c[0] for c in calls) / sum(c[1] for c in calls)
 
 
-def rollout_long(name: str, repeats: int = 3, full: bool = False) -> dict[str, float]:
-  """The figures of one model (module doc), over voting and orch_workers."""
+def rollout_long(name: str, repeats: int = 3, full: bool = False,
+                 kind: str = "lora") -> dict[str, float]:
+  """The figures of one model (module doc), over voting and orch_workers; with
+  kind='full' the IP roles are full copies (keys rollout_long/<name>_full/...)."""
   policies = {}
-  seconds = interleaved_median_seconds(_runs(name, full, ARMS, policies=policies), repeats)
+  seconds = interleaved_median_seconds(
+      _runs(name, full, ARMS, policies=policies, kind=kind), repeats)
   out = {}
   for (engine, schedule), prefix in ARMS.items():
     calls = [c for (_, p), policy in policies.items() if p == prefix for c in policy.decoded()]
@@ -208,7 +218,8 @@ def rollout_long(name: str, repeats: int = 3, full: bool = False) -> dict[str, f
   out["episodes_speedup_vs_stages"] = out["seconds"] / out["episodes_seconds"]
   out["decoded_tokens"] = sum(c[0] for w in ("voting", "orch_workers")
                               for c in policies[w, ""].decoded())
-  return {f"rollout_long/{name}/{key}": value for key, value in out.items()}
+  tag = name + ("_full" if kind == "full" else "")
+  return {f"rollout_long/{tag}/{key}": value for key, value in out.items()}
 
 
 def chunk_sizes(name: str = "6m", chunks: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
