@@ -199,7 +199,9 @@ def update_batch(run, state, batch: batch_lib.TrainBatch, step: int, optimizer,
   started = mechanics.start(state, optimizer)
   for _ in range(rl_cfg.epochs):
     for minibatch in mechanics.minibatch_plan(batch, run.store.routing, rl_cfg, rng):
-      mb, mb_route = _update_rows(run, batch, arrays, host, minibatch.rows, update_rows, parallel)
+      mb, mb_route = _update_rows(run, batch, arrays, host, minibatch.rows,
+                                  mechanics.chunk_rows(rl_cfg, update_rows, run.store.routing),
+                                  parallel)
       processed += sum(np.size(g["tokens"]) for g in (mb if isinstance(mb, tuple) else (mb,)))
       state, raw = parallel.apply_minibatch(
           state, frozen, mb, mb_route, cfg=loss_cfg, optimizer=optimizer,

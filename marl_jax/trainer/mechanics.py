@@ -62,6 +62,28 @@ def minibatch_plan(batch: batch_lib.TrainBatch, routing: Any, rl_cfg: Any,
                                        rl_cfg.minibatch_rows, rng if shuffle else None)
 
 
+def chunk_rows(rl_cfg: Any, update_rows: int, routing: Any) -> int:
+  """Rows of an update chunk (rl.batch.length_chunks) under the scheme in force.
+
+  The joint scheme sorts a minibatch of every role's rows by length before it
+  cuts chunks, so a role's short rows share chunks. A reference-scheme
+  minibatch is one slot's rows in rollout order, under SP every role's rows of
+  a few episodes; a chunk as large as the minibatch padded the generators' rows
+  to the aggregator's length (an SP step 2.5x the joint one on the same rows,
+  bench/update_scheme.py). So where a slot serves several roles (SP, hybrid),
+  a reference minibatch is cut into at least 4 chunks (a power of two, >= 8
+  rows), which its roles' lengths then sort into; under IP a minibatch is one
+  role's rows and stays in chunks of update_rows (smaller ones cost calls:
+  1.19x against 0.99x the joint step). Chunks of one minibatch share its
+  denominator: the numbers do not change.
+  """
+  if (update_rows <= 0 or rl_cfg.get("update_scheme", "joint") != "reference"
+      or routing.mode == "isolated"):
+    return update_rows
+  quarter = max(int(rl_cfg.minibatch_rows) // 4, 1)
+  return min(update_rows, max(8, 1 << (quarter.bit_length() - 1)))
+
+
 def warm_variants(routing: Any, rl_cfg: Any, default: tuple[bool, ...]) -> tuple[bool, ...]:
   """The role_grads variants of the update programs a run uses: under the reference
   scheme an IP minibatch holds one role, and its per-role split is never run."""

@@ -47,3 +47,20 @@ def test_resuming_under_a_changed_update_scheme_is_refused_naming_the_fields(tmp
                                        r"rl\.update_scheme: 'joint' -> 'reference'"):
     rundir.check_or_save_config(changed, str(tmp_path))
   assert json.load(open(tmp_path / "config.json"))["rl"]["update_scheme"] == "joint"
+
+
+def test_reference_minibatches_of_several_roles_are_cut_into_smaller_chunks():
+  import types  # pylint: disable=g-import-not-at-top
+  from marl_jax.trainer import mechanics  # pylint: disable=g-import-not-at-top
+  from marl_jax.trainer.config import get_config  # pylint: disable=g-import-not-at-top
+  rl = get_config("mechanics=reference").rl
+  shared, isolated = (types.SimpleNamespace(mode=m) for m in ("shared", "isolated"))
+  rl.minibatch_rows = 64  # SP: a minibatch mixes generators and aggregators
+  assert mechanics.chunk_rows(rl, 64, shared) == 16 and mechanics.chunk_rows(rl, 8, shared) == 8
+  assert mechanics.chunk_rows(rl, 64, isolated) == 64  # one role a minibatch
+  assert mechanics.chunk_rows(rl, 0, shared) == 0      # 0: the minibatch whole
+  rl.minibatch_rows = 512
+  assert mechanics.chunk_rows(rl, 256, shared) == 128
+  rl.minibatch_rows = 20
+  assert mechanics.chunk_rows(rl, 64, shared) == 8     # never under 8 rows
+  assert mechanics.chunk_rows(get_config().rl, 64, shared) == 64  # the joint scheme sorts all
