@@ -57,8 +57,10 @@ ENGINES = ("lockstep", "continuous")  # config.rollout.engine
 DEFAULT_SLOTS = 64
 # Decode steps per program call: a slot that stops mid-chunk idles for the rest
 # of it (~chunk / 2 steps a row, 4% of a 100-token answer), fewer steps pay the
-# host round trip more often. Not yet measured: chosen, not tuned (a sweep of
-# 1-32 is the rollout_long benchmark with this value changed).
+# host round trip more often. Measured (launch/benchmark.py --only=rollout_chunks,
+# 6M model, voting + orch_workers, 8 slots, 2 quiet cores): 1 / 2 / 4 / 8 / 16 /
+# 32 steps took 19.7 / 18.3 / 16.4 / 16.2 / 16.0 / 16.6 s by stages (episodes
+# 18.6 / 16.8 / 15.9 / 15.1 / 14.9 / 16.0 s), useful-token fraction 0.51 -> 0.49.
 DEFAULT_CHUNK = 8
 
 
