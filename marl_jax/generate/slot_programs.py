@@ -119,11 +119,12 @@ def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapte
     live = (~done).astype(jnp.int32)
     steps = state["steps"] + live
     stopped = state["stopped"] | (~done & jnp.isin(ids, stop_ids))
-    state = _constrained({**state, "cache": cache,
-             "cache_valid": state["cache_valid"].at[rows, column].set(True),
-             "column": column + live, "position": state["position"] + live,
-             "last": jnp.where(done, state["last"], ids.astype(jnp.int32)), "steps": steps,
-             "stopped": stopped, "done": done | stopped | (steps >= state["limit"])})
+    state = _constrained({
+        **state, "cache": cache,
+        "cache_valid": state["cache_valid"].at[rows, column].set(True),
+        "column": column + live, "position": state["position"] + live,
+        "last": jnp.where(done, state["last"], ids.astype(jnp.int32)), "steps": steps,
+        "stopped": stopped, "done": done | stopped | (steps >= state["limit"])})
     return i + 1, state, out_tokens, out_logp
 
   out_tokens = jnp.full((slots, chunk), config.pad_id, jnp.int32)

@@ -290,7 +290,8 @@ def write_manifest(root: str, sweep: ml_collections.ConfigDict, specs: Sequence[
   return path
 
 
-PUBLISHED = ("config.json", "metrics.jsonl", "launches.jsonl")  # launches: where it exists
+PUBLISHED = ("config.json", "metrics.jsonl")
+PUBLISHED_IF_THERE = ("launches.jsonl",)  # runs from before it have none
 
 
 def publish(specs: Sequence[RunSpec], steps: dict[str, int], out_dir: str,
@@ -311,8 +312,9 @@ def publish(specs: Sequence[RunSpec], steps: dict[str, int], out_dir: str,
       continue
     saved = failure_modes.rollout_steps(spec.workdir)
     keep = saved[:rollout_window] + saved[max(rollout_window, len(saved) - rollout_window):]
-    files = [os.path.join(spec.workdir, f) for f in PUBLISHED
-             if f != "launches.jsonl" or os.path.exists(os.path.join(spec.workdir, f))]
+    files = [os.path.join(spec.workdir, f) for f in PUBLISHED]
+    files += [p for p in (os.path.join(spec.workdir, f) for f in PUBLISHED_IF_THERE)
+              if os.path.exists(p)]
     files += [p for _, p in keep]
     for src in files:
       dst = os.path.join(out_dir, spec.name, os.path.relpath(src, spec.workdir))

@@ -197,10 +197,10 @@ def update_batch(run, state, batch: batch_lib.TrainBatch, step: int, optimizer,
         loss_cfg.temperature, rl_cfg.compile_ahead, longest,
         arrays["ref_logp"] if loss_cfg.use_kl and rl_cfg.kl_reference == "base" else None)
   started = mechanics.start(state, optimizer)
+  chunk_rows = mechanics.chunk_rows(rl_cfg, update_rows, run.store.routing)  # per minibatch
   for _ in range(rl_cfg.epochs):
     for minibatch in mechanics.minibatch_plan(batch, run.store.routing, rl_cfg, rng):
-      mb, mb_route = _update_rows(run, batch, arrays, host, minibatch.rows,
-                                  mechanics.chunk_rows(rl_cfg, update_rows, run.store.routing),
+      mb, mb_route = _update_rows(run, batch, arrays, host, minibatch.rows, chunk_rows,
                                   parallel)
       processed += sum(np.size(g["tokens"]) for g in (mb if isinstance(mb, tuple) else (mb,)))
       state, raw = parallel.apply_minibatch(
