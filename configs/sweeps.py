@@ -111,8 +111,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.axes.task = ("math",)
     c.args = f"mechanics={mechanics}"
     # A slot's minibatch is a batch's worth of episodes, as the reference's 512
-    # rows are 64 prompts x 8 samples: 8 x 8 here (the mechanics argument sizes
-    # it from configs/demo.py's 16 prompts, before the batch override).
+    # rows are 64 prompts x 8 samples: 8 x 8 here. rl.minibatch_rows now follows
+    # the batch override by itself; it stays explicit because the first runs were
+    # launched when it did not (it was sized from configs/demo.py's 16 prompts).
     c.overrides = LONG + ("rl.minibatch_rows=64",)
     if mechanics == "joint":  # no schedule at all: the rate never decays or climbs
       c.overrides += ("rl.schedule=constant",)

@@ -103,9 +103,9 @@ def set_mechanics(c: Any, mechanics: str) -> None:
   rl = c.rl
   # Each policy's rows cut into minibatches of ppo_mini_batch_size = 64 prompts x 8
   # samples = 512 rows, one optimizer step each: a role with N parallel agents takes
-  # about N steps an iteration under IP. Here: a batch's worth of episodes.
+  # about N steps an iteration under IP. Here: rl.minibatch_rows' default, a batch's
+  # worth of episodes (rollout.batch_size x group_size, whatever overrides set them).
   rl.update_scheme = "reference"
-  rl.minibatch_rows = c.rollout.batch_size * c.rollout.group_size
   # Rows kept in rollout order (shuffle=False): a problem's samples, which share
   # their group's statistics, sit in one minibatch.
   rl.shuffle = False

@@ -207,7 +207,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # How rows become optimizer steps (marl_jax.rl.schemes); the defaults are the joint
   # scheme, and the config argument mechanics=reference|clean sets the reference's.
   c.rl.update_scheme = "joint"   # 'joint' or 'reference' (each slot's rows, minibatch by minibatch)
-  c.rl.minibatch_rows = c.rollout.batch_size * c.rollout.group_size  # reference: rows a step
+  # reference: rows a step; by default a batch of episodes, kept so when the batch or
+  # group size is overridden later (a reference, until rl.minibatch_rows itself is set).
+  c.rl.minibatch_rows = c.rollout.get_ref("batch_size") * c.rollout.get_ref("group_size")
   c.rl.shuffle = True            # minibatch rows shuffled; False: rollout (episode-major) order
   c.rl.dual_clip = 0.0           # dual-clip PPO's c for negative advantages (> 1); 0: off
   c.rl.schedule_ticks = "iteration"  # a tick per RL iteration, or per 'update' of each slot

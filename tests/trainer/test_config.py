@@ -1,5 +1,7 @@
 """The run config: its arguments come from the registries, plug-ins by import=."""
 
+import json
+
 import pytest
 
 from marl_jax import policies, workflows
@@ -58,7 +60,15 @@ def test_study_config_reproduces_the_reference_mechanics_and_clean_drops_the_sch
   for rl in (joint, default):  # today's update
     assert (rl.update_scheme, rl.shuffle, rl.dual_clip, rl.weight_decay, rl.schedule_ticks,
             rl.schedule_tail) == ("joint", True, 0.0, 0.0, "iteration", "clamp")
-  assert config_lib.get_config("mechanics=reference").rl.minibatch_rows == 16 * 8
+  reference = config_lib.get_config("mechanics=reference")
+  assert reference.rl.minibatch_rows == 16 * 8
+  # A batch of episodes whatever overrides the batch later; set, it stays as set.
+  config_lib.override(reference, "rollout.batch_size=8")
+  assert reference.rl.minibatch_rows == 8 * 8 and json.loads(
+      reference.to_json())["rl"]["minibatch_rows"] == 64
+  config_lib.override(reference, "rl.minibatch_rows=24")
+  config_lib.override(reference, "rollout.group_size=4")
+  assert (reference.rl.minibatch_rows, reference.rollout.group_size) == (24, 4)
   with pytest.raises(ValueError, match=r"mechanics='verl'.*valid:.*'clean'"):
     config_lib.get_config("mechanics=verl")
 
