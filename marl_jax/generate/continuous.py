@@ -11,10 +11,15 @@ static-shaped programs:
             rows (P the prompt-length bucket of the refill), their first token
             is drawn; the refill's rows are bucketed to a power of two (padding
             rows write nowhere).
-  decode    `chunk` steps of every slot (fewer when all have stopped); each
+  decode    `chunk` steps (fewer when all have stopped) of the slots' smallest
+            prefix that holds every live row, its width a power of two; each
             row writes its next key and value at its own column and position.
 A row stops at a stop token or at its own token limit; its slot is refilled
-before the next chunk, so the batch stays full until the queue drains.
+before the next chunk, so the batch stays full until the queue drains. Then
+the batch narrows, as vLLM's does: when the live rows would fit a prefix of
+half the width or less, one program (compact) moves them into the lowest slots
+and decoding goes on over that prefix, so the drain's idle slots cost no
+decode steps (shrink=False keeps every slot decoding).
 
 Row i draws token j with fold_in(key_i, j), key_i = fold_in(rng, row_ids[i])
 (default i; or its own key: draw.row_keys), whatever slot it lands in, so the
@@ -24,8 +29,9 @@ rows hold the same values at other columns). Per-row temperature, top-k and
 top-p (one SamplingParams per row), per-row LoRA routing (adapter_weights)
 and per-row full copies (`copies`: params stacked [F, ...], each copy with its
 own slots and queue, vmapped) are as in sampler.generate / generate_slots.
-Compiled programs: one decode program, and one prefill per (refill rows,
-prompt bucket) pair, both powers of two; all are counted by
+Compiled programs: a decode program per width met (powers of two up to the
+slots: at most log2(slots) + 1), one compact program, and one prefill per
+(refill rows, prompt bucket) pair, both powers of two; all are counted by
 sampler.compiled_shapes().
 
 A Session is the engine that takes rows while it runs: `submit` queues rows
@@ -49,6 +55,7 @@ import numpy as np
 from marl_jax.generate import draw, sampler, slot_programs
 from marl_jax.generate.draw import SamplingParams
 from marl_jax.models.config import ModelConfig, as_dtype
+from marl_jax.parallel import sharding
 
 ENGINES = ("lockstep", "continuous")  # config.rollout.engine
 # Decode slots where nothing sizes them (config.rollout.slots=0 on a device
@@ -68,9 +75,10 @@ DEFAULT_CHUNK = 8
 class Stats:
   """What one continuous.generate call (or Session) did.
 
-  slot_steps counts every (slot, step) the decode programs ran plus one per
-  prefilled row (its first token); tokens the rows' real tokens; so
-  useful_fraction = tokens / slot_steps.
+  slot_steps counts every (slot, step) the decode programs ran (the slots of
+  their width) plus one per prefilled row (its first token); tokens the rows'
+  real tokens; so useful_fraction = tokens / slot_steps. compactions: the times
+  live rows were moved into a narrower prefix.
   """
 
   rows: int = 0
@@ -81,6 +89,7 @@ class Stats:
   slot_steps: int = 0
   tokens: int = 0
   cache_bytes: int = 0
+  compactions: int = 0
 
   @property
   def useful_fraction(self) -> float:
@@ -110,6 +119,7 @@ def generate(
     max_prompt_len: int | None = None,
     chunk: int | None = None,
     min_prompt_len: int = 16,
+    shrink: bool = True,
     stats: Stats | None = None,
 ) -> sampler.Generation:
   """Samples one completion per prompt through `slots` decode slots (module doc).
@@ -125,6 +135,7 @@ def generate(
     max_prompt_len: the cache's prompt columns (default: the bucket of the
       longest prompt); a longer prompt is an error.
     chunk: decode steps per program call (default DEFAULT_CHUNK, read at the call).
+    shrink: decode only the prefix of slots that holds the live rows (module doc).
     stats: if given, filled with what the call did (Stats).
   """
   n = len(prompts)
@@ -139,7 +150,7 @@ def generate(
   session = Session(config, params, samplings, slots=slots, max_prompt_len=prompt_cap,
                     stacked=copies is not None, adapters=adapters,
                     adapter_slots=None if adapters is None else np.shape(adapter_weights)[1],
-                    chunk=chunk, min_prompt_len=min_prompt_len, stats=stats)
+                    chunk=chunk, min_prompt_len=min_prompt_len, shrink=shrink, stats=stats)
   session.submit(prompts, draw.row_keys(rng, n, row_ids), samplings, limits=limits,
                  copies=copies, adapter_weights=adapter_weights)
   tokens = np.full((n, n_new), config.pad_id, np.int32)
@@ -206,10 +217,11 @@ class Session:
                sampling: SamplingParams | Sequence[SamplingParams], *, slots: int,
                max_prompt_len: int, stacked: bool = False, adapters: Any = None,
                adapter_slots: int | None = None, chunk: int | None = None,
-               min_prompt_len: int = 16, stats: Stats | None = None):
+               min_prompt_len: int = 16, shrink: bool = True, stats: Stats | None = None):
     """Opens the engine; `sampling`: every setting its rows will use (the first is
     submit's default); `stacked`: params carry a leading full-copy axis, each copy
-    with `slots` slots and its own queue; `adapter_slots`: the LoRA routing width."""
+    with `slots` slots and its own queue; `adapter_slots`: the LoRA routing width;
+    `shrink`: decode the prefix of slots that holds the live rows (module doc)."""
     samplings = _samplings(sampling, 1 if isinstance(sampling, SamplingParams) else len(sampling),
                            "continuous.Session()")
     chunk = DEFAULT_CHUNK if chunk is None else chunk
@@ -220,6 +232,7 @@ class Session:
       raise ValueError("continuous.Session needs adapter_slots (the LoRA routing width) with "
                        "adapters, and neither without.")
     self.config, self.slots, self.stacked, self.chunk = config, slots, stacked, chunk
+    self.shrink = shrink
     self.sampling, self.spec = samplings[0], draw.DrawSpec.of(samplings)
     self.n_new = max(s.max_new_tokens for s in samplings)
     self.min_prompt_len, self.prompt_cap = min_prompt_len, max_prompt_len
@@ -337,9 +350,10 @@ class Session:
       self._refill(taken, finished)
     if self._free.all():
       return finished
-    self._note("decode", self.chunk)
+    width = self._width()
+    self._note("decode", self.chunk, width)
     self.state, out_tokens, out_logp, steps = slot_programs.decode_program(
-        self.config, self.spec, self.chunk, self.stacked, self.decode_params,
+        self.config, self.spec, self.chunk, width, self.stacked, self.decode_params,
         self.decode_adapters, self.state, self.stop_ids)
     out_tokens, out_logp = np.asarray(out_tokens), np.asarray(out_logp)
     state = {k: np.asarray(self.state[k]) for k in ("steps", "done", "stopped")}
@@ -348,7 +362,7 @@ class Session:
       state = {k: v[None] for k, v in state.items()}
     self.stats.chunks += 1
     self.stats.decode_steps += int(steps)
-    self.stats.slot_steps += int(steps) * self.slots * self.num_copies
+    self.stats.slot_steps += int(steps) * width * self.num_copies
     for c, slot in zip(*np.nonzero(~self._free)):
       handle = int(self._row_of[c, slot])
       row = self._rows[handle]
@@ -359,6 +373,27 @@ class Session:
         self._free[c, slot] = True
         finished.append(self._finish(handle, not state["stopped"][c, slot]))
     return finished
+
+  def _width(self) -> int:
+    """The decode width: the power of two (at least the mesh's row shards, at most
+    the slots) whose prefix of slots holds every copy's live rows; moves them into
+    the lowest slots first when that narrows it."""
+    if not self.shrink:
+      return self.slots
+    live = ~self._free
+    fit = lambda n: min(self.slots, sampler.bucket(n, max(sharding.row_shards(), 1)))
+    width = fit(max(int(np.flatnonzero(row)[-1]) + 1 if row.any() else 0 for row in live))
+    narrowest = fit(int(live.sum(1).max()))
+    if narrowest < width:
+      order = np.argsort(self._free, axis=1, kind="stable")  # live slots first, in order
+      self._note("compact")
+      self.state = slot_programs.compact_program(
+          self.stacked, self.state, jnp.asarray(order if self.stacked else order[0], jnp.int32))
+      self._free = np.take_along_axis(self._free, order, 1)
+      self._row_of = np.take_along_axis(self._row_of, order, 1)
+      self.stats.compactions += 1
+      width = narrowest
+    return width
 
   def _finish(self, handle: int, truncated: bool) -> Finished:
     row = self._rows.pop(handle)

@@ -2,7 +2,10 @@
 
   prefill  rows into free slots: their keys and values at cache columns [0, P),
            their first token drawn (padding rows, slot id >= slots, write nowhere).
-  decode   up to `chunk` steps of every slot; each row writes at its own column.
+  decode   up to `chunk` steps of slots [0, width); each row writes at its own
+           column. A width below the slots decodes that prefix of the state and
+           writes it back: the slots past it hold no live row.
+  compact  the slots permuted (live rows first), so a narrower prefix holds them.
 The host loop that drives them is continuous.Session.
 """
 
@@ -51,6 +54,16 @@ def _constrained(state: dict[str, Any]) -> dict[str, Any]:
   leaves, tree = jax.tree.flatten(rest)
   return {**jax.tree.unflatten(tree, sharding.constrain_rows(*leaves)),
           "cache": sharding.constrain_kv_cache(state["cache"])}
+
+
+def _map_slots(fn, *states: dict[str, Any]) -> dict[str, Any]:
+  """fn(axis, *leaves) over each per-slot array of the states, `axis` its slot axis
+  (1 in a stacked [L, S, ...] cache, else 0)."""
+  rests = [{k: v for k, v in s.items() if k != "cache"} for s in states]
+  caches = [s["cache"] for s in states]
+  axis = 0 if isinstance(caches[0], list) else 1
+  return {**jax.tree.map(lambda *xs: fn(0, *xs), *rests),
+          "cache": jax.tree.map(lambda *xs: fn(axis, *xs), *caches)}
 
 
 def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, state, tokens, valid,
@@ -134,6 +147,19 @@ def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapte
   return state, out_tokens, out_logp, steps
 
 
+def _decode_prefix(config: ModelConfig, spec: draw.DrawSpec, chunk: int, width: int, params,
+                   adapters, state, stop_ids):
+  """_decode of slots [0, width) only (all of them when width >= slots); tokens and
+  logprobs are [width, chunk]."""
+  if width >= state["last"].shape[0]:
+    return _decode(config, spec, chunk, params, adapters, state, stop_ids)
+  part = _map_slots(lambda axis, x: jax.lax.slice_in_dim(x, 0, width, axis=axis), state)
+  part, tokens, logp, steps = _decode(config, spec, chunk, params, adapters, part, stop_ids)
+  state = _map_slots(lambda axis, x, p: jax.lax.dynamic_update_slice_in_dim(x, p, 0, axis),
+                     state, part)
+  return _constrained(state), tokens, logp, steps
+
+
 def _vmapped(fn, copies: bool, shared: tuple[int, ...]):
   """fn over a leading copy axis of every argument but those at `shared`."""
   if not copies:
@@ -155,12 +181,21 @@ def prefill_program(config, spec, copies, params, adapters, state, tokens, valid
             stop_ids)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "spec", "chunk", "copies"),
+@functools.partial(jax.jit, static_argnames=("config", "spec", "chunk", "width", "copies"),
                    donate_argnames=("state",))
-def decode_program(config, spec, chunk, copies, params, adapters, state, stop_ids):
-  fn = _vmapped(functools.partial(_decode, config, spec, chunk), copies, shared=(1, 3))
+def decode_program(config, spec, chunk, width, copies, params, adapters, state, stop_ids):
+  fn = _vmapped(functools.partial(_decode_prefix, config, spec, chunk, width), copies,
+                shared=(1, 3))
   state, tokens, logp, steps = fn(params, adapters, state, stop_ids)
   return state, tokens, logp, steps if not copies else steps.max()
+
+
+@functools.partial(jax.jit, static_argnames=("copies",), donate_argnames=("state",))
+def compact_program(copies, state, order):
+  """Slot i of the new state is slot order[i] of the old ([S], or [C, S] per copy)."""
+  def compact(state, order):
+    return _constrained(_map_slots(lambda axis, x: jnp.take(x, order, axis=axis), state))
+  return _vmapped(compact, copies, shared=())(state, order)
 
 
 def unstacked_adapters(config: ModelConfig, adapters):

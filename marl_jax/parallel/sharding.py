@@ -27,6 +27,7 @@ single-device path traces exactly as before.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 import jax
@@ -271,3 +272,10 @@ def slot_axis(num_slots: int) -> str | None:
   if shape is None or shape.get("role", 1) == 1 or num_slots % shape["role"]:
     return None
   return "role"
+
+
+def row_shards() -> int:
+  """How many ways the current mesh splits rows: its batch axes' sizes multiplied
+  (1 without a mesh)."""
+  shape = _context_mesh_shape()
+  return 1 if shape is None else math.prod(shape.get(a, 1) for a in rules_lib.BATCH_AXES)

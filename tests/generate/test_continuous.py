@@ -59,6 +59,42 @@ def test_equals_lockstep_with_refills_and_stops(params, temperature, stacked, mo
   assert natural.sum() >= 2 and want.truncated.sum() >= 2
   assert stats.prefills >= 3 and stats.rows == len(prompts) and stats.slots == 4
   assert stats.tokens == want.lengths.sum() <= stats.slot_steps
+  # Narrowing the decode as the queue drains changes no row, and never costs
+  # slot-steps (test_the_drain_moves_the_live_row_and_decodes_it_alone: it saves them).
+  wide = continuous.Stats()
+  _assert_same(continuous.generate(CONFIG, params, prompts, jax.random.PRNGKey(1), sampling,
+                                   slots=4, limits=LIMITS, chunk=4, shrink=False, stats=wide),
+               want)
+  assert wide.compactions == 0 and stats.tokens == wide.tokens <= stats.slot_steps \
+      <= wide.slot_steps
+
+
+def test_the_drain_moves_the_live_row_and_decodes_it_alone(params):
+  """Rows cut at 2 tokens in slots 0-2 and one of 12 in slot 3: after the first chunk
+  the live row moves to slot 0 and decodes alone (width 1), with lockstep's tokens."""
+  config = CONFIG.replace(eos_ids=())
+  prompts, limits = _prompts([5, 9, 3, 12]), [2, 2, 2, 12]
+  sampling = SamplingParams(temperature=1.0, max_new_tokens=12)
+  want = sampler.generate(config, params, prompts, jax.random.PRNGKey(2), sampling,
+                          limits=limits)
+  stats = continuous.Stats()
+  got = continuous.generate(config, params, prompts, jax.random.PRNGKey(2), sampling, slots=4,
+                            limits=limits, chunk=4, stats=stats)
+  _assert_same(got, want)
+  # 4 first tokens at prefill, a chunk of 4 steps x 4 slots, then 7 steps x 1 slot
+  # (decoding every slot to the end: 4 + 4 x 4 + 7 x 4 = 48).
+  assert (stats.tokens, stats.compactions, stats.slot_steps) == (18, 1, 4 + 4 * 4 + 7)
+  # Full copies, 2 slots each: copy 0's live row moves from slot 1 to 0, copy 1's is
+  # there already; both then decode at width 1.
+  copies = jax.tree.map(lambda x: jnp.stack([x, -x if x.ndim >= 2 else x]), params)
+  of, limits = [0, 0, 1, 1], [2, 12, 12, 2]
+  want = sampler.generate_slots(config, copies, prompts, of, jax.random.PRNGKey(2), sampling,
+                                limits=limits)
+  stats = continuous.Stats()
+  got = continuous.generate(config, copies, prompts, jax.random.PRNGKey(2), sampling, slots=2,
+                            copies=of, limits=limits, chunk=4, stats=stats)
+  _assert_same(got, want)
+  assert (stats.compactions, stats.slot_steps) == (1, 4 + 4 * 2 * 2 + 7 * 2)
 
 
 def test_per_row_sampling_settings(params):

@@ -240,7 +240,8 @@ def continuous_config():
   from tests.helpers import tiny_config  # pylint: disable=g-import-not-at-top
   config = tiny_config("workflow=voting,policy=isolated", steps=1)
   config.rollout.engine, config.rollout.schedule, config.rollout.slots = (
-      "continuous", "episodes", 4)
+      "continuous", "episodes", 8)
+  config.rollout.max_new_tokens = 24  # rows of several chunks that stop at different ones
   config.rl.role_grad_every, config.rl.warmup_steps = 0, 0
   return config
 
@@ -250,16 +251,17 @@ def continuous(workdir: str) -> dict:
   from marl_jax.generate import continuous as engine  # pylint: disable=g-import-not-at-top
   config = continuous_config()
   config.mesh.data, config.mesh.fsdp = 2, 2
-  seen, step = {}, engine.Session.step
+  seen, step, compactions = {}, engine.Session.step, {}
 
   def spy_step(self):
     out = step(self)
     seen.setdefault("cache_specs", specs(self.state["cache"]))
+    compactions[id(self)] = self.stats.compactions
     return out
 
   engine.Session.step = spy_step
   try:
-    return {**_loop(config, workdir), **seen}
+    return {**_loop(config, workdir), **seen, "compactions": sum(compactions.values())}
   finally:
     engine.Session.step = step
 
