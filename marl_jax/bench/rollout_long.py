@@ -46,6 +46,7 @@ cap 128; repeats=1, niced beside two training runs): fractions 0.23 / 0.34 /
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from typing import Any
@@ -163,11 +164,25 @@ def _model(name: str) -> tuple[ModelConfig, Any, Any]:
   return (*load_pretrained(path), load_tokenizer(path))
 
 
+@contextlib.contextmanager
+def _engine_defaults(chunk: int | None, shrink: bool | None):
+  """The continuous engine's decode chunk and narrowing for the rollouts inside
+  (None: its defaults)."""
+  default = continuous.DEFAULT_CHUNK, continuous.DEFAULT_SHRINK
+  continuous.DEFAULT_CHUNK = chunk or default[0]
+  continuous.DEFAULT_SHRINK = default[1] if shrink is None else shrink
+  try:
+    yield
+  finally:
+    continuous.DEFAULT_CHUNK, continuous.DEFAULT_SHRINK = default
+
+
 def _runs(name: str, full: bool, arms: dict, chunk: int | None = None,
-          policies: dict | None = None, kind: str = "lora") -> dict[str, Any]:
+          policies: dict | None = None, kind: str = "lora",
+          shrink: bool | None = None) -> dict[str, Any]:
   """{'<workflow>/<engine>/<schedule>': a rollout of it} for each arm, its ForcedLengths
-  in `policies[workflow, prefix]`; `chunk`: the continuous engine's decode steps a
-  call; `kind`: the IP policies' LoRA slots or full copies."""
+  in `policies[workflow, prefix]`; `chunk`, `shrink`: the continuous engine's decode
+  steps a call and narrowing; `kind`: the IP policies' LoRA slots or full copies."""
   size = SIZES[name][int(full)]
   config, params, tokenizer = _model(name)
   # The drawn lengths alone end rows; positions for the longest prompt and answer.
@@ -185,15 +200,11 @@ def _runs(name: str, full: bool, arms: dict, chunk: int | None = None,
 
       def run(wf=wf, policy=policy, engine=engine, schedule=schedule):
         policy.clear()
-        default = continuous.DEFAULT_CHUNK
-        continuous.DEFAULT_CHUNK = chunk or default
-        try:
+        with _engine_defaults(chunk, shrink):
           return rollout.run(wf, policy, task, problems, size.group, jax.random.PRNGKey(1),
                              sampler.SamplingParams(temperature=0.7, max_new_tokens=size.cap),
                              tokenizer, max_prompt_len=size.max_prompt_len, engine=engine,
                              slots=size.slots, schedule=schedule)
-        finally:
-          continuous.DEFAULT_CHUNK = default
       runs[f"{workflow}/{engine}/{schedule}"] = run
   return runs
 
@@ -246,3 +257,25 @@ def chunk_sizes(name: str = "6m", chunks: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
                                   if k.startswith(f"{chunk}:") and k.endswith(f"/{schedule}"))
       out[f"{key}_useful_token_fraction"] = _fraction(policies[chunk], prefix)
   return {f"rollout_chunks/{name}/{key}": value for key, value in out.items()}
+
+
+def shrinking(name: str = "6m", repeats: int = 1, full: bool = False) -> dict[str, float]:
+  """The continuous engine with and without narrowing its decode as the queue drains
+  (continuous.DEFAULT_SHRINK), by stages and by episodes: seconds (interleaved) and
+  the useful-token fraction."""
+  arms = {k: v for k, v in ARMS.items() if k[0] == "continuous"}
+  runs, policies = {}, {}
+  for shrink in (True, False):
+    mine = {}
+    runs.update({f"{shrink}:{k}": fn for k, fn in _runs(name, full, arms, policies=mine,
+                                                          shrink=shrink).items()})
+    policies[shrink] = mine
+  seconds = interleaved_median_seconds(runs, repeats)
+  out = {}
+  for shrink in (True, False):
+    for (_, schedule), prefix in arms.items():
+      key = f"{prefix or 'stages_'}{'shrink' if shrink else 'wide'}"
+      out[f"{key}_seconds"] = sum(s for k, s in seconds.items()
+                                  if k.startswith(f"{shrink}:") and k.endswith(f"/{schedule}"))
+      out[f"{key}_useful_token_fraction"] = _fraction(policies[shrink], prefix)
+  return {f"rollout_shrink/{name}/{key}": value for key, value in out.items()}

@@ -92,6 +92,11 @@ def rollout_chunks(repeats: int, full: bool = False) -> dict:
   return rollout_long.chunk_sizes("6m", repeats=max(1, repeats // 3), full=full)
 
 
+def rollout_shrink(repeats: int, full: bool = False) -> dict:
+  """The continuous engine's decode narrowed as the queue drains, or not (bench/rollout_long.py)."""
+  return rollout_long.shrinking("6m", repeats=max(1, repeats // 3), full=full)
+
+
 def update_scheme_ip(repeats: int) -> dict:
   """A reference-scheme IP update against a joint one on the same rows (bench/update_scheme.py)."""
   return update_scheme.update_schemes(repeats)
@@ -113,9 +118,10 @@ BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "update_scheme": update_scheme_ip,
     "rollout_long": rollout_long_both,
     "rollout_chunks": rollout_chunks,
+    "rollout_shrink": rollout_shrink,
 }
 # benchmarks with a full size (launch/benchmark.py --full)
-SIZED = ("rollout_long", "rollout_chunks")
+SIZED = ("rollout_long", "rollout_chunks", "rollout_shrink")
 
 
 def run(only: list[str], repeats: int = 5, full: bool = False) -> dict:

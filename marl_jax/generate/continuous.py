@@ -69,6 +69,9 @@ DEFAULT_SLOTS = 64
 # 32 steps took 19.7 / 18.3 / 16.4 / 16.2 / 16.0 / 16.6 s by stages (episodes
 # 18.6 / 16.8 / 15.9 / 15.1 / 14.9 / 16.0 s), useful-token fraction 0.51 -> 0.49.
 DEFAULT_CHUNK = 8
+# Narrow the decode to the prefix of slots that holds the live rows (module doc),
+# where no caller says; launch/benchmark.py --only=rollout_shrink measures both.
+DEFAULT_SHRINK = True
 
 
 @dataclasses.dataclass
@@ -119,7 +122,7 @@ def generate(
     max_prompt_len: int | None = None,
     chunk: int | None = None,
     min_prompt_len: int = 16,
-    shrink: bool = True,
+    shrink: bool | None = None,
     stats: Stats | None = None,
 ) -> sampler.Generation:
   """Samples one completion per prompt through `slots` decode slots (module doc).
@@ -135,7 +138,8 @@ def generate(
     max_prompt_len: the cache's prompt columns (default: the bucket of the
       longest prompt); a longer prompt is an error.
     chunk: decode steps per program call (default DEFAULT_CHUNK, read at the call).
-    shrink: decode only the prefix of slots that holds the live rows (module doc).
+    shrink: decode only the prefix of slots that holds the live rows (module doc;
+      default DEFAULT_SHRINK, read at the call).
     stats: if given, filled with what the call did (Stats).
   """
   n = len(prompts)
@@ -217,7 +221,8 @@ class Session:
                sampling: SamplingParams | Sequence[SamplingParams], *, slots: int,
                max_prompt_len: int, stacked: bool = False, adapters: Any = None,
                adapter_slots: int | None = None, chunk: int | None = None,
-               min_prompt_len: int = 16, shrink: bool = True, stats: Stats | None = None):
+               min_prompt_len: int = 16, shrink: bool | None = None,
+               stats: Stats | None = None):
     """Opens the engine; `sampling`: every setting its rows will use (the first is
     submit's default); `stacked`: params carry a leading full-copy axis, each copy
     with `slots` slots and its own queue; `adapter_slots`: the LoRA routing width;
@@ -232,7 +237,7 @@ class Session:
       raise ValueError("continuous.Session needs adapter_slots (the LoRA routing width) with "
                        "adapters, and neither without.")
     self.config, self.slots, self.stacked, self.chunk = config, slots, stacked, chunk
-    self.shrink = shrink
+    self.shrink = DEFAULT_SHRINK if shrink is None else shrink
     self.sampling, self.spec = samplings[0], draw.DrawSpec.of(samplings)
     self.n_new = max(s.max_new_tokens for s in samplings)
     self.min_prompt_len, self.prompt_cap = min_prompt_len, max_prompt_len
