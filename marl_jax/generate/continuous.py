@@ -19,7 +19,9 @@ before the next chunk, so the batch stays full until the queue drains. Then
 the batch narrows, as vLLM's does: when the live rows would fit a prefix of
 half the width or less, one program (compact) moves them into the lowest slots
 and decoding goes on over that prefix, so the drain's idle slots cost no
-decode steps (shrink=False keeps every slot decoding).
+decode steps (shrink=False keeps every slot decoding). A narrowed decode works
+on a copy of its prefix of the cache, at most half of it, for the call: the
+planner budgets it (marl_jax.trainer.planner, the continuous engine's row).
 
 Row i draws token j with fold_in(key_i, j), key_i = fold_in(rng, row_ids[i])
 (default i; or its own key: draw.row_keys), whatever slot it lands in, so the

@@ -29,6 +29,10 @@ dimension, r the LoRA rank, S the number of LoRA slots, C the LM-head chunk:
   rollout / row      KV + (H/t) P^2 (5 + c) + 16 V/t      (the cache; one prefill layer's
                                                            scores and probs; the decode
                                                            step's logits)
+                     continuous engine: KV + max((H/t) P^2 (5 + c), KV / 2) + 16 V/t
+                                                          (or its narrowed decode's copy
+                                                           of at most half the cache:
+                                                           never at once with a prefill)
   update / row       5/2 L T D c                          (remat 'layer': each layer's input,
                                                            and XLA's copies of it by the scan)
                      + max(layer + attention, 12 C V/t)   (the backward of one layer, or of
@@ -118,6 +122,7 @@ class Workload:
   compute_dtype: str = "bfloat16"
   remat: str = "layer"       # decoder.REMAT_POLICIES (config.rl.remat); True / False accepted
   chunk: int = 128
+  engine: str = "continuous"  # config.rollout.engine: the continuous engine's narrowed decode
 
   def __post_init__(self):
     object.__setattr__(self, "remat", decoder.remat_name(self.remat))
@@ -214,7 +219,10 @@ def _row_bytes(model: ModelConfig, w: Workload, tensor: int, lora_cols: int
   mlp, vocab = _split(model.intermediate_size, tensor), _split(model.vocab_size, tensor)
   p, t = w.prompt_len, w.prompt_len + w.max_new_tokens
   kv_row = 2 * n_layers * kv * t * hd * c
-  rollout = kv_row + heads * p * p * (5 + c) + 16 * vocab
+  prefill = heads * p * p * (5 + c)
+  if w.engine == "continuous":  # a narrowed decode copies up to half the cache (module doc)
+    prefill = max(prefill, kv_row // 2)
+  rollout = kv_row + prefill + 16 * vocab
   layer = t * c * (6 * d + 3 * (heads + 2 * kv) * hd + 4 * mlp + 2 * _LINEARS_PER_LAYER * lora_cols)
   attention = heads * t * t * (11 + c)
   # The LM head's backward runs before the layers' and frees its chunk first.
@@ -308,7 +316,7 @@ def workload_of(config: Any) -> Workload:
       prompt_len=config.rollout.max_prompt_len, max_new_tokens=config.rollout.max_new_tokens,
       lora_rank=config.policy.lora_rank, lora_alpha=config.policy.lora_alpha,
       param_dtype=config.model.param_dtype, compute_dtype=config.model.compute_dtype,
-      remat=config.rl.get("remat", "none"))
+      remat=config.rl.get("remat", "none"), engine=config.rollout.get("engine", "lockstep"))
 
 
 def run_plan(config: Any, memory_bytes: int | None, num_devices: int = 1, hosts: int = 1,

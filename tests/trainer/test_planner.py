@@ -187,3 +187,29 @@ def test_rows_left_at_zero_come_from_device_memory(monkeypatch):
   assert par.rows_per_call == result.max_rollout_rows > 0
   assert par.update_rows == result.max_update_rows > 0
   assert par.slots == planner.rollout_slots(config, 80 * planner.GIB) > 0  # continuous engine
+
+
+def test_the_continuous_engines_row_covers_its_narrowed_decode():
+  """Decoding half the slots copies half the KV cache (the compiled program's temp
+  bytes): with short prompts, where no prefill's scores cover it, the continuous
+  engine's rollout row budgets it and the lockstep sampler's does not."""
+  from marl_jax.generate import draw, sampler, slot_programs  # pylint: disable=g-import-not-at-top
+  model = SMALL_QWEN.replace(compute_dtype="float32")
+  shapes = dict(num_roles=2, lora_rank=4, prompt_len=16, max_new_tokens=240,
+                param_dtype="float32", compute_dtype="float32")
+  per_row = {engine: planner.plan(model, "isolated", "lora", ONE, 80.0, planner.Workload(
+      **shapes, engine=engine)) for engine in ("continuous", "lockstep")}
+  slots = 8
+  params = init_params(model, jax.random.PRNGKey(0))
+  _, decode_params = sampler.program_weights(model, params, slots, slots=False)
+  state = slot_programs.init_state(model, slots, 256, None,
+                                   isinstance(decode_params["layers"], list))
+  spec = draw.DrawSpec.of([sampler.SamplingParams(temperature=1.0, max_new_tokens=240)])
+  program = slot_programs.decode_program.lower(
+      model, spec, 8, slots // 2, False, decode_params, None, state,
+      jax.numpy.asarray([2])).compile()
+  copy = program.memory_analysis().temp_size_in_bytes
+  kv = per_row["continuous"].kv_per_row
+  assert kv * slots // 2 <= copy <= 1.2 * kv * slots // 2  # half the cache, and little else
+  extra = {e: (p.rollout_per_row - kv) * slots for e, p in per_row.items()}
+  assert extra["lockstep"] < copy <= extra["continuous"]
