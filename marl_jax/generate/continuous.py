@@ -17,11 +17,12 @@ static-shaped programs:
 A row stops at a stop token or at its own token limit; its slot is refilled
 before the next chunk, so the batch stays full until the queue drains. Then
 the batch narrows, as vLLM's does: when the live rows would fit a prefix of
-half the width or less, one program (compact) moves them into the lowest slots
-and decoding goes on over that prefix, so the drain's idle slots cost no
+half the width or less, one program (move) moves those past the prefix into
+its free slots and decoding goes on over that prefix, so the drain's idle slots cost no
 decode steps (shrink=False keeps every slot decoding). A narrowed decode works
-on a copy of its prefix of the cache, at most half of it, for the call: the
-planner budgets it (marl_jax.trainer.planner, the continuous engine's row).
+on a copy of its prefix of the cache, at most half of it, for the call, and a
+move copies the rows it moves: the planner budgets the larger
+(marl_jax.trainer.planner, the continuous engine's row).
 
 Row i draws token j with fold_in(key_i, j), key_i = fold_in(rng, row_ids[i])
 (default i; or its own key: draw.row_keys), whatever slot it lands in, so the
@@ -31,8 +32,8 @@ rows hold the same values at other columns). Per-row temperature, top-k and
 top-p (one SamplingParams per row), per-row LoRA routing (adapter_weights)
 and per-row full copies (`copies`: params stacked [F, ...], each copy with its
 own slots and queue, vmapped) are as in sampler.generate / generate_slots.
-Compiled programs: a decode program per width met (powers of two up to the
-slots: at most log2(slots) + 1), one compact program, and one prefill per
+Compiled programs: a decode and a move program per width met (powers of two
+up to the slots: at most log2(slots) + 1 each), and one prefill per
 (refill rows, prompt bucket) pair, both powers of two; all are counted by
 sampler.compiled_shapes().
 
@@ -392,15 +393,25 @@ class Session:
     width = fit(max(int(np.flatnonzero(row)[-1]) + 1 if row.any() else 0 for row in live))
     narrowest = fit(int(live.sum(1).max()))
     if narrowest < width:
-      order = np.argsort(self._free, axis=1, kind="stable")  # live slots first, in order
-      self._note("compact")
-      self.state = slot_programs.compact_program(
-          self.stacked, self.state, jnp.asarray(order if self.stacked else order[0], jnp.int32))
-      self._free = np.take_along_axis(self._free, order, 1)
-      self._row_of = np.take_along_axis(self._row_of, order, 1)
-      self.stats.compactions += 1
+      self._move_into(narrowest)
       width = narrowest
     return width
+
+  def _move_into(self, width: int) -> None:
+    """Moves each copy's live rows past slot `width` into its free slots below it
+    (one program call, `width` moves a copy, padded with moves to nowhere)."""
+    src = np.zeros((self.num_copies, width), np.int32)
+    dst = np.full((self.num_copies, width), self.slots, np.int32)  # out of range: no move
+    for c in range(self.num_copies):
+      out = np.flatnonzero(~self._free[c, width:]) + width
+      into = np.flatnonzero(self._free[c, :width])[:len(out)]
+      src[c, :len(out)], dst[c, :len(out)] = out, into
+      self._row_of[c, into] = self._row_of[c, out]
+      self._free[c, into], self._free[c, out] = False, True
+    self._note("move", width)
+    self.state = slot_programs.move_program(
+        self.stacked, self.state, *(jnp.asarray(a if self.stacked else a[0]) for a in (src, dst)))
+    self.stats.compactions += 1
 
   def _finish(self, handle: int, truncated: bool) -> Finished:
     row = self._rows.pop(handle)

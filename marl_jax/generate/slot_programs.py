@@ -5,7 +5,8 @@
   decode   up to `chunk` steps of slots [0, width); each row writes at its own
            column. A width below the slots decodes that prefix of the state and
            writes it back: the slots past it hold no live row.
-  compact  the slots permuted (live rows first), so a narrower prefix holds them.
+  move     live rows from past a narrower prefix into its free slots, in place
+           (a copy of the moved rows only).
 The host loop that drives them is continuous.Session.
 """
 
@@ -191,11 +192,17 @@ def decode_program(config, spec, chunk, width, copies, params, adapters, state, 
 
 
 @functools.partial(jax.jit, static_argnames=("copies",), donate_argnames=("state",))
-def compact_program(copies, state, order):
-  """Slot i of the new state is slot order[i] of the old ([S], or [C, S] per copy)."""
-  def compact(state, order):
-    return _constrained(_map_slots(lambda axis, x: jnp.take(x, order, axis=axis), state))
-  return _vmapped(compact, copies, shared=())(state, order)
+def move_program(copies, state, src, dst):
+  """Slot dst[i] takes slot src[i]'s row ([M], or [C, M] per copy; dst >= slots: no
+  move). The M rows are copied out, then written in place: a permutation of every
+  slot would copy the whole cache."""
+  def put(axis, x, src, dst):
+    index = (slice(None),) * axis + (dst,)
+    return x.at[index].set(jnp.take(x, src, axis=axis), mode="drop")
+
+  def move(state, src, dst):
+    return _constrained(_map_slots(lambda axis, x: put(axis, x, src, dst), state))
+  return _vmapped(move, copies, shared=())(state, src, dst)
 
 
 def unstacked_adapters(config: ModelConfig, adapters):

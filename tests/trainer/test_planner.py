@@ -213,3 +213,7 @@ def test_the_continuous_engines_row_covers_its_narrowed_decode():
   assert kv * slots // 2 <= copy <= 1.2 * kv * slots // 2  # half the cache, and little else
   extra = {e: (p.rollout_per_row - kv) * slots for e, p in per_row.items()}
   assert extra["lockstep"] < copy <= extra["continuous"]
+  # Moving live rows into the narrower prefix copies only the rows it moves.
+  moves = jax.numpy.arange(slots // 2, dtype=jax.numpy.int32)
+  move = slot_programs.move_program.lower(False, state, moves + slots // 2, moves).compile()
+  assert move.memory_analysis().temp_size_in_bytes <= extra["continuous"]
