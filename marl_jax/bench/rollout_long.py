@@ -24,24 +24,26 @@ interleaved (bench.timing.interleaved_median_seconds):
                          its largest call (rows bucket x (prompt bucket + cap)):
                          the memory that scales with rows (weights are equal).
 
-Measured (6M model, 4 problems x 2 samples, 8 slots, repeats=1, 2 cores of an
-AMD EPYC shared with two training runs, avx2 and avx512f/avx512_bf16):
-useful-token fraction 0.27 lockstep, 0.51 continuous by stages, 0.62 with
-episodes; KV cache 24 MiB against 96 MiB; seconds 34.0 / 35.7 / 36.5 (0.95x
-and 0.93x of lockstep). On this CPU a 6M model's decode step costs nearly the
-same for 8 rows as for 32, so the lockstep's padded rows are almost free and
-8 slots (fewer than a stage's 24 rows) give no speed: the engine's win here
-is memory. An earlier run at 8 x 2 problems and 16 slots measured 1.78x.
-With kind='full' (IP full copies; same rows, same load): 63.4 / 62.8 / 84.0 s,
-fractions 0.27 / 0.51 / 0.39, KV cache 96 / 24 / 72 MiB. Episodes lose here:
-each copy is its own engine with its own slots (3 for orch_workers), and a
-decode step reads a copy's weights whether one slot or all are live, so
-copies decoding side by side cost what the stages' one copy at a time does
-not. rollout.schedule stays 'stages' by default.
-SmolLM2-135M (small size: 2 problems x 2 samples, 8 slots, median 25 tokens,
-cap 128; repeats=1, niced beside two training runs): fractions 0.23 / 0.34 /
-0.35, seconds 163 / 171 / 210, KV cache 180 / 135 / 135 MiB: the same picture
-(1,507 real tokens a rollout are too few rows to keep 8 slots busy).
+Measured (launch/benchmark.py --only=rollout_long --repeats=1, small size, 2
+cores of an AMD EPYC with avx2 and avx512f/avx512_bf16, two training runs
+beside it), once the engine narrows its decode as the queue drains:
+
+                      fraction (lockstep / stages / episodes)  seconds          KV cache
+  6M, 8 slots         0.27 / 0.89 / 0.92                       29.5/22.3/23.8   96 / 24 MiB
+  SmolLM2, 8 slots    0.23 / 0.86 / 0.82                       92.4/61.6/77.1   180 / 135 MiB
+
+so 1.32x (6M) and 1.50x (SmolLM2) over lockstep by stages, at a quarter and
+three quarters of its cache. Before narrowing (every slot decoding to the
+end) the fractions were 0.51 / 0.62 (6M) and 0.34 / 0.35 (SmolLM2) and the
+engine was no faster than lockstep (0.95x, 0.95x): the drain of each call left
+most slots idle. rollout_shrink measures the narrowing alone (6M, same run:
+fraction 0.51 -> 0.89 by stages, 0.62 -> 0.92 by episodes; 32.8 -> 24.0 s and
+32.7 -> 26.5 s). Episodes are slower than stages here (0.94x, 0.80x): the
+follow-up calls arrive a few at a time, so there are more, smaller prefills.
+With kind='full' (IP full copies; same rows, before narrowing): 63.4 / 62.8 /
+84.0 s, fractions 0.27 / 0.51 / 0.39, KV cache 96 / 24 / 72 MiB: each copy is
+its own engine with its own slots, and a decode step reads a copy's weights
+whether one slot or all are live. rollout.schedule stays 'stages' by default.
 """
 
 from __future__ import annotations
