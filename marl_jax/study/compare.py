@@ -2,7 +2,9 @@
 
 An arm is one sweep directory (a sweep's --dir, or a published study with its
 runs/) and a name: 'reference' for docs/mechanisms/reference. Every arm is
-scored by the same claim tests as a sweep report (diagnostics.claims), and
+scored by the same claim tests as a sweep report (diagnostics.claims), on the
+(workflow, task) cells every arm has (an arm's other cells are named and left
+to its own report, so each figure compares like with like), and
 write_comparison puts, per arm:
   - each claim's verdict;
   - the figures the verdicts rest on, as mean ± standard error (n runs or pairs):
@@ -51,6 +53,17 @@ class Arm:
   @property
   def main(self) -> list[claims_lib.Scored]:
     return [s for s in self.scored if s.main]
+
+
+def common_cells(arms: Sequence[Arm]) -> tuple[list[Arm], dict[str, list[str]]]:
+  """The arms restricted to the (workflow, task) cells all of them have, and per
+  arm the cells left out ('workflow/task')."""
+  key = lambda s: (s.cell["workflow"], s.cell["task"])
+  have = [{key(s) for s in a.scored} for a in arms]
+  common = set.intersection(*have)
+  kept = [Arm(a.name, a.path, [s for s in a.scored if key(s) in common]) for a in arms]
+  return kept, {a.name: sorted("/".join(k) for k in h - common)
+                for a, h in zip(arms, have) if h - common}
 
 
 def parse_arms(text: str) -> list[tuple[str, str]]:
@@ -206,7 +219,9 @@ def write_comparison(arms: Sequence[tuple[str, str]], out_dir: str, title: str,
                      cliff: analysis.CliffConfig = analysis.CliffConfig(),
                      dominant_share: float = 0.6) -> str:
   """Writes <out_dir>/report.md (module doc), its figures and CSV; returns its path."""
-  loaded = [Arm.load(name, path, cliff) for name, path in arms]
+  loaded, left_out = common_cells([Arm.load(name, path, cliff) for name, path in arms])
+  if not any(a.scored for a in loaded):
+    raise ValueError("The arms share no (workflow, task) cell: nothing to compare.")
   os.makedirs(os.path.join(out_dir, report_lib.FIGURES), exist_ok=True)
   table = tables.Tables(out_dir, "report_")
   link = lambda a: os.path.relpath(os.path.join(a.path, "report.md"), out_dir)
@@ -215,6 +230,11 @@ def write_comparison(arms: Sequence[tuple[str, str]], out_dir: str, title: str,
            "own report: " + ", ".join(f"[{a.name}]({link(a)})" for a in loaded) + ". "
            "Figures are mean ± standard error of the mean (n runs or paired runs); "
            "each table is also a CSV beside this file.", "",
+           "Cells compared (every arm has them): " + ", ".join(sorted(
+               {f"{s.cell['workflow']}/{s.cell['task']}" for s in loaded[0].scored})) + "." + (
+               " Left out here, in their arm's own report: " + "; ".join(
+                   f"{name} {', '.join(cells)}" for name, cells in left_out.items()) + "."
+               if left_out else ""), "",
            f"Cliffs: {report_lib.cliff_text(cliff)}", "", "## Verdicts", ""]
   verdicts = [{c.key: c for c in claims_lib.all_claims(a.scored, dominant_share, cliff)}
               for a in loaded]

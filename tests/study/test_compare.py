@@ -1,6 +1,7 @@
 """Sweeps side by side (marl_jax.study.compare): the mechanism study's report."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from tests.study.test_report import _assert_labelled, _csv_rows, _data_axes, _ma
 from tests.study.test_report import drawn  # pylint: disable=unused-import
 
 
-def _arm(root, name, amplify, ip_gain, cliff):
+def _arm(root, name, amplify, ip_gain, cliff, task="math"):
   """Voting, math: SP and IP (3 generators) and IP with one generator, seeds 0-2.
   The N-agent run's generator moves `amplify` times its reference's; IP's
   accuracy rises `ip_gain` above SP's and, with `cliff`, falls back at the end."""
@@ -30,9 +31,10 @@ def _arm(root, name, amplify, ip_gain, cliff):
           if policy == "isolated" and agents == 3 and r["step"]:
             fell = cliff and r["step"] >= STEPS - 10  # the last 3 evaluations: back to base
             r["eval/accuracy"] = 0.3 if fell else r["eval/accuracy"] + ip_gain + 0.01 * seed
-      _write(path, f"voting-math-tiny_m-{policy}-s{seed}{suffix}",
-             _config("voting", agents, policy, seed, update_scheme="reference",
-                     minibatch_rows=64), records)
+      config = _config("voting", agents, policy, seed, update_scheme="reference",
+                       minibatch_rows=64)
+      config["task"]["family"] = task
+      _write(path, f"voting-{task}-tiny_m-{policy}-s{seed}{suffix}", config, records)
   return path
 
 
@@ -69,6 +71,24 @@ def test_each_arm_has_its_own_verdicts_and_figures(arms, tmp_path):
   for png in ("compare_accuracy.png", "compare_roles.png"):
     assert os.path.getsize(tmp_path / "report_figures" / png) > 10_000
   assert [r["figure"] for r in _csv_rows(tmp_path / "report_figures.csv")] == list(rows)
+
+
+def test_only_the_cells_every_arm_has_are_compared(arms, tmp_path):
+  """An arm with a cell the others lack (code) has it named and left out, so its
+  figures are over the same cells as theirs."""
+  root, named = arms
+  wide = _arm(str(tmp_path), "wide", 3.0, 0.1, cliff=True)
+  code = _arm(str(tmp_path / "code_only"), "x", 1.0, 0.0, cliff=False, task="code")
+  for run in os.listdir(code):
+    shutil.copytree(os.path.join(code, run), os.path.join(wide, run))
+  text = open(compare.write_comparison([("wide", wide), named[1]], str(tmp_path / "out"),
+                                       "t")).read()
+  rows = {r[0]: r[1:] for r in _markdown_tables(text)["report_figures.csv"]}
+  assert rows["runs: main matrix / N = 1 references"] == ["6 / 3", "6 / 3"]
+  assert "Cells compared (every arm has them): voting/math. Left out here, in their arm's " \
+         "own report: wide voting/code." in text
+  with pytest.raises(ValueError, match="share no"):
+    compare.write_comparison([named[1], ("code", code)], str(tmp_path / "out2"), "t")
 
 
 def test_arms_are_named_and_refused_when_unusable(arms, tmp_path):
