@@ -176,6 +176,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # its current ones end, and GRPO groups are verified while decoding goes on).
   # The same episodes either way (marl_jax.workflows.rollout); only the time differs.
   c.rollout.schedule = "stages"
+  # A prompt over max_prompt_len: 'truncate' (its last tokens, counted in the metrics'
+  # prompt_truncated/<role>) or 'refuse' (an error naming the episode and role).
+  c.rollout.long_prompts = "truncate"
 
   c.rl = ml_collections.ConfigDict()
   c.rl.lr = 2e-5 if study else 1e-4
@@ -437,6 +440,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if _field(config, "rollout.engine") is not None:  # configs saved before the field: lockstep
     one_of("rollout.engine", continuous.ENGINES)
     at_least("rollout.slots", 0, " (0: from device memory)")
+  if _field(config, "rollout.long_prompts") is not None:  # saved before the field: truncate
+    one_of("rollout.long_prompts", rollout.LONG_PROMPTS)
   if _field(config, "rollout.schedule") is not None:  # configs saved before the field: stages
     one_of("rollout.schedule", rollout.SCHEDULES)
     if _field(config, "rollout.schedule") == "episodes" and _field(

@@ -46,6 +46,7 @@ DEFAULT_MAX_PROMPT_LEN = 256
 # of a run, so accuracy curves compare policies, not draws.
 EVAL_KEY = 7919
 SCHEDULES = ("stages", "episodes")  # config.rollout.schedule
+LONG_PROMPTS = ("truncate", "refuse")  # config.rollout.long_prompts
 
 
 class Policy(Protocol):
@@ -87,7 +88,8 @@ def options(config: Mapping[str, Any], slots: int | None = None) -> dict[str, An
           "enable_thinking": bool(config["model"].get("enable_thinking", False)),
           "engine": rollout.get("engine", "lockstep"),
           "slots": int(rollout.get("slots", 0) if slots is None else slots),
-          "schedule": rollout.get("schedule", "stages")}
+          "schedule": rollout.get("schedule", "stages"),
+          "long_prompts": rollout.get("long_prompts", "truncate")}
 
 
 def _per_role(value: int | Mapping[str, int], default: int, roles: Sequence[str],
@@ -120,6 +122,7 @@ def run(
     engine: str = "lockstep",
     slots: int = 0,
     schedule: str = "stages",
+    long_prompts: str = "truncate",
     timings: dict[str, float] | None = None,
 ) -> list[Episode]:
   """Runs `group_size` episodes of `workflow` per problem; returns them, problem-major.
@@ -129,7 +132,8 @@ def run(
       `generate(prompts, roles, rng, sampling, **options)` and `slot_of(role)`;
       schedule='episodes' also needs its `session`).
     max_prompt_len: longest prompt in tokens (per role if a map); longer
-      prompts keep their last tokens and are counted (prompt_truncated).
+      prompts keep their last tokens and are counted (prompt_truncated), or
+      with long_prompts='refuse' are an error naming the episode and role.
     max_new_tokens: per-role completion limit (int or map; default
       sampling.max_new_tokens). A stage samples up to its roles' largest
       limit and cuts each row to its own (equivalent to sampling with it).
@@ -163,6 +167,9 @@ def run(
     raise ValueError(f"rollout schedule={schedule!r} with engine={engine!r}: the schedule must "
                      f"be one of {SCHEDULES}, and 'episodes' needs engine='continuous' "
                      "(config.rollout.schedule / engine).")
+  if long_prompts not in LONG_PROMPTS:
+    raise ValueError(f"rollout long_prompts={long_prompts!r} is unknown; valid: {LONG_PROMPTS} "
+                     "(config.rollout.long_prompts).")
   if not problems:
     raise ValueError("rollout.run() got no problems.")
   context = _Context(
@@ -170,7 +177,7 @@ def run(
       _per_role(max_prompt_len, DEFAULT_MAX_PROMPT_LEN, workflow.roles, "max_prompt_len"),
       _per_role(sampling.max_new_tokens if max_new_tokens is None else max_new_tokens,
                 sampling.max_new_tokens, workflow.roles, "max_new_tokens"),
-      enable_thinking)
+      enable_thinking, long_prompts == "truncate")
   episodes = [
       Episode(id=g * group_size + s, group=g, sample=s, problem=problem,
               question=problem.prompt, family=prompts_lib.family_of(task))
@@ -210,6 +217,7 @@ class _Context:
   prompt_limit: dict[str, int]
   new_limit: dict[str, int]
   enable_thinking: bool
+  truncate: bool  # long prompts cut from the left, or refused
 
   def rows(self, index: int, episode: Episode) -> list[Row]:
     """The episode's calls in stage group `index` (none once it is done)."""
@@ -232,6 +240,12 @@ class _Context:
       ids = list(self.tokenizer.apply_chat_template([message], add_generation_prompt=True,
                                                     enable_thinking=self.enable_thinking))
       limit = self.prompt_limit[stage.role]
+      if len(ids) > limit and not self.truncate:
+        raise ValueError(
+            f"Episode {episode.id} (problem {episode.problem.id!r}), role {stage.role!r}: its "
+            f"prompt is {len(ids)} tokens, longer than max_prompt_len={limit} "
+            "(config.rollout.max_prompt_len). Raise it, or set rollout.long_prompts='truncate' "
+            "to cut long prompts from the left (counted in prompt_truncated/<role>).")
       cut.append(len(ids) > limit)
       prompts.append(ids[-limit:])
     return prompts, cut

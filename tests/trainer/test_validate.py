@@ -45,6 +45,8 @@ _BAD = [
      r"\('clamp', 'periodic'\)"),
     ("rl.minibatch_rows", 0, r"rl\.minibatch_rows=0 must be a positive number of rows"),
     ("rl.dual_clip", 0.5, r"rl\.dual_clip=0\.5 must be 0 \(off\) or > 1"),
+    ("rollout.long_prompts", "drop", r"rollout\.long_prompts='drop' is unknown; valid: "
+     r"\('truncate', 'refuse'\)"),
 ]
 
 

@@ -118,6 +118,12 @@ def test_long_prompts_are_cut_from_the_left_for_the_model(base):
   assert all(len(e.calls[0].prompt_tokens) == 100 and e.calls[0].prompt_truncated
              for e in episodes)
   assert rollout.role_metrics(episodes)["prompt_truncated/generator"] == 2
+  # Refused instead: one error that names the episode, its role and what to do.
+  with pytest.raises(ValueError, match=r"Episode 0 \(problem .*\), role 'generator': its prompt "
+                                       r"is \d+ tokens, longer than max_prompt_len=100 .* "
+                                       r"rollout.long_prompts='truncate'"):
+    rollout.run(wf, store, TASK, long, 1, jax.random.PRNGKey(0), SAMPLING, TOK,
+                max_prompt_len=100, long_prompts="refuse")
 
 
 def test_calls_draw_the_same_tokens_however_a_stage_is_cut_into_sampler_calls(base):
