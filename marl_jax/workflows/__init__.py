@@ -12,6 +12,7 @@ import inspect
 from typing import Any, Callable, Mapping
 
 from marl_jax.workflows.base import Stage, Workflow
+from marl_jax.workflows.episodes import MissingCall
 from marl_jax.workflows.eval_opt import eval_opt
 from marl_jax.workflows.orch_workers import orch_workers
 from marl_jax.workflows.single import single
@@ -88,4 +89,4 @@ def from_config(section: Mapping[str, Any]) -> Workflow:
   return get(section["name"], **options)
 
 
-__all__ = ["Stage", "Workflow", "agents_option", "from_config", "get", "names", "register"]
+__all__ = ["MissingCall", "Stage", "Workflow", "agents_option", "from_config", "get", "names", "register"]

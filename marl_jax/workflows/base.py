@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from marl_jax.tasks import Task
 from marl_jax.workflows import parsing, prompts as prompts_lib
-from marl_jax.workflows.episodes import Episode
+from marl_jax.workflows.episodes import Episode, MissingCall
 
 Parse = Callable[[str, Episode, int, Task], parsing.Parsed]
 VIEWS = ("full", "answer")
@@ -92,9 +92,20 @@ class Workflow:
     return tuple(s if isinstance(s, tuple) else (s,) for s in self.stages)
 
   def prompt(self, stage: Stage, episode: Episode, agent: int) -> str:
-    fields = {"problem": episode.question, **stage.fields(episode, agent)}
+    try:
+      fields = {"problem": episode.question, **stage.fields(episode, agent)}
+    except MissingCall as e:
+      raise MissingCall(e.role, self.missing(episode, f"the {stage.role!r} stage", e.role)) \
+          from None
     return prompts_lib.render(self.prompts, self.name, stage.template or stage.role,
                               episode.family, fields)
+
+
+  def missing(self, episode: Episode, reader: str, role: str) -> str:
+    """The error of a `reader` that needs `role`'s calls, which `episode` lacks."""
+    return (f"workflow {self.name!r}, episode {episode.id}: {reader} reads the {role!r} calls, "
+            f"which this episode does not have. Put a stage of {role!r} before it, and give "
+            f"that stage no narrower `when` than the stage that reads it.")
 
 
 # --- building blocks shared by the workflows -------------------------------
@@ -115,8 +126,8 @@ def show(call: Any, view: str) -> str:
 
 def candidates(episode: Episode, role: str, view: str) -> str:
   """The role's latest-turn outputs, numbered from 1."""
-  calls = episode.of(role)
-  turn = calls[-1].turn if calls else 0
+  calls = episode.require(role)
+  turn = calls[-1].turn
   return prompts_lib.numbered([show(c, view) for c in calls if c.turn == turn], episode.family)
 
 
@@ -135,7 +146,7 @@ def parse_choice(of_role: str, allow_own_answer: bool = False) -> Parse:
 
   def parse(text, episode, agent, task):
     del agent
-    calls = episode.of(of_role)
+    calls = episode.require(of_role)
     latest = [c.answer for c in calls if c.turn == calls[-1].turn]
     return parsing.choice(text, latest, task.extract, allow_own_answer, task.same_answer,
                           style=style(episode))
@@ -148,7 +159,7 @@ def parse_verdict(of_role: str) -> Parse:
 
   def parse(text, episode, agent, task):
     del agent
-    return parsing.verdict(text, episode.last(of_role).answer, style=style(episode),
+    return parsing.verdict(text, episode.require(of_role)[-1].answer, style=style(episode),
                            same=task.same_answer)
 
   return parse

@@ -61,6 +61,14 @@ class Call:
     return self.parsed.status
 
 
+class MissingCall(ValueError):
+  """A stage, or the final-answer rule, read the calls of a role the episode lacks."""
+
+  def __init__(self, role: str, message: str):
+    super().__init__(message)
+    self.role = role
+
+
 @dataclasses.dataclass
 class Episode:
   """One run of a workflow on one problem; also the state workflows read while it runs.
@@ -100,6 +108,13 @@ class Episode:
   def last(self, role: str) -> Call | None:
     calls = self.of(role)
     return calls[-1] if calls else None
+
+  def require(self, role: str) -> list[Call]:
+    """The role's calls, which a later stage reads; none is a MissingCall."""
+    calls = self.of(role)
+    if not calls:
+      raise MissingCall(role, f"episode {self.id} has no {role!r} call")
+    return calls
 
   def answers(self, role: str, turn: int | None = None) -> list[str | None]:
     return [c.answer for c in self.of(role, turn)]

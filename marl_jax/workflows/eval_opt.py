@@ -47,7 +47,7 @@ def eval_opt(max_rounds: int | None = None, view: str = "full", judge_last: bool
     return max_rounds or DEFAULT_ROUNDS.get(prompts_lib.kind_of(episode.family), most)
 
   def stops(episode):
-    verdict = episode.last("evaluator").value
+    verdict = episode.require("evaluator")[-1].value
     if verdict.readable:
       return verdict.correct
     fallback = unreadable_verdict
@@ -56,10 +56,11 @@ def eval_opt(max_rounds: int | None = None, view: str = "full", judge_last: bool
     return fallback == "stop"
 
   def judged(episode):
-    return {"answer": show(episode.last("generator"), view)}
+    return {"answer": show(episode.require("generator")[-1], view)}
 
   def refine(episode, _):
-    return {**judged(episode), "feedback": episode.last("evaluator").value.feedback or "none"}
+    return {**judged(episode),
+            "feedback": episode.require("evaluator")[-1].value.feedback or "none"}
 
   stages = []
   for turn in range(most):
@@ -73,7 +74,7 @@ def eval_opt(max_rounds: int | None = None, view: str = "full", judge_last: bool
         stop=stops))
   return Workflow(
       name="eval_opt", roles=("generator", "evaluator"), stages=tuple(stages),
-      final=lambda episode, task: episode.last("generator").answer,
+      final=lambda episode, task: episode.require("generator")[-1].answer,
       prompts=prompts_lib.table("eval_opt", prompts),
       options={"max_rounds": max_rounds, "view": view, "judge_last": judge_last,
                "unreadable_verdict": unreadable_verdict})

@@ -30,6 +30,6 @@ def orch_workers(m: int = 3, view: str = "full",
           Stage("synthesizer", parse_choice("worker", allow_own_answer=True),
                 fields=lambda ep, _: {"candidates": candidates(ep, "worker", view)}),
       ),
-      final=lambda episode, task: episode.last("synthesizer").answer,
+      final=lambda episode, task: episode.require("synthesizer")[-1].answer,
       prompts=prompts_lib.table("orch_workers", prompts),
       options={"m": m, "view": view})

@@ -15,5 +15,5 @@ def single(prompts: prompts_lib.PromptTable | None = None) -> Workflow:
   return Workflow(
       name="single", roles=("generator",),
       stages=(Stage("generator", parse_answer),),
-      final=lambda episode, task: episode.last("generator").answer,
+      final=lambda episode, task: episode.require("generator")[-1].answer,
       prompts=prompts_lib.table("single", prompts))

@@ -15,7 +15,7 @@ from typing import Sequence
 from marl_jax.tasks import Problem, Task
 from marl_jax.tasks import rewards
 from marl_jax.workflows.base import Workflow
-from marl_jax.workflows.episodes import Episode
+from marl_jax.workflows.episodes import Episode, MissingCall
 
 # A verdict call with one of these failures is scored wrong whatever its fallback did
 # (eval_opt's unreadable_verdict decides only what the episode does next).
@@ -33,7 +33,11 @@ def verify(episodes: list[Episode], workflow: Workflow, task: Task,
   texts: dict[tuple[int, str], str] = {}
   roles: dict[tuple[int, str], str] = {}  # who gave each answer first, for error messages
   for episode in episodes:
-    episode.final_answer = workflow.final(episode, task)
+    try:
+      episode.final_answer = workflow.final(episode, task)
+    except MissingCall as e:
+      raise MissingCall(e.role, workflow.missing(episode, "its final-answer rule", e.role)) \
+          from None
     for call in episode.calls:
       if call.answer is not None and call.parsed.kind in ("answer", "choice") and (
           call.parsed.kind == "answer" or call.value is None):

@@ -25,7 +25,7 @@ def voting(n: int = 3, view: str = "full",
           Stage("aggregator", parse_choice("generator"),
                 fields=lambda ep, _: {"candidates": candidates(ep, "generator", view)}),
       ),
-      final=lambda episode, task: episode.last("aggregator").answer,
+      final=lambda episode, task: episode.require("aggregator")[-1].answer,
       prompts=prompts_lib.table("voting", prompts),
       options={"n": n, "view": view})
 

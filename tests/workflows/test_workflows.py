@@ -1,5 +1,6 @@
 """Workflows under a scripted policy: call graphs, round limits, fallbacks, final answers."""
 
+import dataclasses
 import itertools
 
 import jax
@@ -237,6 +238,24 @@ def test_prompt_overrides_and_user_errors():
   bad_field = workflows.get("single", prompts={("single/generator", "math"): "{question}"})
   with pytest.raises(ValueError, match="field 'question'"):
     run(bad_field, script(generator="5"))
+
+
+def test_a_stage_that_reads_a_call_the_episode_lacks_is_named():
+  """A stage (or the final rule) reading the calls of a role whose stage did not run
+  for this episode: one error naming the workflow, the episode, the reader and the role."""
+  voting = workflows.get("voting")
+  generator, aggregator = voting.stages
+  odd = lambda episode: episode.id % 2 == 1
+  skipped = dataclasses.replace(voting, stages=(
+      dataclasses.replace(generator, when=odd), aggregator))
+  with pytest.raises(workflows.MissingCall, match=r"workflow 'voting', episode 0: the "
+                     r"'aggregator' stage reads the 'generator' calls, which this episode does "
+                     r"not have\. Put a stage of 'generator' before it"):
+    run(skipped, script(generator="5", aggregator="1"))
+  no_final = dataclasses.replace(voting, stages=(generator,))
+  with pytest.raises(workflows.MissingCall, match=r"episode 0: its final-answer rule reads the "
+                     r"'aggregator' calls"):
+    run(no_final, script(generator="5"))
 
 
 def test_role_metrics_count_calls_tokens_rewards_and_accuracy():

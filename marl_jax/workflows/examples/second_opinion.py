@@ -59,7 +59,8 @@ def second_opinion(n: int = 2, prompts: prompts_lib.PromptTable | None = None) -
           (Stage("solver", parse_answer, agents=n), Stage("skeptic", parse_answer)),
           Stage("referee", _parse_referee, fields=_referee_fields),
       ),
-      final=lambda episode, task: episode.last("referee").answer,
+      # require: a clear error (workflows.MissingCall) if the referee's stage never ran.
+      final=lambda episode, task: episode.require("referee")[-1].answer,
       prompts={**PROMPTS, **(prompts or {})},
       options={"n": n})
 
