@@ -130,6 +130,8 @@ class Workload:
                   "max_new_tokens", "lora_rank", "chunk"):
       if getattr(self, field) < 1:
         raise ValueError(f"Workload.{field} must be >= 1, got {getattr(self, field)}.")
+    if self.engine not in continuous.ENGINES:
+      raise ValueError(f"Workload.engine={self.engine!r} is unknown; valid: {continuous.ENGINES}.")
     as_dtype(self.param_dtype)
     as_dtype(self.compute_dtype)
 

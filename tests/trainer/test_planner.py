@@ -92,6 +92,8 @@ def test_study_table_has_every_combination():
 def test_workload_errors_name_the_field():
   with pytest.raises(ValueError, match="Workload.max_new_tokens"):
     planner.Workload(max_new_tokens=0)
+  with pytest.raises(ValueError, match=r"Workload.engine='vllm' is unknown; valid: \('lockstep'"):
+    planner.Workload(engine="vllm")
   with pytest.raises(ValueError, match="rollout_params"):
     planner.plan("tiny_s", "shared", "lora", ONE, 1.0, rollout_params="both")
 
