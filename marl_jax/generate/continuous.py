@@ -8,9 +8,9 @@ static-shaped programs:
 
   prefill   the next prompts of the queue into the slots that are free: their
             keys and values are written at columns [0, P) of those slots' cache
-            rows (P the prompt-length bucket of the refill), their first token
-            is drawn; the refill's rows are bucketed to a power of two (padding
-            rows write nowhere).
+            rows (P a prompt-length bucket: one call per bucket among them),
+            their first token is drawn; a call's rows are bucketed to a power
+            of two (padding rows write nowhere).
   decode    `chunk` steps (fewer when all have stopped) of the slots' smallest
             prefix that holds every live row, its width a power of two; each
             row writes its next key and value at its own column and position.
@@ -355,7 +355,12 @@ class Session:
     taken = [[heapq.heappop(queue)[1] for _ in range(min(int(self._free[c].sum()), len(queue)))]
              for c, queue in enumerate(self._queues)]
     if any(taken):
-      self._refill(taken, finished)
+      # One prefill per prompt bucket: a short prompt refilled beside a long one would
+      # be padded to the long one's bucket (the episodes schedule mixes an episode's
+      # first calls with another's follow-ups, whose prompts hold earlier answers).
+      bucket = {r: self._prompt_bucket(len(self._rows[r].prompt)) for p in taken for r in p}
+      for size in sorted(set(bucket.values())):
+        self._refill([[r for r in part if bucket[r] == size] for part in taken], finished)
     if self._free.all():
       return finished
     width = self._width()
@@ -425,12 +430,15 @@ class Session:
         ("continuous", kind, *self.signature, *shape),
         f"continuous {kind} {shape}, {self.slots} slots x {self.length} tokens")
 
+  def _prompt_bucket(self, length: int) -> int:
+    return min(sampler.bucket(length, self.min_prompt_len), self.prompt_cap)
+
   def _refill(self, taken: list[list[int]], finished: list[Finished]) -> None:
     """One prefill program call for the rows `taken` per copy, into their free slots."""
     copies, slots = self.num_copies, self.slots
     rows = min(sampler.bucket(max(map(len, taken)), 1), slots)
-    longest = max(len(self._rows[r].prompt) for part in taken for r in part)
-    prompt_len = min(sampler.bucket(longest, self.min_prompt_len), self.prompt_cap)
+    prompt_len = self._prompt_bucket(max(len(self._rows[r].prompt)
+                                         for part in taken for r in part))
     shape = (copies, rows)
     tokens = np.full((*shape, prompt_len), self.config.pad_id, np.int32)
     valid = np.zeros((*shape, prompt_len), bool)

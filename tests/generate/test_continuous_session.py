@@ -72,6 +72,25 @@ def test_lower_priority_rows_are_prefilled_first(params):
   assert started == {rows[5]: 0, rows[3]: 0, rows[4]: 1, rows[2]: 1, rows[1]: 2, rows[0]: 2}
 
 
+def test_a_refill_prefills_each_prompt_bucket_apart(params):
+  """Short and long prompts refilled together take one prefill per prompt bucket (16
+  and 64 tokens), so no short prompt is padded to a long one's length; the rows are
+  the lockstep sampler's for the same keys."""
+  rng = np.random.RandomState(3)
+  prompts = [rng.randint(3, 128, size=n).tolist() for n in (4, 60, 9, 50)]
+  keys = np.asarray(jax.random.split(jax.random.PRNGKey(5), 4))
+  stats = continuous.Stats()
+  session = continuous.Session(CONFIG, params, SAMPLING, slots=4, max_prompt_len=64,
+                               stats=stats)
+  session.submit(prompts, keys, limits=[4] * 4)
+  got = {done.row: done for done in session.run()}
+  want = sampler.generate(CONFIG, params, prompts, keys, SAMPLING, limits=[4] * 4)
+  assert stats.prefills == 2 and {got[r].prefill for r in (0, 2)} == {0}
+  assert {got[r].prefill for r in (1, 3)} == {1}
+  for i, done in got.items():
+    np.testing.assert_array_equal(done.tokens, want.tokens[i, :want.lengths[i]])
+
+
 def test_rows_the_session_cannot_take_are_refused(params):
   greedy = continuous.Session(CONFIG, params, SamplingParams(0.0, max_new_tokens=4), slots=2,
                               max_prompt_len=16)
