@@ -144,12 +144,18 @@ def test_lora_rows_and_full_copies_are_routed_per_row(params):
 
 
 def test_no_recompiles_after_warm_up(params):
-  """A second and third call (other prompts, keys and row counts, the same
-  buckets and settings) compile nothing: one decode program and the prefill
-  buckets met in the first call."""
+  """After a warm-up that meets every program (the prefill buckets, and as the queue
+  drains each decode width, 4, 2 and 1, and each move, into 2 slots and into 1), calls
+  with other prompts, keys and row counts (the same buckets and settings) compile
+  nothing."""
   sampling = SamplingParams(temperature=1.0, max_new_tokens=12)
   continuous.generate(CONFIG, params, _prompts(seed=7), jax.random.PRNGKey(0), sampling,
                       slots=4, limits=LIMITS)
+  for limits in ([2, 2, 2, 12], [2, 2, 12, 12]):  # moves into 1 slot, then into 2
+    stats = continuous.Stats()
+    continuous.generate(CONFIG, params, _prompts([5, 9, 3, 12]), jax.random.PRNGKey(2),
+                        sampling, slots=4, limits=limits, stats=stats)
+    assert stats.compactions == 1
   before = sampler.compiled_shapes()
   for seed, n in ((8, 13), (9, 21)):
     prompts = _prompts([3 + (i * 5) % 13 for i in range(n)], seed=seed)
