@@ -239,25 +239,34 @@ def rollout_long(name: str, repeats: int = 3, full: bool = False,
   return {f"rollout_long/{tag}/{key}": value for key, value in out.items()}
 
 
+def _engine_variants(name: str, full: bool, repeats: int,
+                     variants: dict[str, dict[str, Any]]) -> dict[str, float]:
+  """The continuous arms (by stages, by episodes) under each variant of the engine's
+  defaults (`_runs`' chunk / shrink options), interleaved: '<arm>_<variant>_seconds'
+  and '<arm>_<variant>_useful_token_fraction'."""
+  arms = {k: v for k, v in ARMS.items() if k[0] == "continuous"}
+  runs, policies = {}, {}
+  for variant, options in variants.items():
+    policies[variant] = {}
+    runs.update({f"{variant}:{k}": fn for k, fn in _runs(
+        name, full, arms, policies=policies[variant], **options).items()})
+  seconds = interleaved_median_seconds(runs, repeats)
+  out = {}
+  for variant in variants:
+    for (_, schedule), prefix in arms.items():
+      key = f"{prefix or 'stages_'}{variant}"
+      out[f"{key}_seconds"] = sum(s for k, s in seconds.items()
+                                  if k.startswith(f"{variant}:") and k.endswith(f"/{schedule}"))
+      out[f"{key}_useful_token_fraction"] = _fraction(policies[variant], prefix)
+  return out
+
+
 def chunk_sizes(name: str = "6m", chunks: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
                 repeats: int = 1, full: bool = False) -> dict[str, float]:
   """The continuous engine's decode steps per program call (continuous.DEFAULT_CHUNK),
   by stages and by episodes: seconds (interleaved across chunk sizes) and the
   useful-token fraction (a row that stops mid-chunk idles for the rest of it)."""
-  arms = {k: v for k, v in ARMS.items() if k[0] == "continuous"}
-  runs, policies = {}, {}
-  for chunk in chunks:
-    mine = {}
-    runs.update({f"{chunk}:{k}": fn for k, fn in _runs(name, full, arms, chunk, mine).items()})
-    policies[chunk] = mine
-  seconds = interleaved_median_seconds(runs, repeats)
-  out = {}
-  for chunk in chunks:
-    for (engine, schedule), prefix in arms.items():
-      key = f"{prefix or 'stages_'}chunk{chunk}"
-      out[f"{key}_seconds"] = sum(s for k, s in seconds.items()
-                                  if k.startswith(f"{chunk}:") and k.endswith(f"/{schedule}"))
-      out[f"{key}_useful_token_fraction"] = _fraction(policies[chunk], prefix)
+  out = _engine_variants(name, full, repeats, {f"chunk{c}": {"chunk": c} for c in chunks})
   return {f"rollout_chunks/{name}/{key}": value for key, value in out.items()}
 
 
@@ -265,19 +274,6 @@ def shrinking(name: str = "6m", repeats: int = 1, full: bool = False) -> dict[st
   """The continuous engine with and without narrowing its decode as the queue drains
   (continuous.DEFAULT_SHRINK), by stages and by episodes: seconds (interleaved) and
   the useful-token fraction."""
-  arms = {k: v for k, v in ARMS.items() if k[0] == "continuous"}
-  runs, policies = {}, {}
-  for shrink in (True, False):
-    mine = {}
-    runs.update({f"{shrink}:{k}": fn for k, fn in _runs(name, full, arms, policies=mine,
-                                                          shrink=shrink).items()})
-    policies[shrink] = mine
-  seconds = interleaved_median_seconds(runs, repeats)
-  out = {}
-  for shrink in (True, False):
-    for (_, schedule), prefix in arms.items():
-      key = f"{prefix or 'stages_'}{'shrink' if shrink else 'wide'}"
-      out[f"{key}_seconds"] = sum(s for k, s in seconds.items()
-                                  if k.startswith(f"{shrink}:") and k.endswith(f"/{schedule}"))
-      out[f"{key}_useful_token_fraction"] = _fraction(policies[shrink], prefix)
+  out = _engine_variants(name, full, repeats,
+                         {"shrink": {"shrink": True}, "wide": {"shrink": False}})
   return {f"rollout_shrink/{name}/{key}": value for key, value in out.items()}

@@ -394,7 +394,7 @@ class Session:
     if not self.shrink:
       return self.slots
     live = ~self._free
-    fit = lambda n: min(self.slots, sampler.bucket(n, max(sharding.row_shards(), 1)))
+    fit = lambda n: min(self.slots, sampler.bucket(n, sharding.row_shards()))
     width = fit(max(int(np.flatnonzero(row)[-1]) + 1 if row.any() else 0 for row in live))
     narrowest = fit(int(live.sum(1).max()))
     if narrowest < width:
