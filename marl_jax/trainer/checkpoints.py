@@ -251,6 +251,19 @@ class Checkpointer:
     self._surface(self._manager.wait_until_finished)
     self._saving = None
 
+  def abandon(self) -> None:
+    """Closes after the run failed elsewhere, never raising over that failure.
+
+    The save in flight still commits (it is a whole step the rerun need not
+    redo); its own failure is logged, not raised. orbax's background threads
+    are released here rather than by the garbage collector at some later
+    moment. Safe on a Checkpointer already closed."""
+    try:
+      self.close()
+    except Exception as error:  # pylint: disable=broad-except
+      logging.warning("Closing the checkpoints of %s after a failure: %s: %s", self.directory,
+                      type(error).__name__, Unreadable(0, str(error), "").short())
+
   def close(self) -> None:
     failed = None
     try:

@@ -321,51 +321,61 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
   state, optimizer = build_lib.train_state(config, run)
   state = parallel.place_state(state)
   ckpt = checkpointing.Checkpointer(workdir, max_to_keep=train_cfg.keep_checkpoints, train=True)
-  start = 0
-  restored = ckpt.restore(state)  # moves newer unreadable steps aside (checkpoints.py)
-  if restored is not None:
-    start, state, record = restored
-    logging.info("Resuming %s from step %d (data position %s).", workdir, start,
-                 record.get("data_position"))
-    if train_cfg.restart:
-      logging.warning("train.restart=true does nothing: step %d of %s is readable, so the run "
-                      "resumes. Use a new --workdir to start over.", start, workdir)
-  else:
-    ckpt = _start_over_or_refuse(config, workdir, ckpt)
-  if parallel.is_main:  # the steps this run redoes: their files are kept, not overwritten
-    rundir.cut_rollouts(workdir, start)
-  writer = writers_lib.open_writers(config, workdir, resume_step=start if restored else None)
-  if start == 0:
-    writer.write_hparams(rundir.config_dict(config))
-  loss_cfg = loss_config(config)
-  last_eval: dict[str, float] = {}
-  if start == 0:
-    with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
-      last_eval = evaluate_lib.evaluate(eval_run, trainable, slots=parallel.slots)
-    writer.write(0, last_eval)
-  progress = console.Progress(train_cfg.steps, start, learning_rate=build_lib.learning_rate(config),
-                              every=console.progress_every(config))
-  preempted = False
-  monitor = mechanics.Monitor()
-  for step in range(start, train_cfg.steps):
-    state, metrics, episodes = rl_step(run, state, step, optimizer, loss_cfg, init_trainable,
-                                       parallel, monitor)
-    done = step + 1
-    if (train_cfg.save_rollouts_every and done % train_cfg.save_rollouts_every == 0
-        and parallel.is_main):
-      _save_rollouts(workdir, done, episodes, run.tokenizer)
-    if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
+  writer = None
+  try:
+    start = 0
+    restored = ckpt.restore(state)  # moves newer unreadable steps aside (checkpoints.py)
+    if restored is not None:
+      start, state, record = restored
+      logging.info("Resuming %s from step %d (data position %s).", workdir, start,
+                   record.get("data_position"))
+      if train_cfg.restart:
+        logging.warning("train.restart=true does nothing: step %d of %s is readable, so the run "
+                        "resumes. Use a new --workdir to start over.", start, workdir)
+    else:
+      ckpt = _start_over_or_refuse(config, workdir, ckpt)
+    if parallel.is_main:  # the steps this run redoes: their files are kept, not overwritten
+      rundir.cut_rollouts(workdir, start)
+    writer = writers_lib.open_writers(config, workdir, resume_step=start if restored else None)
+    if start == 0:
+      writer.write_hparams(rundir.config_dict(config))
+    loss_cfg = loss_config(config)
+    last_eval: dict[str, float] = {}
+    if start == 0:
       with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
         last_eval = evaluate_lib.evaluate(eval_run, trainable, slots=parallel.slots)
-      metrics.update(last_eval)
-    writer.write(done, metrics)
-    progress.update(done, metrics, last_eval)
-    ckpt.check()  # a failed asynchronous save stops the run now, naming its step
-    preempted = parallel.preempted(done)  # every process saves at the same step, then stops
-    if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps or preempted:
-      ckpt.save(done, state, {"step": done, "data_position": done * config.rollout.batch_size})
-    if preempted:
-      break
+      writer.write(0, last_eval)
+    progress = console.Progress(train_cfg.steps, start, learning_rate=build_lib.learning_rate(config),
+                                every=console.progress_every(config))
+    preempted = False
+    monitor = mechanics.Monitor()
+    for step in range(start, train_cfg.steps):
+      state, metrics, episodes = rl_step(run, state, step, optimizer, loss_cfg, init_trainable,
+                                         parallel, monitor)
+      done = step + 1
+      if (train_cfg.save_rollouts_every and done % train_cfg.save_rollouts_every == 0
+          and parallel.is_main):
+        _save_rollouts(workdir, done, episodes, run.tokenizer)
+      if done % train_cfg.eval_every == 0 or done == train_cfg.steps:
+        with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
+          last_eval = evaluate_lib.evaluate(eval_run, trainable, slots=parallel.slots)
+        metrics.update(last_eval)
+      writer.write(done, metrics)
+      progress.update(done, metrics, last_eval)
+      ckpt.check()  # a failed asynchronous save stops the run now, naming its step
+      preempted = parallel.preempted(done)  # every process saves at the same step, then stops
+      if done % train_cfg.checkpoint_every == 0 or done == train_cfg.steps or preempted:
+        ckpt.save(done, state, {"step": done, "data_position": done * config.rollout.batch_size})
+      if preempted:
+        break
+  except BaseException:
+    # A refusal, a failed save, a fault or an interrupt: the save in flight still
+    # commits, and orbax's threads and the metric files are released now, not by
+    # a garbage collection at some later moment (in a notebook or a test process).
+    ckpt.abandon()
+    if writer is not None:
+      writer.close()
+    raise
   ckpt.close()
   writer.close()
   if preempted:

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax.numpy as jnp
@@ -125,6 +126,15 @@ def test_no_readable_checkpoint_lists_every_failure_and_moves_nothing(tmp_path):
   assert trainer.steps() == [1, 2]
 
 
+def _assert_threads_released(before, wait_s=10.0):
+  """No more threads than `before` once the ones being joined have ended (a
+  closed queue's feeder thread ends a moment after close returns)."""
+  deadline = time.time() + wait_s
+  while threading.active_count() > before and time.time() < deadline:
+    time.sleep(0.05)
+  assert threading.active_count() <= before, [t.name for t in threading.enumerate()]
+
+
 def _mount_tmpfs(path, size):
   """Mounts a small tmpfs at path, or skips saying why it cannot."""
   if not sys.platform.startswith("linux") or os.geteuid() != 0:
@@ -143,6 +153,8 @@ def _umount(path):
 def test_a_failed_async_save_surfaces_at_once_and_leaves_no_tmp_behind(tmp_path):
   workdir = str(tmp_path / "run")
   _mount_tmpfs(workdir, "256k")
+  threads = threading.active_count()
+  ckpt = None
   try:
     ckpt = checkpointing.Checkpointer(workdir, max_to_keep=3, train=True)
     ckpt.save(1, _state(1), {"data_position": 1}, wait=True)
@@ -160,7 +172,11 @@ def test_a_failed_async_save_surfaces_at_once_and_leaves_no_tmp_behind(tmp_path)
     assert not glob.glob(os.path.join(ckpt.directory, "*-tmp*"))
     assert reopened.restore(_state(0))[0] == 1  # the earlier checkpoint is intact
     reopened.close()
+    ckpt.abandon()  # after its failed save: logs, never raises, and releases orbax's threads
+    _assert_threads_released(threads)
   finally:
+    if ckpt is not None:
+      ckpt.abandon()  # safe twice
     _umount(workdir)
 
 
@@ -270,8 +286,10 @@ def test_full_disk_on_the_checkpoint_directory_stops_the_run_and_the_rerun_finis
   checkpoints = str(workdir / "checkpoints")
   _mount_tmpfs(checkpoints, "16k")  # smaller than one tiny_s checkpoint (~128k)
   try:
+    threads = threading.active_count()
     with pytest.raises(checkpointing.CheckpointSaveError, match=r"step 3 .*No space left"):
       _run(workdir, steps=7, rewards_of=_slow_rewards, train__checkpoint_every=3)
+    _assert_threads_released(threads)  # the failed run released orbax's threads
     records = read_jsonl(str(workdir / "metrics.jsonl"))
     # The save of step 3 failed in the background during step 4 (over a second):
     # the run stops after it, not at the next save (step 6).
