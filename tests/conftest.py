@@ -1,12 +1,16 @@
-"""Shared test fixtures: the SmolLM2-135M-Instruct GGUF, loaded once per session."""
+"""Shared test fixtures: the SmolLM2-135M-Instruct GGUF, loaded once per session; a worker's
+compiled programs released before they exhaust the process's memory mappings."""
 
 from __future__ import annotations
 
+import gc
 import os
 
+import jax
 import pytest
 
 from marl_jax.models import gguf_checkpoint
+from marl_jax.rl import update
 
 # pytest's workers keep the system's malloc settings (marl_jax/trainer/hostmem.py is for
 # one long training job: its heap never shrinks). Their tests are compile-bound,
@@ -37,3 +41,36 @@ def smollm2(smollm2_gguf_path):
   from marl_jax.models.tokenizers import load_tokenizer
   config, params = load_pretrained(smollm2_gguf_path)
   return config, params, load_tokenizer(smollm2_gguf_path), smollm2_gguf_path
+
+
+def _mappings() -> int | None:
+  """This process's memory mappings (Linux), else None."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      return sum(1 for _ in f)
+  except OSError:
+    return None
+
+
+def _mapping_limit() -> int:
+  try:
+    with open("/proc/sys/vm/max_map_count") as f:
+      return int(f.read())
+  except (OSError, ValueError):
+    return 65530  # Linux's default
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+  """Frees the compiled programs of a test module once the worker holds half of
+  Linux's memory mappings. Each XLA:CPU executable keeps ~3 mappings and jax's
+  caches keep every executable a worker compiles: a full-suite worker reached the
+  cap (vm.max_map_count) late in the suite and died compiling (a segmentation
+  fault or an abort inside XLA, stop 23's CI and a local run). Below half the
+  cap nothing is cleared, so modules still share what they compiled."""
+  yield
+  mappings = _mappings()
+  if mappings is not None and mappings > _mapping_limit() // 2:
+    jax.clear_caches()
+    update.clear_programs()
+    gc.collect()

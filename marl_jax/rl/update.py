@@ -263,6 +263,9 @@ class _Programs:
   def _key(jitted, args: tuple, static: dict[str, Any]) -> tuple:
     return jitted, _signature(args), tuple(sorted(static.items()))
 
+  def clear(self) -> None:
+    self._cache.clear()
+
   def known(self, jitted, args: tuple, static: dict[str, Any]) -> bool:
     return self._key(jitted, args, static) in self._cache
 
@@ -325,6 +328,15 @@ def _signature(args: Any) -> tuple:
 
 
 _PROGRAMS = _Programs()
+
+
+def clear_programs() -> None:
+  """Releases the update's compiled programs, which `jax.clear_caches()` does not
+  reach (they are held here, by shapes). A process that trains many configs one
+  after another (a notebook, a test worker) calls both to free their code: each
+  XLA:CPU executable keeps ~3 memory mappings, and Linux caps a process at
+  vm.max_map_count (65,530 by default), past which compiling crashes."""
+  _PROGRAMS.clear()
 
 
 def program_ahead(jitted, fixed: tuple, chunk: dict[str, Any], static: dict[str, Any],

@@ -1,5 +1,8 @@
 """The jitted update: routing of gradients to slots, role split, clipping, NaN safety."""
 
+import gc
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -224,3 +227,25 @@ def test_warmup_starts_above_zero_and_cosine_ends_at_zero():
   assert float(constant(0)) == pytest.approx(5e-5) and float(constant(5)) == pytest.approx(1e-4)
   with pytest.raises(ValueError, match="rl.warmup_steps=-1"):
     update.learning_rate(1e-4, total_steps=10, warmup_steps=-1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="counts Linux memory mappings")
+def test_clear_programs_releases_the_updates_compiled_code():
+  def mappings():
+    with open("/proc/self/maps", "rb") as f:
+      return sum(1 for _ in f)
+
+  store = _store("isolated")
+  arrays, route = _batch(store, s=20)  # a length no other test compiles
+  jax.clear_caches()
+  update.clear_programs()
+  before = mappings()
+  _step(store, arrays, route)
+  compiled = mappings()
+  jax.clear_caches()  # alone, it leaves the update's programs (held by shape) mapped
+  kept = mappings()
+  update.clear_programs()
+  gc.collect()
+  assert compiled - before > 30  # the buckets compiled ahead, ~3 mappings each
+  assert kept > before + (compiled - before) // 2
+  assert mappings() < before + (compiled - before) // 4
