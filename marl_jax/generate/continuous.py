@@ -12,30 +12,30 @@ static-shaped programs:
             their first token is drawn; a call's rows are bucketed to a power
             of two (padding rows write nowhere).
   decode    `chunk` steps (fewer when all have stopped) of the slots' smallest
-            prefix that holds every live row, its width a power of two; each
-            row writes its next key and value at its own column and position.
+            prefix that holds every live row, its width a power of two, over
+            the fewest cache columns (length / 2^k, k <= 3) that hold their
+            next chunk; each row writes its next key and value at its own
+            column and position.
 A row stops at a stop token or at its own token limit; its slot is refilled
-before the next chunk, so the batch stays full until the queue drains. Then
-the batch narrows, as vLLM's does: when the live rows would fit a prefix of
-half the width or less, one program (move) moves those past the prefix into
-its free slots and decoding goes on over that prefix, so the drain's idle slots cost no
-decode steps (shrink=False keeps every slot decoding). A narrowed decode works
-on a copy of its prefix of the cache, at most half of it, for the call, and a
-move copies the rows it moves: the planner budgets the larger
-(marl_jax.trainer.planner, the continuous engine's row).
+before the next chunk, so the batch stays full until the queue drains. Then it
+narrows, as vLLM's does: once the live rows fit a prefix of half the width, one
+program (move) moves them into it; and a row early in its answer attends only
+to the columns its prompt and answer fill, not the whole row sized for the
+longest (shrink=False: every slot, every column). A narrowed decode works on a
+copy of its part of the cache (at most half), a move copies the rows it moves:
+the planner budgets the larger (marl_jax.trainer.planner, the engine's row).
 
 Row i draws token j with fold_in(key_i, j), key_i = fold_in(rng, row_ids[i])
 (default i; or its own key: draw.row_keys), whatever slot it lands in, so the
-tokens equal
-sampler.generate's for the same key (logprobs to float rounding: the cache
-rows hold the same values at other columns). Per-row temperature, top-k and
+tokens equal sampler.generate's for the same key (logprobs to float rounding:
+the cache rows hold the same values at other columns). Per-row temperature, top-k and
 top-p (one SamplingParams per row), per-row LoRA routing (adapter_weights)
 and per-row full copies (`copies`: params stacked [F, ...], each copy with its
 own slots and queue, vmapped) are as in sampler.generate / generate_slots.
-Compiled programs: a decode and a move program per width met (powers of two
-up to the slots: at most log2(slots) + 1 each), and one prefill per
-(refill rows, prompt bucket) pair, both powers of two; all are counted by
-sampler.compiled_shapes().
+Compiled programs: a decode per (width, columns) met (widths are powers of two
+up to the slots: at most 4 (log2(slots) + 1) of them), a move per width, and
+one prefill per (refill rows, prompt bucket) pair, both powers of two; all are
+counted by sampler.compiled_shapes().
 
 A Session is the engine that takes rows while it runs: `submit` queues rows
 (each with its key, settings, limit, LoRA weights or copy, and a priority),
@@ -66,14 +66,11 @@ ENGINES = ("lockstep", "continuous")  # config.rollout.engine
 # token, 2.9 GiB for 64 slots of 1,024 tokens (`cache_bytes`).
 DEFAULT_SLOTS = 64
 # Decode steps per program call: a slot that stops mid-chunk idles for the rest
-# of it (~chunk / 2 steps a row, 4% of a 100-token answer), fewer steps pay the
-# host round trip more often. Measured (launch/benchmark.py --only=rollout_chunks,
-# 6M model, voting + orch_workers, 8 slots, 2 quiet cores): 1 / 2 / 4 / 8 / 16 /
-# 32 steps took 19.7 / 18.3 / 16.4 / 16.2 / 16.0 / 16.6 s by stages (episodes
-# 18.6 / 16.8 / 15.9 / 15.1 / 14.9 / 16.0 s), useful-token fraction 0.51 -> 0.49.
+# of it, fewer steps pay the host round trip more often; 8 is within 1% of the
+# best of 1-32 (launch/benchmark.py --only=rollout_chunks; WORKSPACE.md).
 DEFAULT_CHUNK = 8
-# Narrow the decode to the prefix of slots that holds the live rows (module doc),
-# where no caller says; launch/benchmark.py --only=rollout_shrink measures both.
+# Decode only the slots and columns that hold live rows (module doc), where no
+# caller says; launch/benchmark.py --only=rollout_shrink measures both.
 DEFAULT_SHRINK = True
 
 
@@ -84,7 +81,9 @@ class Stats:
   slot_steps counts every (slot, step) the decode programs ran (the slots of
   their width) plus one per prefilled row (its first token); tokens the rows'
   real tokens; so useful_fraction = tokens / slot_steps. compactions: the times
-  live rows were moved into a narrower prefix.
+  live rows were moved into a narrower prefix. column_steps: the cache columns
+  the decode steps attended to, summed over their slots (each slot's whole
+  cache row without shrink).
   """
 
   rows: int = 0
@@ -96,6 +95,7 @@ class Stats:
   tokens: int = 0
   cache_bytes: int = 0
   compactions: int = 0
+  column_steps: int = 0
 
   @property
   def useful_fraction(self) -> float:
@@ -141,8 +141,8 @@ def generate(
     max_prompt_len: the cache's prompt columns (default: the bucket of the
       longest prompt); a longer prompt is an error.
     chunk: decode steps per program call (default DEFAULT_CHUNK, read at the call).
-    shrink: decode only the prefix of slots that holds the live rows (module doc;
-      default DEFAULT_SHRINK, read at the call).
+    shrink: decode only the slots and columns live rows use (module doc; default
+      DEFAULT_SHRINK, read at the call).
     stats: if given, filled with what the call did (Stats).
   """
   n = len(prompts)
@@ -229,7 +229,7 @@ class Session:
     """Opens the engine; `sampling`: every setting its rows will use (the first is
     submit's default); `stacked`: params carry a leading full-copy axis, each copy
     with `slots` slots and its own queue; `adapter_slots`: the LoRA routing width;
-    `shrink`: decode the prefix of slots that holds the live rows (module doc)."""
+    `shrink`: decode only the slots and columns live rows use (module doc)."""
     samplings = _samplings(sampling, 1 if isinstance(sampling, SamplingParams) else len(sampling),
                            "continuous.Session()")
     chunk = DEFAULT_CHUNK if chunk is None else chunk
@@ -267,6 +267,7 @@ class Session:
     self._queues: list[list[tuple[Any, int]]] = [[] for _ in range(self.num_copies)]
     self._free = np.ones((self.num_copies, slots), bool)
     self._row_of = np.full((self.num_copies, slots), -1)
+    self._column = np.zeros((self.num_copies, slots), np.int64)  # each slot's next cache column
     self._rows: dict[int, _Row] = {}
     self._next = self._prefills = 0
 
@@ -364,18 +365,21 @@ class Session:
     if self._free.all():
       return finished
     width = self._width()
-    self._note("decode", self.chunk, width)
+    window = self._window(width)
+    self._note("decode", self.chunk, width, window)
     self.state, out_tokens, out_logp, steps = slot_programs.decode_program(
-        self.config, self.spec, self.chunk, width, self.stacked, self.decode_params,
+        self.config, self.spec, self.chunk, width, window, self.stacked, self.decode_params,
         self.decode_adapters, self.state, self.stop_ids)
     out_tokens, out_logp = np.asarray(out_tokens), np.asarray(out_logp)
-    state = {k: np.asarray(self.state[k]) for k in ("steps", "done", "stopped")}
+    state = {k: np.asarray(self.state[k]) for k in ("steps", "done", "stopped", "column")}
     if not self.stacked:
       out_tokens, out_logp = out_tokens[None], out_logp[None]
       state = {k: v[None] for k, v in state.items()}
     self.stats.chunks += 1
     self.stats.decode_steps += int(steps)
     self.stats.slot_steps += int(steps) * width * self.num_copies
+    self.stats.column_steps += int(steps) * width * window * self.num_copies
+    self._column = state["column"].copy()
     for c, slot in zip(*np.nonzero(~self._free)):
       handle = int(self._row_of[c, slot])
       row = self._rows[handle]
@@ -402,6 +406,14 @@ class Session:
       width = narrowest
     return width
 
+  def _window(self, width: int) -> int:
+    """The decode's cache columns: the fewest of length / 2^k (k <= 3) that hold every
+    live row's columns for the next chunk; a row's column grows from its prompt
+    bucket, so early in its answer it attends to a fraction of the cache."""
+    need = int(self._column[:, :width][~self._free[:, :width]].max()) + self.chunk
+    fits = [-(-self.length // 2**k) for k in (3, 2, 1) if -(-self.length // 2**k) >= need]
+    return fits[0] if fits and self.shrink else self.length
+
   def _move_into(self, width: int) -> None:
     """Moves each copy's live rows past slot `width` into its free slots below it
     (one program call, `width` moves a copy, padded with moves to nowhere)."""
@@ -412,6 +424,7 @@ class Session:
       into = np.flatnonzero(self._free[c, :width])[:len(out)]
       src[c, :len(out)], dst[c, :len(out)] = out, into
       self._row_of[c, into] = self._row_of[c, out]
+      self._column[c, into] = self._column[c, out]
       self._free[c, into], self._free[c, out] = False, True
     self._note("move", width)
     self.state = slot_programs.move_program(
@@ -478,6 +491,7 @@ class Session:
       row = self._rows[handle]
       row.tokens, row.logprobs, row.prefill = [ids[c, j:j + 1]], [logp[c, j:j + 1]], self._prefills
       self._row_of[c, slot] = handle
+      self._column[c, slot] = prompt_len
       self._free[c, slot] = bool(done[c, j])
       if done[c, j]:
         finished.append(self._finish(handle, not np.isin(ids[c, j], self._stop_ids)))

@@ -148,16 +148,25 @@ def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapte
   return state, out_tokens, out_logp, steps
 
 
-def _decode_prefix(config: ModelConfig, spec: draw.DrawSpec, chunk: int, width: int, params,
-                   adapters, state, stop_ids):
-  """_decode of slots [0, width) only (all of them when width >= slots); tokens and
-  logprobs are [width, chunk]."""
-  if width >= state["last"].shape[0]:
+def _decode_window(config: ModelConfig, spec: draw.DrawSpec, chunk: int, width: int,
+                   window: int, params, adapters, state, stop_ids):
+  """_decode of slots [0, width) over cache columns [0, window) only (the whole
+  state when both cover it); tokens and logprobs are [width, chunk]. Every live
+  row's columns for the chunk lie in the window (the caller's choice); a finished
+  row past it writes at the window's last column of its own slot, which nothing
+  reads again before the slot's next prefill rewrites it."""
+  slots, length = state["cache_valid"].shape
+  if width >= slots and window >= length:
     return _decode(config, spec, chunk, params, adapters, state, stop_ids)
+  width, window = min(width, slots), min(window, length)
   part = _map_slots(lambda axis, x: jax.lax.slice_in_dim(x, 0, width, axis=axis), state)
+  # the columns: axis 1 of cache_valid [S, T]; axis -2 of each cache [.., S, K, T, hd]
+  part["cache_valid"] = part["cache_valid"][:, :window]
+  part["cache"] = jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, window, axis=x.ndim - 2),
+                               part["cache"])
   part, tokens, logp, steps = _decode(config, spec, chunk, params, adapters, part, stop_ids)
-  state = _map_slots(lambda axis, x, p: jax.lax.dynamic_update_slice_in_dim(x, p, 0, axis),
-                     state, part)
+  state = jax.tree.map(lambda x, p: jax.lax.dynamic_update_slice(x, p, (0,) * x.ndim),
+                       state, part)
   return _constrained(state), tokens, logp, steps
 
 
@@ -182,10 +191,11 @@ def prefill_program(config, spec, copies, params, adapters, state, tokens, valid
             stop_ids)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "spec", "chunk", "width", "copies"),
-                   donate_argnames=("state",))
-def decode_program(config, spec, chunk, width, copies, params, adapters, state, stop_ids):
-  fn = _vmapped(functools.partial(_decode_prefix, config, spec, chunk, width), copies,
+@functools.partial(jax.jit, static_argnames=("config", "spec", "chunk", "width", "window",
+                                             "copies"), donate_argnames=("state",))
+def decode_program(config, spec, chunk, width, window, copies, params, adapters, state,
+                   stop_ids):
+  fn = _vmapped(functools.partial(_decode_window, config, spec, chunk, width, window), copies,
                 shared=(1, 3))
   state, tokens, logp, steps = fn(params, adapters, state, stop_ids)
   return state, tokens, logp, steps if not copies else steps.max()

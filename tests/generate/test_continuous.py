@@ -67,6 +67,15 @@ def test_equals_lockstep_with_refills_and_stops(params, temperature, stacked, mo
                want)
   assert wide.compactions == 0 and stats.tokens == wide.tokens <= stats.slot_steps \
       <= wide.slot_steps
+  # A cache wider than the rows need (64 prompt columns for 16-token buckets): each
+  # decode attends to the columns that hold its rows, at most half, with the same rows.
+  cut = continuous.Stats()
+  _assert_same(continuous.generate(CONFIG, params, prompts, jax.random.PRNGKey(1), sampling,
+                                   slots=4, limits=LIMITS, chunk=4, max_prompt_len=64,
+                                   stats=cut), want)
+  decoded = cut.slot_steps - cut.rows  # the decode's (slot, step)s, prefills' first tokens out
+  assert 0 < cut.column_steps * 2 <= decoded * (64 + 12)
+  assert wide.column_steps == (wide.slot_steps - wide.rows) * (16 + 12)
 
 
 def test_the_drain_moves_the_live_row_and_decodes_it_alone(params):
@@ -92,9 +101,10 @@ def test_the_drain_moves_the_live_row_and_decodes_it_alone(params):
                                 limits=limits)
   stats = continuous.Stats()
   got = continuous.generate(config, copies, prompts, jax.random.PRNGKey(2), sampling, slots=2,
-                            copies=of, limits=limits, chunk=4, stats=stats)
+                            copies=of, limits=limits, chunk=4, max_prompt_len=64, stats=stats)
   _assert_same(got, want)
   assert (stats.compactions, stats.slot_steps) == (1, 4 + 4 * 2 * 2 + 7 * 2)
+  assert stats.column_steps * 2 <= (4 * 2 * 2 + 7 * 2) * (64 + 12)  # fewer columns too
 
 
 def test_per_row_sampling_settings(params):
