@@ -24,22 +24,30 @@ interleaved (bench.timing.interleaved_median_seconds):
                          its largest call (rows bucket x (prompt bucket + cap)):
                          the memory that scales with rows (weights are equal).
 
-Measured (launch/benchmark.py --only=rollout_long --repeats=1, small size, 2
-cores of an AMD EPYC with avx2 and avx512f/avx512_bf16, two training runs
-beside it), once the engine narrows its decode as the queue drains:
+Measured (launch/benchmark.py --only=rollout_long --repeats=3, small size, 2
+cores of an AMD EPYC with avx2 and avx512f/avx512_bf16, nothing beside it),
+the engine narrowing its decode to the slots and cache columns live rows use:
 
                       fraction (lockstep / stages / episodes)  seconds          KV cache
-  6M, 8 slots         0.27 / 0.89 / 0.92                       29.5/22.3/23.8   96 / 24 MiB
-  SmolLM2, 8 slots    0.23 / 0.86 / 0.82                       92.4/61.6/77.1   180 / 135 MiB
+  6M, 8 slots         0.27 / 0.89 / 0.92                       15.0/11.1/12.2   96 / 24 MiB
+  SmolLM2, 8 slots    0.23 / 0.86 / 0.82                       38.8/25.5/31.2   180 / 135 MiB
 
-so 1.32x (6M) and 1.50x (SmolLM2) over lockstep by stages, at a quarter and
+and at the --full size (6M: 16 x 4 problems, 32 slots; repeats=1, before the
+column narrowing, other work beside it): fractions 0.24 / 0.91 / 0.93, 264.8 /
+43.1 / 52.0 s, KV cache 768 / 96 MiB: 6.15x over lockstep at an eighth of its
+memory. Lockstep decodes every row of a stage to the longest one's end in one
+batch (256 rows for 192), the engine 32 rows at a time, each to its own end.
+At the small size: 1.35x and 1.52x, at a quarter and
 three quarters of its cache. Before narrowing (every slot decoding to the
 end) the fractions were 0.51 / 0.62 (6M) and 0.34 / 0.35 (SmolLM2) and the
 engine was no faster than lockstep (0.95x, 0.95x): the drain of each call left
 most slots idle. rollout_shrink measures the narrowing alone (6M, same run:
 fraction 0.51 -> 0.89 by stages, 0.62 -> 0.92 by episodes; 32.8 -> 24.0 s and
-32.7 -> 26.5 s). Episodes are slower than stages here (0.94x, 0.80x): the
-follow-up calls arrive a few at a time, so there are more, smaller prefills.
+32.7 -> 26.5 s); the columns alone, 6M continuous arms, same process: 12.2 ->
+10.2 s by stages, 13.3 -> 11.7 s by episodes. Episodes are slower than stages
+(0.91x, 0.82x) although they decode fewer steps (6M voting: 1,084 against
+1,358): their steps are wider (the stages overlap) and they prefill more often,
+a few follow-up calls at a time (22 prefills against 14).
 With kind='full' (IP full copies; same rows, before narrowing): 63.4 / 62.8 /
 84.0 s, fractions 0.27 / 0.51 / 0.39, KV cache 96 / 24 / 72 MiB: each copy is
 its own engine with its own slots, and a decode step reads a copy's weights
