@@ -345,7 +345,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str,
       with parallel.rollouts(run, state["trainable"]) as (eval_run, trainable):
         last_eval = evaluate_lib.evaluate(eval_run, trainable, slots=parallel.slots)
       writer.write(0, last_eval)
-    progress = console.Progress(train_cfg.steps, start, learning_rate=build_lib.learning_rate(config),
+    progress = console.Progress(train_cfg.steps, start,
+                                learning_rate=build_lib.learning_rate(config),
                                 every=console.progress_every(config))
     preempted = False
     monitor = mechanics.Monitor()

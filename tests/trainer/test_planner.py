@@ -193,8 +193,9 @@ def test_rows_left_at_zero_come_from_device_memory(monkeypatch):
 
 def test_the_continuous_engines_row_covers_its_narrowed_decode():
   """Decoding half the slots, or half the columns, copies half the KV cache (the
-  compiled program's temp bytes): with short prompts, where no prefill's scores cover it, the continuous
-  engine's rollout row budgets it and the lockstep sampler's does not."""
+  compiled program's temp bytes): with short prompts, where no prefill's scores
+  cover it, the continuous engine's rollout row budgets it and the lockstep
+  sampler's does not."""
   from marl_jax.generate import draw, sampler, slot_programs  # pylint: disable=g-import-not-at-top
   model = SMALL_QWEN.replace(compute_dtype="float32")
   shapes = dict(num_roles=2, lora_rank=4, prompt_len=16, max_new_tokens=240,
