@@ -35,7 +35,8 @@ the engine narrowing its decode to the slots and cache columns live rows use:
 and at the --full size (6M: 16 x 4 problems, 32 slots; repeats=1, before the
 column narrowing, other work beside it): fractions 0.24 / 0.91 / 0.93, 264.8 /
 43.1 / 52.0 s, KV cache 768 / 96 MiB: 6.15x over lockstep at an eighth of its
-memory. Lockstep decodes every row of a stage to the longest one's end in one
+memory; with it, beside the full test suite: 358.6 / 68.3 / 88.0 s, 5.25x.
+Lockstep decodes every row of a stage to the longest one's end in one
 batch (256 rows for 192), the engine 32 rows at a time, each to its own end.
 At the small size: 1.35x and 1.52x, at a quarter and
 three quarters of its cache. Before narrowing (every slot decoding to the
