@@ -11,6 +11,7 @@ import pytest
 
 from marl_jax.models import gguf_checkpoint
 from marl_jax.rl import update
+from tests.helpers import memory_mappings
 
 # pytest's workers keep the system's malloc settings (marl_jax/trainer/hostmem.py is for
 # one long training job: its heap never shrinks). Their tests are compile-bound,
@@ -43,15 +44,6 @@ def smollm2(smollm2_gguf_path):
   return config, params, load_tokenizer(smollm2_gguf_path), smollm2_gguf_path
 
 
-def _mappings() -> int | None:
-  """This process's memory mappings (Linux), else None."""
-  try:
-    with open("/proc/self/maps", "rb") as f:
-      return sum(1 for _ in f)
-  except OSError:
-    return None
-
-
 def _mapping_limit() -> int:
   try:
     with open("/proc/sys/vm/max_map_count") as f:
@@ -69,7 +61,7 @@ def _release_compiled_programs():
   fault or an abort inside XLA, stop 23's CI and a local run). Below half the
   cap nothing is cleared, so modules still share what they compiled."""
   yield
-  mappings = _mappings()
+  mappings = memory_mappings()
   if mappings is not None and mappings > _mapping_limit() // 2:
     jax.clear_caches()
     update.clear_programs()

@@ -50,3 +50,12 @@ def parity_rewards(episodes):
   pass it as train_and_evaluate(..., rewards_of=parity_rewards)."""
   r = np.array([sum(c.completion_tokens) % 2 for e in episodes for c in e.calls], np.float32)
   return r, r
+
+
+def memory_mappings() -> int | None:
+  """This process's memory mappings (Linux's /proc/self/maps), else None."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      return sum(1 for _ in f)
+  except OSError:
+    return None

@@ -28,14 +28,14 @@ the planner budgets the larger (marl_jax.trainer.planner, the engine's row).
 Row i draws token j with fold_in(key_i, j), key_i = fold_in(rng, row_ids[i])
 (default i; or its own key: draw.row_keys), whatever slot it lands in, so the
 tokens equal sampler.generate's for the same key (logprobs to float rounding:
-the cache rows hold the same values at other columns). Per-row temperature, top-k and
-top-p (one SamplingParams per row), per-row LoRA routing (adapter_weights)
-and per-row full copies (`copies`: params stacked [F, ...], each copy with its
-own slots and queue, vmapped) are as in sampler.generate / generate_slots.
-Compiled programs: a decode per (width, columns) met (widths are powers of two
-up to the slots: at most 4 (log2(slots) + 1) of them), a move per width, and
-one prefill per (refill rows, prompt bucket) pair, both powers of two; all are
-counted by sampler.compiled_shapes().
+the cache rows hold the same values at other columns). Per-row temperature,
+top-k and top-p (one SamplingParams per row), per-row LoRA routing
+(adapter_weights) and per-row full copies (`copies`: params stacked [F, ...],
+each copy with its own slots and queue, vmapped) are as in sampler.generate /
+generate_slots. Compiled programs: a decode per (width, columns) met (widths are
+powers of two up to the slots: at most 4 (log2(slots) + 1) of them), a move per
+width, and one prefill per (refill rows, prompt bucket) pair, both powers of
+two; all are counted by sampler.compiled_shapes().
 
 A Session is the engine that takes rows while it runs: `submit` queues rows
 (each with its key, settings, limit, LoRA weights or copy, and a priority),
@@ -356,9 +356,8 @@ class Session:
     taken = [[heapq.heappop(queue)[1] for _ in range(min(int(self._free[c].sum()), len(queue)))]
              for c, queue in enumerate(self._queues)]
     if any(taken):
-      # One prefill per prompt bucket: a short prompt refilled beside a long one would
-      # be padded to the long one's bucket (the episodes schedule mixes an episode's
-      # first calls with another's follow-ups, whose prompts hold earlier answers).
+      # One prefill per prompt bucket, not a short prompt padded to a long one's (the
+      # episodes schedule mixes first calls with follow-ups holding earlier answers).
       bucket = {r: self._prompt_bucket(len(self._rows[r].prompt)) for p in taken for r in p}
       for size in sorted(set(bucket.values())):
         self._refill([[r for r in part if bucket[r] == size] for part in taken], finished)
@@ -407,12 +406,13 @@ class Session:
     return width
 
   def _window(self, width: int) -> int:
-    """The decode's cache columns: the fewest of length / 2^k (k <= 3) that hold every
-    live row's columns for the next chunk; a row's column grows from its prompt
-    bucket, so early in its answer it attends to a fraction of the cache."""
+    """The decode's cache columns: the fewest of length / 8, / 4, / 2 (rounded up) or all
+    that hold every live row's columns (from its prompt bucket on) for the next chunk."""
+    if not self.shrink:
+      return self.length
     need = int(self._column[:, :width][~self._free[:, :width]].max()) + self.chunk
-    fits = [-(-self.length // 2**k) for k in (3, 2, 1) if -(-self.length // 2**k) >= need]
-    return fits[0] if fits and self.shrink else self.length
+    windows = [-(-self.length // 2**k) for k in (3, 2, 1)]
+    return next((w for w in windows if w >= need), self.length)
 
   def _move_into(self, width: int) -> None:
     """Moves each copy's live rows past slot `width` into its free slots below it

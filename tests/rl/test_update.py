@@ -1,7 +1,6 @@
 """The jitted update: routing of gradients to slots, role split, clipping, NaN safety."""
 
 import gc
-import os
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +13,7 @@ from marl_jax.models.lora import LoraConfig
 from marl_jax.policies.store import PolicyStore
 from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import slots, update
+from tests.helpers import memory_mappings
 
 CONFIG = get_preset("tiny_s", num_layers=1)
 ROLES = ("generator", "aggregator")
@@ -229,12 +229,9 @@ def test_warmup_starts_above_zero_and_cosine_ends_at_zero():
     update.learning_rate(1e-4, total_steps=10, warmup_steps=-1)
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="counts Linux memory mappings")
+@pytest.mark.skipif(memory_mappings() is None, reason="counts Linux memory mappings")
 def test_clear_programs_releases_the_updates_compiled_code():
-  def mappings():
-    with open("/proc/self/maps", "rb") as f:
-      return sum(1 for _ in f)
-
+  mappings = memory_mappings
   store = _store("isolated")
   arrays, route = _batch(store, s=20)  # a length no other test compiles
   jax.clear_caches()
