@@ -13,7 +13,6 @@ from marl_jax.models.lora import LoraConfig
 from marl_jax.policies.store import PolicyStore
 from marl_jax.rl import batch as batch_lib
 from marl_jax.rl import slots, update
-from tests.helpers import memory_mappings
 
 CONFIG = get_preset("tiny_s", num_layers=1)
 ROLES = ("generator", "aggregator")
@@ -229,20 +228,24 @@ def test_warmup_starts_above_zero_and_cosine_ends_at_zero():
     update.learning_rate(1e-4, total_steps=10, warmup_steps=-1)
 
 
-@pytest.mark.skipif(memory_mappings() is None, reason="counts Linux memory mappings")
 def test_clear_programs_releases_the_updates_compiled_code():
-  mappings = memory_mappings
+  # Counts the executables the CPU client holds. (Memory mappings, what the limit
+  # is on, are no measure here: the kernel merges neighbouring ones, so their
+  # count after a release depends on what the worker compiled before: CI saw
+  # jax.clear_caches() alone give back every mapping this test's compiles made.)
+  client = jax.devices()[0].client
   store = _store("isolated")
   arrays, route = _batch(store, s=20)  # a length no other test compiles
   jax.clear_caches()
   update.clear_programs()
-  before = mappings()
-  _step(store, arrays, route)
-  compiled = mappings()
-  jax.clear_caches()  # alone, it leaves the update's programs (held by shape) mapped
-  kept = mappings()
+  gc.collect()
+  before = len(client.live_executables())
+  _step(store, (arrays,), (route,))  # chunks: the path that compiles ahead (_Programs)
+  compiled = len(client.live_executables()) - before
+  jax.clear_caches()  # alone, it leaves the update's programs (held by shape) alive
+  gc.collect()
+  kept = len(client.live_executables()) - before
   update.clear_programs()
   gc.collect()
-  assert compiled - before > 30  # the buckets compiled ahead, ~3 mappings each
-  assert kept > before + (compiled - before) // 2
-  assert mappings() < before + (compiled - before) // 4
+  assert compiled > kept >= 3  # each bucket compiled ahead: its grads, add and apply
+  assert len(client.live_executables()) <= before
