@@ -30,12 +30,12 @@ Row i draws token j with fold_in(key_i, j), key_i = fold_in(rng, row_ids[i])
 tokens equal sampler.generate's for the same key (logprobs to float rounding:
 the cache rows hold the same values at other columns). Per-row temperature,
 top-k and top-p (one SamplingParams per row), per-row LoRA routing
-(adapter_weights) and per-row full copies (`copies`: params stacked [F, ...],
-each copy with its own slots and queue, vmapped) are as in sampler.generate /
-generate_slots. Compiled programs: a decode per (width, columns) met (widths are
-powers of two up to the slots: at most 4 (log2(slots) + 1) of them), a move per
-width, and one prefill per (refill rows, prompt bucket) pair, both powers of
-two; all are counted by sampler.compiled_shapes().
+(adapter_weights; a call runs only the LoRA slots its rows use) and per-row full
+copies (`copies`: params stacked [F, ...], each copy with its own slots and
+queue, vmapped) are as in sampler.generate / generate_slots. Programs: a decode
+per (width, columns, LoRA slots run) met (widths: powers of two up to the slots),
+a move per width, a prefill per (rows, prompt bucket, LoRA slots run); all
+counted by sampler.compiled_shapes().
 
 A Session is the engine that takes rows while it runs: `submit` queues rows
 (each with its key, settings, limit, LoRA weights or copy, and a priority),
@@ -57,6 +57,7 @@ import numpy as np
 
 from marl_jax.generate import draw, sampler, slot_programs
 from marl_jax.generate.draw import SamplingParams
+from marl_jax.models import lora
 from marl_jax.models.config import ModelConfig, as_dtype
 from marl_jax.parallel import sharding
 
@@ -148,7 +149,7 @@ def generate(
   n = len(prompts)
   if n == 0:
     raise ValueError("continuous.generate() got no prompts.")
-  samplings = _samplings(sampling, n, "continuous.generate()")
+  samplings = draw.per_row(sampling, n, "continuous.generate()")
   n_new = max(s.max_new_tokens for s in samplings)
   if adapters is not None and (adapter_weights is None or len(adapter_weights) != n):
     raise ValueError("continuous.generate(adapters=...) needs adapter_weights with one row per "
@@ -168,14 +169,6 @@ def generate(
     tokens[i, :length], logprobs[i, :length] = done.tokens, done.logprobs
     lengths[i], truncated[i] = length, done.truncated
   return sampler.Generation(tokens, logprobs, lengths, truncated)
-
-
-def _samplings(sampling, n: int, caller: str) -> list[SamplingParams]:
-  samplings = [sampling] * n if isinstance(sampling, SamplingParams) else list(sampling)
-  if len(samplings) != n or len({s.stop_ids for s in samplings}) > 1:
-    raise ValueError(f"{caller} needs one SamplingParams, or one per prompt, all with the same "
-                     "stop_ids.")
-  return samplings
 
 
 @dataclasses.dataclass
@@ -230,8 +223,8 @@ class Session:
     submit's default); `stacked`: params carry a leading full-copy axis, each copy
     with `slots` slots and its own queue; `adapter_slots`: the LoRA routing width;
     `shrink`: decode only the slots and columns live rows use (module doc)."""
-    samplings = _samplings(sampling, 1 if isinstance(sampling, SamplingParams) else len(sampling),
-                           "continuous.Session()")
+    samplings = draw.per_row(sampling, 1 if isinstance(sampling, SamplingParams)
+                             else len(sampling), "continuous.Session()")
     chunk = DEFAULT_CHUNK if chunk is None else chunk
     if slots < 1 or chunk < 1 or not samplings:
       raise ValueError(f"the continuous engine needs slots >= 1, chunk >= 1 and a sampling, got "
@@ -291,9 +284,14 @@ class Session:
     order (default: submission order).
     """
     n = len(prompts)
-    samplings = _samplings(self.sampling if sampling is None else sampling, n,
-                           "Session.submit()")
-    self._check_draw(samplings)
+    samplings = draw.per_row(self.sampling if sampling is None else sampling, n,
+                             "Session.submit()")
+    need = draw.DrawSpec.of(samplings)
+    if samplings and (samplings[0].stop_ids != self.sampling.stop_ids
+                      or not self.spec.covers(need)):
+      raise ValueError(f"rows with draw {need} and stop_ids {samplings[0].stop_ids} do not fit "
+                       f"this session's draw {self.spec} and stop_ids {self.sampling.stop_ids}; "
+                       "open the session with every sampling its rows will use.")
     limits = np.array([s.max_new_tokens for s in samplings] if limits is None else limits,
                       np.int32)
     if len(limits) != n or (n and (limits.min() < 1 or limits.max() > self.n_new)):
@@ -333,16 +331,6 @@ class Session:
     self.stats.rows += n
     return handles
 
-  def _check_draw(self, samplings: Sequence[SamplingParams]) -> None:
-    """A row may use the session's draw program if it needs nothing the program leaves out."""
-    need, have = draw.DrawSpec.of(samplings), self.spec
-    if samplings and (samplings[0].stop_ids != self.sampling.stop_ids or (
-        have.greedy and not need.greedy) or need.top_k > have.top_k or (
-            need.top_p and not have.top_p)):
-      raise ValueError(f"rows with draw {need} and stop_ids {samplings[0].stop_ids} do not fit "
-                       f"this session's draw {have} and stop_ids {self.sampling.stop_ids}; open "
-                       "the session with every sampling its rows will use.")
-
   def run(self) -> list[Finished]:
     """Steps until idle; the rows finished, in the order they finished."""
     out = []
@@ -365,10 +353,11 @@ class Session:
       return finished
     width = self._width()
     window = self._window(width)
-    self._note("decode", self.chunk, width, window)
+    columns = self._lora_columns(self._row_of[:, :width][~self._free[:, :width]])
+    self._note("decode", self.chunk, width, window, None if columns is None else len(columns))
     self.state, out_tokens, out_logp, steps = slot_programs.decode_program(
         self.config, self.spec, self.chunk, width, window, self.stacked, self.decode_params,
-        self.decode_adapters, self.state, self.stop_ids)
+        self.decode_adapters, columns, self.state, self.stop_ids)
     out_tokens, out_logp = np.asarray(out_tokens), np.asarray(out_logp)
     state = {k: np.asarray(self.state[k]) for k in ("steps", "done", "stopped", "column")}
     if not self.stacked:
@@ -431,6 +420,13 @@ class Session:
         self.stacked, self.state, *(jnp.asarray(a if self.stacked else a[0]) for a in (src, dst)))
     self.stats.compactions += 1
 
+  def _lora_columns(self, handles: Any) -> jax.Array | None:
+    """The LoRA slots these rows use: a call runs only those (None: every slot)."""
+    if self.adapter_slots is None:
+      return None
+    used = lora.used_slots([self._rows[int(h)].weights for h in np.ravel(handles)])
+    return None if len(used) in (0, self.adapter_slots) else jnp.asarray(used, jnp.int32)
+
   def _finish(self, handle: int, truncated: bool) -> Finished:
     row = self._rows.pop(handle)
     tokens = np.concatenate(row.tokens).astype(np.int32)
@@ -481,10 +477,11 @@ class Session:
     args = [tokens, valid, slot_ids, keys, settings, limits, weights]
     if not self.stacked:
       args = [None if a is None else jax.tree.map(lambda x: x[0], a) for a in args]
-    self._note("prefill", rows, prompt_len)
+    columns = self._lora_columns([r for part in taken for r in part])
+    self._note("prefill", rows, prompt_len, None if columns is None else len(columns))
     self.state, ids, logp, done = slot_programs.prefill_program(
         self.config, self.spec, self.stacked, self.prefill_params, self.prefill_adapters,
-        self.state, *jax.tree.map(jnp.asarray, args), self.stop_ids)
+        columns, self.state, *jax.tree.map(jnp.asarray, args), self.stop_ids)
     ids, logp, done = (np.asarray(x) if self.stacked else np.asarray(x)[None]
                        for x in (ids, logp, done))
     for c, j, handle, slot in places:

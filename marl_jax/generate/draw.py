@@ -56,6 +56,21 @@ class DrawSpec:
     return cls(greedy=not sampled, top_k=max((s.top_k for s in sampled), default=0),
                top_p=any(s.top_p < 1 for s in sampled))
 
+  def covers(self, need: "DrawSpec") -> bool:
+    """This program can draw rows that need `need` (it leaves out nothing they use)."""
+    return (need.greedy or not self.greedy) and need.top_k <= self.top_k and (
+        self.top_p or not need.top_p)
+
+
+def per_row(sampling: SamplingParams | Sequence[SamplingParams], n: int,
+            caller: str) -> list[SamplingParams]:
+  """One SamplingParams per row: `sampling` for every row, or its n; their stop_ids agree."""
+  samplings = [sampling] * n if isinstance(sampling, SamplingParams) else list(sampling)
+  if len(samplings) != n or len({s.stop_ids for s in samplings}) > 1:
+    raise ValueError(f"{caller} needs one SamplingParams, or one per prompt, all with the same "
+                     "stop_ids.")
+  return samplings
+
 
 def row_settings(samplings: Sequence[SamplingParams]) -> dict[str, np.ndarray]:
   """Per-row temperature [B], top_k [B] and top_p [B] (numpy) of the rows' settings."""

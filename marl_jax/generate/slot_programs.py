@@ -7,6 +7,9 @@
            writes it back: the slots past it hold no live row.
   move     live rows from past a narrower prefix into its free slots, in place
            (a copy of the moved rows only).
+A prefill or decode given `columns` (the LoRA slots its rows use, an int array
+[K]) runs only those adapters: rows of one role pay for one slot however many
+roles the session holds (None: every slot).
 The host loop that drives them is continuous.Session.
 """
 
@@ -19,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from marl_jax.generate import draw
-from marl_jax.models import decoder
+from marl_jax.models import decoder, lora
 from marl_jax.models.config import ModelConfig, as_dtype
 from marl_jax.parallel import sharding
 
@@ -67,14 +70,23 @@ def _map_slots(fn, *states: dict[str, Any]) -> dict[str, Any]:
           "cache": jax.tree.map(lambda *xs: fn(axis, *xs), *caches)}
 
 
-def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, state, tokens, valid,
-             slot_ids, keys, settings, limits, weights, stop_ids):
+def _used(adapters, weights, columns):
+  """The adapters and weights [.., S] of the LoRA slots `columns` only (all: None)."""
+  if columns is None or adapters is None:
+    return adapters, weights
+  return (lora.select_slots(adapters, columns, weights.shape[-1]),
+          jnp.take(weights, columns, axis=-1))
+
+
+def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, columns, state, tokens,
+             valid, slot_ids, keys, settings, limits, weights, stop_ids):
   """Prefills rows [R, P] into slots slot_ids [R] (an id >= slots: a padding row,
   written nowhere) and draws their first tokens; returns (state, ids, done)."""
   dtype = as_dtype(config.compute_dtype)
   positions = decoder.left_pad_positions(valid)
+  used, used_weights = _used(adapters, weights, columns)
   hidden, kv = decoder.forward_hidden(config, params, tokens, positions, valid,
-                                      adapters=adapters, adapter_weights=weights)
+                                      adapters=used, adapter_weights=used_weights)
   logits = decoder.logits_from_hidden(config, params, hidden[:, -1:])[:, 0]
   ids, logp = draw.sample(keys, jnp.zeros_like(slot_ids), logits, spec, settings)
   prompt_len = tokens.shape[1]
@@ -106,14 +118,15 @@ def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, state, 
   return _constrained(new), ids, logp, done
 
 
-def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapters, state,
-            stop_ids):
+def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapters, columns,
+            state, stop_ids):
   """Up to `chunk` decode steps of every slot (stopping early when all are done);
   returns (state, tokens [B, chunk], logprobs [B, chunk], steps run)."""
   slots = state["last"].shape[0]
   rows = jnp.arange(slots)
+  adapters, weights = _used(adapters, state.get("weights"), columns)
   model = functools.partial(decoder.forward_hidden, config, params, adapters=adapters,
-                            adapter_weights=state.get("weights"))
+                            adapter_weights=weights)
 
   def cond(carry):
     i, state, *_ = carry
@@ -149,7 +162,7 @@ def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapte
 
 
 def _decode_window(config: ModelConfig, spec: draw.DrawSpec, chunk: int, width: int,
-                   window: int, params, adapters, state, stop_ids):
+                   window: int, params, adapters, columns, state, stop_ids):
   """_decode of slots [0, width) over cache columns [0, window) only (the whole
   state when both cover it); tokens and logprobs are [width, chunk]. Every live
   row's columns for the chunk lie in the window (the caller's choice); a finished
@@ -157,14 +170,15 @@ def _decode_window(config: ModelConfig, spec: draw.DrawSpec, chunk: int, width: 
   reads again before the slot's next prefill rewrites it."""
   slots, length = state["cache_valid"].shape
   if width >= slots and window >= length:
-    return _decode(config, spec, chunk, params, adapters, state, stop_ids)
+    return _decode(config, spec, chunk, params, adapters, columns, state, stop_ids)
   width, window = min(width, slots), min(window, length)
   part = _map_slots(lambda axis, x: jax.lax.slice_in_dim(x, 0, width, axis=axis), state)
   # the columns: axis 1 of cache_valid [S, T]; axis -2 of each cache [.., S, K, T, hd]
   part["cache_valid"] = part["cache_valid"][:, :window]
   part["cache"] = jax.tree.map(lambda x: jax.lax.slice_in_dim(x, 0, window, axis=x.ndim - 2),
                                part["cache"])
-  part, tokens, logp, steps = _decode(config, spec, chunk, params, adapters, part, stop_ids)
+  part, tokens, logp, steps = _decode(config, spec, chunk, params, adapters, columns, part,
+                                      stop_ids)
   state = jax.tree.map(lambda x, p: jax.lax.dynamic_update_slice(x, p, (0,) * x.ndim),
                        state, part)
   return _constrained(state), tokens, logp, steps
@@ -184,20 +198,20 @@ def _vmapped(fn, copies: bool, shared: tuple[int, ...]):
 
 @functools.partial(jax.jit, static_argnames=("config", "spec", "copies"),
                    donate_argnames=("state",))
-def prefill_program(config, spec, copies, params, adapters, state, tokens, valid, slot_ids,
-                     keys, settings, limits, weights, stop_ids):
-  fn = _vmapped(functools.partial(_prefill, config, spec), copies, shared=(1, 10))
-  return fn(params, adapters, state, tokens, valid, slot_ids, keys, settings, limits, weights,
-            stop_ids)
+def prefill_program(config, spec, copies, params, adapters, columns, state, tokens, valid,
+                    slot_ids, keys, settings, limits, weights, stop_ids):
+  fn = _vmapped(functools.partial(_prefill, config, spec), copies, shared=(1, 2, 11))
+  return fn(params, adapters, columns, state, tokens, valid, slot_ids, keys, settings, limits,
+            weights, stop_ids)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "spec", "chunk", "width", "window",
                                              "copies"), donate_argnames=("state",))
-def decode_program(config, spec, chunk, width, window, copies, params, adapters, state,
-                   stop_ids):
+def decode_program(config, spec, chunk, width, window, copies, params, adapters, columns,
+                   state, stop_ids):
   fn = _vmapped(functools.partial(_decode_window, config, spec, chunk, width, window), copies,
-                shared=(1, 3))
-  state, tokens, logp, steps = fn(params, adapters, state, stop_ids)
+                shared=(1, 2, 4))
+  state, tokens, logp, steps = fn(params, adapters, columns, state, stop_ids)
   return state, tokens, logp, steps if not copies else steps.max()
 
 

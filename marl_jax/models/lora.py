@@ -138,13 +138,28 @@ def fold(adapters: Adapters, weights: Sequence[float],
   return out
 
 
-def select_slots(adapters: Adapters, slots: Sequence[int], num_slots: int) -> Adapters:
-  """The adapters of the given slots only, in that order (e.g. one slot, for export)."""
-  a = next(iter(adapters["layers"].values()))["a"]
-  rank = a.shape[-1] // num_slots
-  cols = (np.asarray(slots)[:, None] * rank + np.arange(rank)).reshape(-1)
-  return {"layers": {name: {"a": ab["a"][..., cols], "b": ab["b"][:, cols]}
-                     for name, ab in adapters["layers"].items()}}
+def select_slots(adapters: Adapters, slots: Sequence[int] | jax.Array,
+                 num_slots: int) -> Adapters:
+  """The adapters of the given slots only, in that order: one slot for export; inside
+  jit (slots traced), the slots a continuous-engine call's rows use. Stacked
+  ([L, ...] leaves) or per-layer (a list of layers) adapters."""
+  layers, slots = adapters["layers"], jnp.asarray(slots)
+
+  def take(x, axis):  # each slot's [r] block a slice (XLA:CPU gathers element by element)
+    rank = x.shape[axis] // num_slots
+    return jnp.concatenate([jax.lax.dynamic_slice_in_dim(x, slots[i] * rank, rank, axis)
+                            for i in range(len(slots))], axis=axis)
+
+  pick = lambda layer: {name: {"a": take(ab["a"], ab["a"].ndim - 1),
+                               "b": take(ab["b"], ab["b"].ndim - 2)}
+                        for name, ab in layer.items()}
+  return {"layers": [pick(layer) for layer in layers] if isinstance(layers, list)
+          else pick(layers)}
+
+
+def used_slots(weights: np.ndarray) -> np.ndarray:
+  """The slots some row uses: the non-zero columns of adapter_weights [B, S]."""
+  return np.flatnonzero(np.any(np.asarray(weights) != 0, axis=0))
 
 
 def compact(adapters: Adapters, weights: np.ndarray) -> tuple[Adapters, np.ndarray]:
@@ -154,7 +169,7 @@ def compact(adapters: Adapters, weights: np.ndarray) -> tuple[Adapters, np.ndarr
   of one role pays for one slot, whatever the number of roles.
   """
   weights = np.asarray(weights)
-  used = np.flatnonzero(np.any(weights != 0, axis=0))
+  used = used_slots(weights)
   if len(used) in (0, weights.shape[1]):
     return adapters, weights
   return select_slots(adapters, used, weights.shape[1]), weights[:, used]

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax.generate import continuous, sampler
+from marl_jax.generate import continuous, sampler, slot_programs
 from marl_jax.generate.draw import SamplingParams
 from marl_jax.models import get_preset, init_params, lora as lora_lib
 
@@ -151,6 +151,36 @@ def test_lora_rows_and_full_copies_are_routed_per_row(params):
                             copies=of, stats=stats)
   _assert_same(got, want)
   assert stats.slots == 4 and stats.prefills >= 3
+
+
+def test_calls_run_only_the_lora_slots_their_rows_use(params, monkeypatch):
+  """A prefill or decode whose rows use some of the LoRA slots runs those only (one
+  role's rows pay for one slot), with the tokens of the lockstep sampler given every
+  slot. Rows 0-3 use slot 2, row 4 slots 0 and 2, the rest slot 0; none slot 1."""
+  prompts = _prompts(seed=11)
+  sampling = SamplingParams(temperature=1.0, max_new_tokens=12)
+  adapters = lora_lib.init_adapters(CONFIG, lora_lib.LoraConfig(rank=4), [4, 4, 4],
+                                    jax.random.PRNGKey(2))
+  adapters = jax.tree.map(lambda x: x + 0.2 * jax.random.normal(jax.random.PRNGKey(7), x.shape),
+                          adapters)
+  weights = np.zeros((len(prompts), 3), np.float32)
+  weights[:4, 2] = weights[4:, 0] = 2.0
+  weights[4, 2] = 1.0
+  ran = []
+  for name in ("prefill_program", "decode_program"):
+    program = getattr(slot_programs, name)
+    def spy(*args, program=program, at=5 if name == "prefill_program" else 8):
+      ran.append(None if args[at] is None else tuple(np.asarray(args[at]).tolist()))
+      return program(*args)
+    monkeypatch.setattr(slot_programs, name, spy)
+  want = sampler.generate(CONFIG, params, prompts, jax.random.PRNGKey(3), sampling,
+                          adapters=adapters, adapter_weights=weights, limits=LIMITS)
+  got = continuous.generate(CONFIG, params, prompts, jax.random.PRNGKey(3), sampling, slots=4,
+                            adapters=adapters, adapter_weights=weights, limits=LIMITS)
+  _assert_same(got, want)
+  np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-4)
+  assert None not in ran and all(1 not in used for used in ran)
+  assert {(2,), (0,), (0, 2)} <= set(ran)
 
 
 def test_no_recompiles_after_warm_up(params):

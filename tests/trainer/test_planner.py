@@ -213,7 +213,7 @@ def test_the_continuous_engines_row_covers_its_narrowed_decode():
   # Half the slots over every column, or every slot over half the columns.
   for width, columns in ((slots // 2, 256), (slots, 128)):
     program = slot_programs.decode_program.lower(
-        model, spec, 8, width, columns, False, decode_params, None, state,
+        model, spec, 8, width, columns, False, decode_params, None, None, state,
         jax.numpy.asarray([2])).compile()
     copy = program.memory_analysis().temp_size_in_bytes
     assert kv * slots // 2 <= copy <= 1.2 * kv * slots // 2  # half the cache, and little else
