@@ -29,8 +29,8 @@ cores of an AMD EPYC with avx2 and avx512f/avx512_bf16, nothing beside it),
 the engine narrowing its decode to the slots and cache columns live rows use:
 
                       fraction (lockstep / stages / episodes)  seconds          KV cache
-  6M, 8 slots         0.27 / 0.89 / 0.92                       15.0/11.1/12.2   96 / 24 MiB
-  SmolLM2, 8 slots    0.23 / 0.86 / 0.82                       38.8/25.5/31.2   180 / 135 MiB
+  6M, 8 slots         0.27 / 0.89 / 0.92                       14.8/10.7/11.0   96 / 24 MiB
+  SmolLM2, 8 slots    0.23 / 0.86 / 0.82                       38.8/25.9/28.0   180 / 135 MiB
 
 and at the --full size (6M: 16 x 4 problems, 32 slots; repeats=1, before the
 column narrowing, other work beside it): fractions 0.24 / 0.91 / 0.93, 264.8 /
@@ -38,17 +38,21 @@ column narrowing, other work beside it): fractions 0.24 / 0.91 / 0.93, 264.8 /
 memory; with it, beside the full test suite: 358.6 / 68.3 / 88.0 s, 5.25x.
 Lockstep decodes every row of a stage to the longest one's end in one
 batch (256 rows for 192), the engine 32 rows at a time, each to its own end.
-At the small size: 1.35x and 1.52x, at a quarter and
+At the small size: 1.39x and 1.50x, at a quarter and
 three quarters of its cache. Before narrowing (every slot decoding to the
 end) the fractions were 0.51 / 0.62 (6M) and 0.34 / 0.35 (SmolLM2) and the
 engine was no faster than lockstep (0.95x, 0.95x): the drain of each call left
 most slots idle. rollout_shrink measures the narrowing alone (6M, same run:
 fraction 0.51 -> 0.89 by stages, 0.62 -> 0.92 by episodes; 32.8 -> 24.0 s and
 32.7 -> 26.5 s); the columns alone, 6M continuous arms, same process: 12.2 ->
-10.2 s by stages, 13.3 -> 11.7 s by episodes. Episodes are slower than stages
-(0.91x, 0.82x) although they decode fewer steps (6M voting: 1,084 against
-1,358): their steps are wider (the stages overlap) and they prefill more often,
-a few follow-up calls at a time (22 prefills against 14).
+10.2 s by stages, 13.3 -> 11.7 s by episodes. Episodes were slower than stages
+(0.91x, 0.82x) though they decode fewer steps (6M orch_workers: 1,205 against
+1,467): their one session holds every role's LoRA slot, and each step ran all
+of them where a stage's call runs its one role's (lora.compact). A call now
+runs only the slots its rows use: 0.97x and 0.92x (same run, the table). Under
+SP (one slot) episodes were already 1.03x stages on 6M. What is left: mixed
+steps still run two or three roles' slots, and with 4-8 episodes there is
+little to overlap.
 With kind='full' (IP full copies; same rows, before narrowing): 63.4 / 62.8 /
 84.0 s, fractions 0.27 / 0.51 / 0.39, KV cache 96 / 24 / 72 MiB: each copy is
 its own engine with its own slots, and a decode step reads a copy's weights

@@ -44,7 +44,9 @@ dimension, r the LoRA rank, S the number of LoRA slots, C the LM-head chunk:
 
 The fixed terms (per program, independent of rows) are dominated by copies of
 the embedding in the compute dtype (the lookup's, the tied LM head's and its
-transpose): sampler c (4 V D + 2 layer weights) / t; update 4 c V D / t, the
+transpose): sampler c (4 V D + 2 layer weights) / t, and with the continuous
+engine over S > 1 LoRA slots the copy of those a call runs, at most (S-1)/S of
+their bytes; update 4 c V D / t, the
 peak of a one-row program (with many rows the compiled remainder is 0.1-1.6
 GiB: the term errs on the safe side). All coefficients are fitted to Qwen3
 0.6B / 1.7B / 4B at 1,024 and 5,120 tokens, per row within 10%, and hold for
@@ -296,6 +298,11 @@ def plan(preset: str | ModelConfig, mode: str, kind: str, mesh_shape: Mapping[st
   budget = int(usable * memory_gib * GIB)
   if rollout_params == "auto":  # as marl_jax.trainer.distributed.Parallel decides it
     rollout_params = choose_rollout_params(mesh_shape, terms, budget)
+  n_slots = len(store.routing.lora_storage)
+  if workload.engine == "continuous" and n_slots > 1:  # a call runs a copy of its LoRA slots
+    layout = rules_lib.ROLLOUT_RULES if rollout_params == "replicated" else rules
+    copied = _bytes_per_device(store.trainable, mesh_shape, layout)
+    rollout_fixed += copied * (n_slots - 1) // n_slots
   shards = int(np.prod([mesh_shape[a] for a in rules_lib.BATCH_AXES]))
   per_episode = workload.tasks * workload.group
   return Plan(

@@ -191,6 +191,35 @@ def test_rows_left_at_zero_come_from_device_memory(monkeypatch):
   assert par.slots == planner.rollout_slots(config, 80 * planner.GIB) > 0  # continuous engine
 
 
+def test_the_continuous_engines_fixed_term_covers_the_lora_slots_a_call_runs():
+  """A decode whose rows use two of three LoRA slots works on a copy of those two
+  (slot_programs): the compiled program's temp bytes over the every-slot decode's
+  stay within what the continuous engine's fixed term adds to the lockstep's."""
+  from marl_jax.generate import draw, sampler, slot_programs  # pylint: disable=g-import-not-at-top
+  model = SMALL_QWEN.replace(compute_dtype="float32")
+  shapes = dict(num_roles=3, lora_rank=16, prompt_len=16, max_new_tokens=48,
+                param_dtype="float32", compute_dtype="float32")
+  fixed = {engine: planner.plan(model, "isolated", "lora", ONE, 80.0, planner.Workload(
+      **shapes, engine=engine)).rollout_fixed for engine in ("continuous", "lockstep")}
+  extra = fixed["continuous"] - fixed["lockstep"]
+  params = init_params(model, jax.random.PRNGKey(0))
+  store = PolicyStore.create(model, params, ["a", "b", "c"], mode="isolated",
+                             lora=LoraConfig(rank=16))
+  _, decode_params = sampler.program_weights(model, params, 4, slots=False)
+  per_layer = isinstance(decode_params["layers"], list)
+  adapters = store.trainable["lora"]
+  adapters = slot_programs.unstacked_adapters(model, adapters) if per_layer else adapters
+  state = slot_programs.init_state(model, 4, 64, 3, per_layer)
+  spec = draw.DrawSpec.of([sampler.SamplingParams(temperature=1.0, max_new_tokens=48)])
+
+  def temp(columns):
+    return slot_programs.decode_program.lower(
+        model, spec, 8, 4, 64, False, decode_params, adapters, columns, state,
+        jax.numpy.asarray([2])).compile().memory_analysis().temp_size_in_bytes
+  copy = temp(jax.numpy.asarray([0, 2])) - temp(None)
+  assert 0.9 * extra <= copy <= 1.01 * extra  # (to 1%: the weights' two columns)
+
+
 def test_the_continuous_engines_row_covers_its_narrowed_decode():
   """Decoding half the slots, or half the columns, copies half the KV cache (the
   compiled program's temp bytes): with short prompts, where no prefill's scores
