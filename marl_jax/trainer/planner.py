@@ -44,9 +44,10 @@ dimension, r the LoRA rank, S the number of LoRA slots, C the LM-head chunk:
 
 The fixed terms (per program, independent of rows) are dominated by copies of
 the embedding in the compute dtype (the lookup's, the tied LM head's and its
-transpose): sampler c (4 V D + 2 layer weights) / t, and with the continuous
-engine over S > 1 LoRA slots the copy of those a call runs, at most (S-1)/S of
-their bytes; update 4 c V D / t, the
+transpose): sampler c (4 V D + 2 layer weights) / t, and over S > 1 LoRA slots
+the copy of those a call's rows use (lora.compact for a stage's call, the
+continuous engine's selection in a session), at most (S-1)/S of their bytes;
+update 4 c V D / t, the
 peak of a one-row program (with many rows the compiled remainder is 0.1-1.6
 GiB: the term errs on the safe side). All coefficients are fitted to Qwen3
 0.6B / 1.7B / 4B at 1,024 and 5,120 tokens, per row within 10%, and hold for
@@ -299,7 +300,7 @@ def plan(preset: str | ModelConfig, mode: str, kind: str, mesh_shape: Mapping[st
   if rollout_params == "auto":  # as marl_jax.trainer.distributed.Parallel decides it
     rollout_params = choose_rollout_params(mesh_shape, terms, budget)
   n_slots = len(store.routing.lora_storage)
-  if workload.engine == "continuous" and n_slots > 1:  # a call runs a copy of its LoRA slots
+  if n_slots > 1:  # a sampler call runs a copy of the LoRA slots its rows use
     layout = rules_lib.ROLLOUT_RULES if rollout_params == "replicated" else rules
     copied = _bytes_per_device(store.trainable, mesh_shape, layout)
     rollout_fixed += copied * (n_slots - 1) // n_slots

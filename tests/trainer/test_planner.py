@@ -191,17 +191,20 @@ def test_rows_left_at_zero_come_from_device_memory(monkeypatch):
   assert par.slots == planner.rollout_slots(config, 80 * planner.GIB) > 0  # continuous engine
 
 
-def test_the_continuous_engines_fixed_term_covers_the_lora_slots_a_call_runs():
+def test_the_samplers_fixed_term_covers_the_lora_slots_a_call_runs():
   """A decode whose rows use two of three LoRA slots works on a copy of those two
-  (slot_programs): the compiled program's temp bytes over the every-slot decode's
-  stay within what the continuous engine's fixed term adds to the lockstep's."""
+  (slot_programs; a stage's call copies them in lora.compact): the compiled
+  program's temp bytes over the every-slot decode's stay within what three
+  slots add to the sampler's fixed term over one (SP), under either engine."""
   from marl_jax.generate import draw, sampler, slot_programs  # pylint: disable=g-import-not-at-top
   model = SMALL_QWEN.replace(compute_dtype="float32")
   shapes = dict(num_roles=3, lora_rank=16, prompt_len=16, max_new_tokens=48,
                 param_dtype="float32", compute_dtype="float32")
-  fixed = {engine: planner.plan(model, "isolated", "lora", ONE, 80.0, planner.Workload(
-      **shapes, engine=engine)).rollout_fixed for engine in ("continuous", "lockstep")}
-  extra = fixed["continuous"] - fixed["lockstep"]
+  fixed = {(mode, engine): planner.plan(model, mode, "lora", ONE, 80.0, planner.Workload(
+      **shapes, engine=engine)).rollout_fixed
+           for mode in ("isolated", "shared") for engine in ("continuous", "lockstep")}
+  extra = fixed["isolated", "continuous"] - fixed["shared", "continuous"]
+  assert extra == fixed["isolated", "lockstep"] - fixed["shared", "lockstep"]
   params = init_params(model, jax.random.PRNGKey(0))
   store = PolicyStore.create(model, params, ["a", "b", "c"], mode="isolated",
                              lora=LoraConfig(rank=16))
