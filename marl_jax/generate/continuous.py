@@ -352,8 +352,8 @@ class Session:
     if self._free.all():
       return finished
     width = self._width()
-    window = self._window(width)
-    columns = self._lora_columns(self._row_of[:, :width][~self._free[:, :width]])
+    window = self._window()
+    columns = self._lora_columns(self._row_of[~self._free])
     self._note("decode", self.chunk, width, window, None if columns is None else len(columns))
     self.state, out_tokens, out_logp, steps = slot_programs.decode_program(
         self.config, self.spec, self.chunk, width, window, self.stacked, self.decode_params,
@@ -394,12 +394,12 @@ class Session:
       width = narrowest
     return width
 
-  def _window(self, width: int) -> int:
+  def _window(self) -> int:
     """The decode's cache columns: the fewest of length / 8, / 4, / 2 (rounded up) or all
     that hold every live row's columns (from its prompt bucket on) for the next chunk."""
     if not self.shrink:
       return self.length
-    need = int(self._column[:, :width][~self._free[:, :width]].max()) + self.chunk
+    need = int(self._column[~self._free].max()) + self.chunk
     windows = [-(-self.length // 2**k) for k in (3, 2, 1)]
     return next((w for w in windows if w >= need), self.length)
 
