@@ -49,10 +49,12 @@ fraction 0.51 -> 0.89 by stages, 0.62 -> 0.92 by episodes; 32.8 -> 24.0 s and
 (0.91x, 0.82x) though they decode fewer steps (6M orch_workers: 1,205 against
 1,467): their one session holds every role's LoRA slot, and each step ran all
 of them where a stage's call runs its one role's (lora.compact). A call now
-runs only the slots its rows use: 0.97x and 0.92x (same run, the table). Under
-SP (one slot) episodes were already 1.03x stages on 6M. What is left: mixed
-steps still run two or three roles' slots, and with 4-8 episodes there is
-little to overlap.
+runs only the slots its rows use: 0.97x and 0.92x (same run, the table), and
+since the session keeps its copy of those slots while its calls run the same
+ones (slot_programs.SlotSelection), 0.99x and 0.99x (same run; 15.6 / 11.4 /
+11.5 s and 41.2 / 28.3 / 28.7 s, a machine at 23 GB/s). Under SP (one slot)
+episodes were already 1.03x stages on 6M. What is left: mixed steps still run
+two or three roles' slots, and with 4-8 episodes there is little to overlap.
 With kind='full' (IP full copies; same rows, before narrowing): 63.4 / 62.8 /
 84.0 s, fractions 0.27 / 0.51 / 0.39, KV cache 96 / 24 / 72 MiB: each copy is
 its own engine with its own slots, and a decode step reads a copy's weights

@@ -262,6 +262,7 @@ class Session:
     self._row_of = np.full((self.num_copies, slots), -1)
     self._column = np.zeros((self.num_copies, slots), np.int64)  # each slot's next cache column
     self._rows: dict[int, _Row] = {}
+    self._run_slots = slot_programs.SlotSelection(adapter_slots)
     self._next = self._prefills = 0
 
   @property
@@ -357,7 +358,7 @@ class Session:
     self._note("decode", self.chunk, width, window, None if columns is None else len(columns))
     self.state, out_tokens, out_logp, steps = slot_programs.decode_program(
         self.config, self.spec, self.chunk, width, window, self.stacked, self.decode_params,
-        self.decode_adapters, columns, self.state, self.stop_ids)
+        *self._run_slots(self.decode_adapters, columns), self.state, self.stop_ids)
     out_tokens, out_logp = np.asarray(out_tokens), np.asarray(out_logp)
     state = {k: np.asarray(self.state[k]) for k in ("steps", "done", "stopped", "column")}
     if not self.stacked:
@@ -420,12 +421,12 @@ class Session:
         self.stacked, self.state, *(jnp.asarray(a if self.stacked else a[0]) for a in (src, dst)))
     self.stats.compactions += 1
 
-  def _lora_columns(self, handles: Any) -> jax.Array | None:
+  def _lora_columns(self, handles: Any) -> tuple[int, ...] | None:
     """The LoRA slots these rows use: a call runs only those (None: every slot)."""
     if self.adapter_slots is None:
       return None
     used = lora.used_slots([self._rows[int(h)].weights for h in np.ravel(handles)])
-    return None if len(used) in (0, self.adapter_slots) else jnp.asarray(used, jnp.int32)
+    return None if len(used) in (0, self.adapter_slots) else tuple(map(int, used))
 
   def _finish(self, handle: int, truncated: bool) -> Finished:
     row = self._rows.pop(handle)
@@ -480,8 +481,9 @@ class Session:
     columns = self._lora_columns([r for part in taken for r in part])
     self._note("prefill", rows, prompt_len, None if columns is None else len(columns))
     self.state, ids, logp, done = slot_programs.prefill_program(
-        self.config, self.spec, self.stacked, self.prefill_params, self.prefill_adapters,
-        columns, self.state, *jax.tree.map(jnp.asarray, args), self.stop_ids)
+        self.config, self.spec, self.stacked, self.prefill_params,
+        *self._run_slots(self.prefill_adapters, columns), self.state,
+        *jax.tree.map(jnp.asarray, args), self.stop_ids)
     ids, logp, done = (np.asarray(x) if self.stacked else np.asarray(x)[None]
                        for x in (ids, logp, done))
     for c, j, handle, slot in places:

@@ -8,8 +8,10 @@
   move     live rows from past a narrower prefix into its free slots, in place
            (a copy of the moved rows only).
 A prefill or decode given `columns` (the LoRA slots its rows use, an int array
-[K]) runs only those adapters: rows of one role pay for one slot however many
-roles the session holds (None: every slot).
+[K]) runs only those slots: its `adapters` are theirs (`select_program`, kept by
+the session while its calls use the same slots) and it takes their columns of
+the rows' routing weights. Rows of one role pay for one slot however many roles
+the session holds (None: every slot).
 The host loop that drives them is continuous.Session.
 """
 
@@ -70,12 +72,38 @@ def _map_slots(fn, *states: dict[str, Any]) -> dict[str, Any]:
           "cache": jax.tree.map(lambda *xs: fn(axis, *xs), *caches)}
 
 
-def _used(adapters, weights, columns):
-  """The adapters and weights [.., S] of the LoRA slots `columns` only (all: None)."""
-  if columns is None or adapters is None:
-    return adapters, weights
-  return (lora.select_slots(adapters, columns, weights.shape[-1]),
-          jnp.take(weights, columns, axis=-1))
+@functools.partial(jax.jit, static_argnames=("num_slots",))
+def select_program(adapters, columns, num_slots: int):
+  """The adapters of the LoRA slots `columns` [K] only (lora.select_slots): one
+  program per K, a copy of K of the num_slots slots."""
+  return lora.select_slots(adapters, columns, num_slots)
+
+
+class SlotSelection:
+  """(adapters, columns [K]) of a call that runs the LoRA slots `columns` (a tuple;
+  None: all of them): their copy (select_program) is made once and kept while a
+  layout's calls (the prefill's, the decode's adapters) run the same slots, so a
+  session copies them when its rows' mix of roles changes, not at every call.
+  The last copy is dropped before the next is made: one a layout at most."""
+
+  def __init__(self, num_slots: int | None):
+    self.num_slots = num_slots
+    self._kept: dict[int, tuple[Any, ...]] = {}  # id(adapters) -> (columns, theirs, index)
+
+  def __call__(self, adapters, columns: tuple[int, ...] | None) -> tuple[Any, Any]:
+    if columns is None:
+      return adapters, None
+    layout = id(adapters)
+    if self._kept.get(layout, (None,))[0] != columns:
+      self._kept.pop(layout, None)
+      index = jnp.asarray(columns, jnp.int32)
+      self._kept[layout] = (columns, select_program(adapters, index, self.num_slots), index)
+    return self._kept[layout][1:]
+
+
+def _used(weights, columns):
+  """The routing weights [.., S] of the LoRA slots `columns` [K] only (None: all)."""
+  return weights if columns is None or weights is None else jnp.take(weights, columns, axis=-1)
 
 
 def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, columns, state, tokens,
@@ -84,9 +112,8 @@ def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, columns
   written nowhere) and draws their first tokens; returns (state, ids, done)."""
   dtype = as_dtype(config.compute_dtype)
   positions = decoder.left_pad_positions(valid)
-  used, used_weights = _used(adapters, weights, columns)
   hidden, kv = decoder.forward_hidden(config, params, tokens, positions, valid,
-                                      adapters=used, adapter_weights=used_weights)
+                                      adapters=adapters, adapter_weights=_used(weights, columns))
   logits = decoder.logits_from_hidden(config, params, hidden[:, -1:])[:, 0]
   ids, logp = draw.sample(keys, jnp.zeros_like(slot_ids), logits, spec, settings)
   prompt_len = tokens.shape[1]
@@ -124,9 +151,8 @@ def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapte
   returns (state, tokens [B, chunk], logprobs [B, chunk], steps run)."""
   slots = state["last"].shape[0]
   rows = jnp.arange(slots)
-  adapters, weights = _used(adapters, state.get("weights"), columns)
   model = functools.partial(decoder.forward_hidden, config, params, adapters=adapters,
-                            adapter_weights=weights)
+                            adapter_weights=_used(state.get("weights"), columns))
 
   def cond(carry):
     i, state, *_ = carry

@@ -46,7 +46,8 @@ The fixed terms (per program, independent of rows) are dominated by copies of
 the embedding in the compute dtype (the lookup's, the tied LM head's and its
 transpose): sampler c (4 V D + 2 layer weights) / t, and over S > 1 LoRA slots
 the copy of those a call's rows use (lora.compact for a stage's call, the
-continuous engine's selection in a session), at most (S-1)/S of their bytes;
+continuous engine's, kept by its session while its calls run the same slots),
+at most (S-1)/S of their bytes;
 update 4 c V D / t, the
 peak of a one-row program (with many rows the compiled remainder is 0.1-1.6
 GiB: the term errs on the safe side). All coefficients are fitted to Qwen3

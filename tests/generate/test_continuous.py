@@ -166,13 +166,17 @@ def test_calls_run_only_the_lora_slots_their_rows_use(params, monkeypatch):
   weights = np.zeros((len(prompts), 3), np.float32)
   weights[:4, 2] = weights[4:, 0] = 2.0
   weights[4, 2] = 1.0
-  ran = []
+  ran, calls, copies = [], [], []
   for name in ("prefill_program", "decode_program"):
     program = getattr(slot_programs, name)
-    def spy(*args, program=program, at=5 if name == "prefill_program" else 8):
+    def spy(*args, program=program, name=name, at=5 if name == "prefill_program" else 8):
       ran.append(None if args[at] is None else tuple(np.asarray(args[at]).tolist()))
+      calls.append((name, ran[-1]))
       return program(*args)
     monkeypatch.setattr(slot_programs, name, spy)
+  select = slot_programs.select_program
+  monkeypatch.setattr(slot_programs, "select_program",
+                      lambda *args, **kw: copies.append(1) or select(*args, **kw))
   want = sampler.generate(CONFIG, params, prompts, jax.random.PRNGKey(3), sampling,
                           adapters=adapters, adapter_weights=weights, limits=LIMITS)
   got = continuous.generate(CONFIG, params, prompts, jax.random.PRNGKey(3), sampling, slots=4,
@@ -181,6 +185,12 @@ def test_calls_run_only_the_lora_slots_their_rows_use(params, monkeypatch):
   np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-4)
   assert None not in ran and all(1 not in used for used in ran)
   assert {(2,), (0,), (0, 2)} <= set(ran)
+  # a layout's slots are copied when its calls' slots change, not at every call
+  last, changes = {}, 0
+  for name, used in calls:
+    changes += last.get(name) != used
+    last[name] = used
+  assert len(copies) <= changes < len(calls)
 
 
 def test_no_recompiles_after_warm_up(params):

@@ -192,10 +192,11 @@ def test_rows_left_at_zero_come_from_device_memory(monkeypatch):
 
 
 def test_the_samplers_fixed_term_covers_the_lora_slots_a_call_runs():
-  """A decode whose rows use two of three LoRA slots works on a copy of those two
-  (slot_programs; a stage's call copies them in lora.compact): the compiled
-  program's temp bytes over the every-slot decode's stay within what three
-  slots add to the sampler's fixed term over one (SP), under either engine."""
+  """A decode whose rows use two of three LoRA slots runs on a copy of those two,
+  which the session keeps while its calls use them (slot_programs.SlotSelection;
+  a stage's call copies them in lora.compact): the copy's compiled bytes stay
+  within what three slots add to the sampler's fixed term over one (SP), under
+  either engine, and the decode on it makes no copy of its own."""
   from marl_jax.generate import draw, sampler, slot_programs  # pylint: disable=g-import-not-at-top
   model = SMALL_QWEN.replace(compute_dtype="float32")
   shapes = dict(num_roles=3, lora_rank=16, prompt_len=16, max_new_tokens=48,
@@ -215,12 +216,17 @@ def test_the_samplers_fixed_term_covers_the_lora_slots_a_call_runs():
   state = slot_programs.init_state(model, 4, 64, 3, per_layer)
   spec = draw.DrawSpec.of([sampler.SamplingParams(temperature=1.0, max_new_tokens=48)])
 
-  def temp(columns):
+  def temp(adapters, columns):
     return slot_programs.decode_program.lower(
         model, spec, 8, 4, 64, False, decode_params, adapters, columns, state,
         jax.numpy.asarray([2])).compile().memory_analysis().temp_size_in_bytes
-  copy = temp(jax.numpy.asarray([0, 2])) - temp(None)
+  two = jax.numpy.asarray([0, 2])
+  select = slot_programs.select_program.lower(adapters, two, 3).compile().memory_analysis()
+  copy = select.output_size_in_bytes + select.temp_size_in_bytes
   assert 0.9 * extra <= copy <= 1.01 * extra  # (to 1%: the weights' two columns)
+  # (the weights' two columns, [4, 2], are the program's own)
+  assert temp(slot_programs.select_program(adapters, two, 3), two) <= (
+      temp(adapters, None) + 0.01 * extra)
 
 
 def test_the_continuous_engines_row_covers_its_narrowed_decode():
