@@ -19,7 +19,10 @@ def test_demo_path_from_the_shipped_base_to_the_report(tmp_path, capsys):
                 "built from.")
   config.tiny.cache_dir = str(tmp_path / "empty_cache")  # the shipped entry must be found
   config.rollout.batch_size, config.rollout.group_size = 2, 2
-  config.train.steps, config.train.eval_every, config.train.checkpoint_every = 2, 1, 1
+  config.train.steps, config.train.eval_every, config.train.checkpoint_every = 2, 2, 1
+  # The update compiles the lengths it meets, not every bucket ahead (45 s here;
+  # tests/rl/test_update.py checks compile_ahead).
+  config.rl.compile_ahead = False
   config.eval.num_problems = 32
   workdir = str(tmp_path / "demo")
   result = demo.run(config, workdir)

@@ -26,13 +26,13 @@ def test_one_voting_step_with_smollm2_then_export_and_reload(smollm2_gguf_path, 
   config.task.train_path = os.path.join(DATA, "word_problems_train.jsonl")
   config.task.eval_path = os.path.join(DATA, "word_problems_test.jsonl")
   config.task.format = "gsm8k"
-  config.rollout.batch_size, config.rollout.group_size = 2, 2
+  config.rollout.batch_size, config.rollout.group_size = 1, 2
   config.rollout.max_new_tokens, config.rollout.max_prompt_len = 64, 512
   config.policy.lora_rank = 8
   config.rl.remat, config.rl.compile_ahead, config.rl.warmup_steps = "layer", False, 0
   config.train.steps, config.train.eval_every, config.train.checkpoint_every = 1, 1, 1
   config.eval.num_problems, config.eval.greedy = 1, False
-  config.workflow.options.n = 2  # 8 generator and 4 aggregator rows: one sampler batch bucket
+  config.workflow.options.n = 2  # 4 generator and 2 aggregator rows: one sampler batch bucket
   workdir = str(tmp_path / "run")
   train.train_and_evaluate(config, workdir)
 
