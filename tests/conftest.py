@@ -1,17 +1,30 @@
 """Shared test fixtures: the SmolLM2-135M-Instruct GGUF, loaded once per session; a worker's
-compiled programs released before they exhaust the process's memory mappings."""
+compiled programs released before they exhaust the process's memory mappings; one
+compilation cache for the run's processes."""
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
+import shutil
+import tempfile
 
-import jax
+# One persistent compilation cache for a run's workers and every process its tests
+# start (the sharding checks, the kill -9 resume's three launches): a program one of
+# them compiled is loaded, not compiled again. Fresh for each run, removed at its
+# end; set before jax reads its flags. An environment that names a cache keeps it.
+if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="marl_jax_tests_xla_")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest
 
-from marl_jax.models import gguf_checkpoint
-from marl_jax.rl import update
-from tests.helpers import memory_mappings
+from marl_jax.models import gguf_checkpoint  # pylint: disable=g-import-not-at-top
+from marl_jax.rl import update  # pylint: disable=g-import-not-at-top
+from tests.helpers import memory_mappings  # pylint: disable=g-import-not-at-top
 
 # pytest's workers keep the system's malloc settings (marl_jax/trainer/hostmem.py is for
 # one long training job: its heap never shrinks). Their tests are compile-bound,

@@ -11,15 +11,20 @@ import jax.numpy as jnp
 
 from marl_jax.models.timing import interleaved_median_seconds
 
+# jax._src.compiler's duration event for a program read from the persistent cache
+_CACHE_LOAD_EVENT = "/jax/compilation_cache/cache_retrieval_time_sec"
+
 
 @contextlib.contextmanager
 def counting_compiles() -> Iterator[list[int]]:
-  """Counts XLA backend compilations while the block runs, in the yielded [count]."""
+  """Counts the programs XLA builds while the block runs, in the yielded [count]:
+  each one compiled, or loaded from JAX's persistent compilation cache (a
+  program another process compiled: a sweep's runs, a test run's workers)."""
   count = [0]
 
   def listener(event: str, duration: float, **kwargs) -> None:
     del duration, kwargs
-    count[0] += event == dispatch.BACKEND_COMPILE_EVENT
+    count[0] += event in (dispatch.BACKEND_COMPILE_EVENT, _CACHE_LOAD_EVENT)
 
   monitoring.register_event_duration_secs_listener(listener)
   try:
