@@ -84,7 +84,9 @@ class SlotSelection:
   None: all of them): their copy (select_program) is made once and kept while a
   layout's calls (the prefill's, the decode's adapters) run the same slots, so a
   session copies them when its rows' mix of roles changes, not at every call.
-  The last copy is dropped before the next is made: one a layout at most."""
+  The last copy is dropped before the next is made: one a layout at most (an
+  accelerator's prefill and decode read one layout; on a CPU the decode's own
+  layout, one array a layer, holds a second)."""
 
   def __init__(self, num_slots: int | None):
     self.num_slots = num_slots
