@@ -166,12 +166,11 @@ def test_calls_run_only_the_lora_slots_their_rows_use(params, monkeypatch):
   weights = np.zeros((len(prompts), 3), np.float32)
   weights[:4, 2] = weights[4:, 0] = 2.0
   weights[4, 2] = 1.0
-  ran, calls, copies = [], [], []
+  calls, copies = [], []  # (program, the LoRA slots it ran) of each call
   for name in ("prefill_program", "decode_program"):
     program = getattr(slot_programs, name)
     def spy(*args, program=program, name=name, at=5 if name == "prefill_program" else 8):
-      ran.append(None if args[at] is None else tuple(np.asarray(args[at]).tolist()))
-      calls.append((name, ran[-1]))
+      calls.append((name, None if args[at] is None else tuple(np.asarray(args[at]).tolist())))
       return program(*args)
     monkeypatch.setattr(slot_programs, name, spy)
   select = slot_programs.select_program
@@ -183,6 +182,7 @@ def test_calls_run_only_the_lora_slots_their_rows_use(params, monkeypatch):
                             adapters=adapters, adapter_weights=weights, limits=LIMITS)
   _assert_same(got, want)
   np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-4)
+  ran = [used for _, used in calls]
   assert None not in ran and all(1 not in used for used in ran)
   assert {(2,), (0,), (0, 2)} <= set(ran)
   # a layout's slots are copied when its calls' slots change, not at every call
