@@ -24,7 +24,7 @@ from absl import app, flags
 from marl_jax.parallel import sharding
 from marl_jax.trainer import console
 from marl_jax.trainer import measure as measure_lib
-from marl_jax.trainer import planner
+from marl_jax.trainer import plan_table, planner
 
 _MODELS = flags.DEFINE_list("models", ["qwen3_0_6b", "qwen3_1_7b", "qwen3_4b"], "Presets.")
 _MODES = flags.DEFINE_list("modes", ["shared", "isolated"], "Policy modes (SP / IP).")
@@ -47,6 +47,8 @@ _GROUP = flags.DEFINE_integer("group", 8, "GRPO samples per problem.")
 _AGENTS = flags.DEFINE_integer("agents", 3, "Rows per episode in the largest stage.")
 _CALLS = flags.DEFINE_integer("calls", 4, "Calls per episode in an update.")
 _ROLES = flags.DEFINE_integer("roles", 3, "Roles (IP slots).")
+_ROUTED = flags.DEFINE_integer("routed_roles", 1, "Roles whose full copies one sampler call "
+                               "routes (--roles for rollout.schedule=episodes).")
 _PROMPT = flags.DEFINE_integer("prompt_len", 4096, "Prompt tokens per row (the study's max).")
 _NEW = flags.DEFINE_integer("max_new_tokens", 1024, "Response tokens per row (the max).")
 _RANK = flags.DEFINE_integer("lora_rank", 64, "LoRA rank.")
@@ -96,7 +98,7 @@ def main(argv):
       tasks=_TASKS.value, group=_GROUP.value, agents=_AGENTS.value, calls=_CALLS.value,
       num_roles=_ROLES.value, prompt_len=_PROMPT.value, max_new_tokens=_NEW.value,
       lora_rank=_RANK.value, param_dtype=_PARAM_DTYPE.value,
-      compute_dtype=_COMPUTE_DTYPE.value, remat=_REMAT.value)
+      compute_dtype=_COMPUTE_DTYPE.value, remat=_REMAT.value, routed_roles=_ROUTED.value)
   if _MEASURE.value:
     _measure(workload)
     return
@@ -106,7 +108,7 @@ def main(argv):
                                  usable=_USABLE.value, rollout_params=_ROLLOUT.value)
            for m in _MODELS.value for mode in _MODES.value for kind in _KINDS.value
            for hw in machines]
-  print(planner.table(plans))
+  print(plan_table.table(plans))
 
 
 if __name__ == "__main__":

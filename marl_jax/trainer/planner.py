@@ -47,7 +47,9 @@ the embedding in the compute dtype (the lookup's, the tied LM head's and its
 transpose): sampler c (4 V D + 2 layer weights) / t, and over S > 1 LoRA slots
 the copy of those a call's rows use (lora.compact for a stage's call, the
 continuous engine's, kept by its session while its calls run the same slots),
-at most (S-1)/S of their bytes;
+at most (S-1)/S of their bytes, and over full copies a copy of each copy a
+call routes (PolicyStore.routed: a stage group's roles', every role's for an
+episodes session, Workload.routed_roles);
 update 4 c V D / t, the
 peak of a one-row program (with many rows the compiled remainder is 0.1-1.6
 GiB: the term errs on the safe side). All coefficients are fitted to Qwen3
@@ -77,6 +79,7 @@ import jax
 import numpy as np
 import optax
 
+from marl_jax import workflows
 from marl_jax.generate import continuous
 from marl_jax.models import decoder, presets
 from marl_jax.models.config import ModelConfig, as_dtype
@@ -127,11 +130,12 @@ class Workload:
   remat: str = "layer"       # decoder.REMAT_POLICIES (config.rl.remat); True / False accepted
   chunk: int = 128
   engine: str = "continuous"  # config.rollout.engine: the continuous engine's narrowed decode
+  routed_roles: int = 1      # roles whose full copies a sampler call (an episodes session) routes
 
   def __post_init__(self):
     object.__setattr__(self, "remat", decoder.remat_name(self.remat))
     for field in ("tasks", "group", "agents", "calls", "num_roles", "prompt_len",
-                  "max_new_tokens", "lora_rank", "chunk"):
+                  "max_new_tokens", "lora_rank", "chunk", "routed_roles"):
       if getattr(self, field) < 1:
         raise ValueError(f"Workload.{field} must be >= 1, got {getattr(self, field)}.")
     if self.engine not in continuous.ENGINES:
@@ -300,11 +304,16 @@ def plan(preset: str | ModelConfig, mode: str, kind: str, mesh_shape: Mapping[st
   budget = int(usable * memory_gib * GIB)
   if rollout_params == "auto":  # as marl_jax.trainer.distributed.Parallel decides it
     rollout_params = choose_rollout_params(mesh_shape, terms, budget)
+  layout = rules_lib.ROLLOUT_RULES if rollout_params == "replicated" else rules
   n_slots = len(store.routing.lora_storage)
   if n_slots > 1:  # a sampler call runs a copy of the LoRA slots its rows use
-    layout = rules_lib.ROLLOUT_RULES if rollout_params == "replicated" else rules
-    copied = _bytes_per_device(store.trainable, mesh_shape, layout)
+    copied = _bytes_per_device(store.trainable.get("lora"), mesh_shape, layout)
     rollout_fixed += copied * (n_slots - 1) // n_slots
+  full = store.trainable.get("full")
+  if full is not None:  # ... and a copy of each full copy it routes
+    copies = jax.tree_util.tree_leaves(full)[0].shape[0]
+    copied = _bytes_per_device(full, mesh_shape, layout) // copies
+    rollout_fixed += min(copies, workload.routed_roles) * copied
   shards = int(np.prod([mesh_shape[a] for a in rules_lib.BATCH_AXES]))
   per_episode = workload.tasks * workload.group
   return Plan(
@@ -322,12 +331,17 @@ def workload_of(config: Any) -> Workload:
   """The Workload of a run config (marl_jax.trainer.config): its lengths, LoRA rank,
   dtypes, roles and rl.remat; the largest stage and the update as the study's."""
   roles = 3 if config.workflow.name == "orch_workers" else 2
+  # a stage's call routes its group's roles; an episodes session every role
+  workflow = workflows.from_config(config.workflow)
+  routed = (len(workflow.roles) if config.rollout.get("schedule", "stages") == "episodes"
+            else max(len({stage.role for stage in group}) for group in workflow.groups))
   return Workload(
       tasks=config.rollout.batch_size, group=config.rollout.group_size, num_roles=roles,
       prompt_len=config.rollout.max_prompt_len, max_new_tokens=config.rollout.max_new_tokens,
       lora_rank=config.policy.lora_rank, lora_alpha=config.policy.lora_alpha,
       param_dtype=config.model.param_dtype, compute_dtype=config.model.compute_dtype,
-      remat=config.rl.get("remat", "none"), engine=config.rollout.get("engine", "lockstep"))
+      remat=config.rl.get("remat", "none"), engine=config.rollout.get("engine", "lockstep"),
+      routed_roles=routed)
 
 
 def run_plan(config: Any, memory_bytes: int | None, num_devices: int = 1, hosts: int = 1,
@@ -455,40 +469,3 @@ def plan_hardware(preset: str, mode: str, kind: str, hardware: Hardware,
   sizes = mesh.resolve(hardware.devices).sizes
   return plan(preset, mode, kind, sizes, hardware.memory_gib, workload,
               state_over_data=mesh.state_over_data, hardware=hardware.name, **options)
-
-
-_COLUMNS = ("model", "policy", "kind", "hardware", "mesh", "params GiB", "slots GiB",
-            "opt+grad GiB", "rollout copy GiB", "state GiB", "KV MiB/row", "rollout MiB/row",
-            "update MiB/row", "max rows/device (sampler call, update chunk)",
-            "study step (sampler calls, update chunks)")
-
-
-def _gib(n: int) -> str:
-  return f"{n / GIB:.2f}"
-
-
-def table(plans: Sequence[Plan]) -> str:
-  """A markdown table of plans; GiB per device, per-row terms in MiB."""
-  lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-  for p in plans:
-    mesh = "x".join(f"{k}{v}" for k, v in p.mesh.items() if v > 1) or "1"
-    chunks = p.chunks()
-    step = "does not fit" if chunks is None else (
-        "one call each" if chunks == (1, 1) else f"{chunks[0]}, {chunks[1]}")
-    rows = f"{p.max_rollout_rows}, {p.max_update_rows}" if p.fits else "0"
-    cells = (p.preset, {"shared": "SP", "isolated": "IP"}.get(p.mode, p.mode), p.kind,
-             p.hardware, mesh, _gib(p.params), _gib(p.slots), _gib(p.optimizer),
-             _gib(p.rollout_copy), _gib(p.state), f"{p.kv_per_row / MIB:.0f}",
-             f"{p.rollout_per_row / MIB:.0f}", f"{p.update_per_row / MIB:.0f}", rows, step)
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
-
-
-def study_table(workload: Workload = Workload(), models: Sequence[str] = (
-    "qwen3_0_6b", "qwen3_1_7b", "qwen3_4b"), hardware: Sequence[str] = tuple(HARDWARE),
-                **options) -> str:
-  """The table of WORKSPACE.md: models x SP/IP x LoRA/full x machines."""
-  plans = [plan_hardware(m, mode, kind, HARDWARE[h], workload, **options)
-           for m in models for mode in ("shared", "isolated") for kind in ("lora", "full")
-           for h in hardware]
-  return table(plans)

@@ -12,7 +12,7 @@ from marl_jax.models import count_params, decoder, get_preset, init_params
 from marl_jax.models.config import ModelConfig
 from marl_jax.models.lora import LoraConfig
 from marl_jax.policies.store import PolicyStore
-from marl_jax.trainer import loop, measure, planner
+from marl_jax.trainer import loop, measure, plan_table, planner
 from marl_jax.trainer.config import get_config
 from tests.helpers import REPO
 
@@ -83,7 +83,7 @@ def test_rollout_copy_is_replicated_only_with_fsdp_and_room():
 
 
 def test_study_table_has_every_combination():
-  lines = planner.study_table().splitlines()
+  lines = plan_table.study_table().splitlines()
   assert len(lines) == 2 + 3 * 2 * 2 * 4
   assert lines[0].startswith("| model | policy | kind | hardware | mesh | params GiB")
   assert sum("does not fit" in line for line in lines) >= 1
@@ -227,6 +227,32 @@ def test_the_samplers_fixed_term_covers_the_lora_slots_a_call_runs():
   # (the weights' two columns, [4, 2], are the program's own)
   assert temp(slot_programs.select_program(adapters, two, 3), two) <= (
       temp(adapters, None) + 0.01 * extra)
+
+
+def test_the_samplers_fixed_term_covers_the_full_copies_a_call_routes():
+  """A sampler call runs on a copy of each full copy it routes (PolicyStore.routed):
+  a stage's call of one role, one copy; an episodes session, every role's (one
+  engine a copy). What they allocate is what the term adds over LoRA's."""
+  model = SMALL_QWEN.replace(compute_dtype="float32")
+  shapes = dict(num_roles=3, prompt_len=16, max_new_tokens=48, param_dtype="float32")
+  lora = planner.plan(model, "shared", "lora", ONE, 80.0, planner.Workload(**shapes))
+  store = PolicyStore.create(model, init_params(model, jax.random.PRNGKey(0)), ["a", "b", "c"],
+                             mode="isolated", kind="full")
+  live = lambda: sum(x.nbytes for x in jax.live_arrays())
+  for roles in (["a"], ["a", "b", "c"]):
+    term = planner.plan(model, "isolated", "full", ONE, 80.0, planner.Workload(
+        **shapes, routed_roles=len(roles))).rollout_fixed - lora.rollout_fixed
+    before = live()
+    routed = [store.routed([role])[0] for role in roles]  # as RoleSession routes its engines
+    assert live() - before == term > 0
+    del routed
+
+
+def test_workload_of_routes_a_stage_groups_roles_or_every_role_by_episodes():
+  config = get_config("workflow=voting,policy=isolated")
+  assert planner.workload_of(config).routed_roles == 1
+  config.rollout.schedule = "episodes"
+  assert planner.workload_of(config).routed_roles == 2
 
 
 def test_the_continuous_engines_row_covers_its_narrowed_decode():
