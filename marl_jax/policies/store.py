@@ -22,7 +22,8 @@ per-row adapter weights, full copies by vmapped per-slot sub-batches.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+import math
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -302,7 +303,8 @@ class PolicyStore:
               sampling: sampling_lib.SamplingParams | Sequence[sampling_lib.SamplingParams], *,
               slots: int, max_prompt_len: int, **options) -> "RoleSession":
     """A continuous-engine session (continuous.Session) for rows of these roles,
-    routed as `generate` routes them; `options`: chunk, min_prompt_len, stats."""
+    routed as `generate` routes them, with `slots` decode slots in all (RoleSession);
+    `options`: shares (role -> its calls per episode), chunk, min_prompt_len, stats."""
     return RoleSession(self, roles, sampling, slots=slots, max_prompt_len=max_prompt_len,
                        **options)
 
@@ -348,20 +350,39 @@ class PolicyStore:
     return tuple(x.reshape(-1, x.shape[-1])[position] for x in out)
 
 
+def split_slots(slots: int, demand: Sequence[float]) -> list[int]:
+  """`slots` split among engines: one each, the rest in proportion to `demand`
+  (largest remainders first, ties to the earlier engine); sums to `slots`."""
+  if slots < len(demand):
+    raise ValueError(f"a session over {len(demand)} full copies needs a decode slot for each; "
+                     f"got slots={slots}: set rollout.slots >= {len(demand)}.")
+  if min(demand, default=1) <= 0:
+    raise ValueError(f"session shares must be positive, got {list(demand)}.")
+  spare = slots - len(demand)
+  exact = [spare * d / sum(demand) for d in demand]
+  out = [1 + math.floor(e) for e in exact]
+  by_remainder = sorted(range(len(demand)), key=lambda i: math.floor(exact[i]) - exact[i])
+  for i in by_remainder[:slots - sum(out)]:
+    out[i] += 1
+  return out
+
+
 class RoleSession:
   """continuous.Session behind a PolicyStore's routing: rows name their roles, and the
   session gives them their LoRA weights or full copy (PolicyStore.session).
 
-  LoRA (and a single set of weights): one engine over the roles' slots
-  (lora.compact), its decode slots shared by every role. Full copies: one
-  engine per copy the roles use, each with `slots` slots, stepped only while it
-  has rows, so a copy with nothing to decode costs nothing (one engine over the
-  stacked copies would decode every copy's slots at every step).
+  `slots` decode slots (KV-cache rows) in all. LoRA (and a single set of
+  weights): one engine over the roles' slots (lora.compact), its decode slots
+  shared by every role. Full copies: one engine per copy the roles use, stepped
+  only while it has rows, so a copy with nothing to decode costs nothing (one
+  engine over the stacked copies would decode every copy's slots at every
+  step); the slots are split among them in proportion to `shares` (role ->
+  its calls per episode; default one each), at least one each (split_slots).
   """
 
   def __init__(self, store: PolicyStore, roles: Sequence[str],
                sampling: sampling_lib.SamplingParams | Sequence[sampling_lib.SamplingParams],
-               **options):
+               *, slots: int, shares: Mapping[str, float] | None = None, **options):
     self.roles = tuple(dict.fromkeys(roles))
     if not self.roles:
       raise ValueError("PolicyStore.session() needs the roles its rows will have.")
@@ -373,16 +394,18 @@ class RoleSession:
       groups = list(by_copy.values())
     else:
       groups = [list(self.roles)]
+    shares = shares or {}
+    split = split_slots(slots, [sum(shares.get(role, 1) for role in g) for g in groups])
     self.engines: list[continuous.Session] = []
     self._engine_of, self._weights = {}, {}
-    for group in groups:
+    for group, engine_slots in zip(groups, split):
       # only the slots and the copy of these roles run, routed as generate routes them
       params, adapters, weights, _ = store.routed(group)
       for i, role in enumerate(group):
         self._engine_of[role] = len(self.engines)
         self._weights[role] = None if weights is None else weights[i]
       self.engines.append(continuous.Session(
-          store.config, params, sampling, adapters=adapters,
+          store.config, params, sampling, slots=engine_slots, adapters=adapters,
           adapter_slots=None if weights is None else weights.shape[1], **options))
     self._handle: dict[tuple[int, int], int] = {}  # (engine, its row) -> the session's row
     self._next = 0

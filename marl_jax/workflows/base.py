@@ -91,6 +91,16 @@ class Workflow:
     """The stages as sampler-call groups."""
     return tuple(s if isinstance(s, tuple) else (s,) for s in self.stages)
 
+  @property
+  def calls_per_role(self) -> dict[str, int]:
+    """Each role's calls in an episode that runs every stage (its stages' agents
+    summed): what each role asks of a rollout's decode slots."""
+    out = dict.fromkeys(self.roles, 0)
+    for group in self.groups:
+      for stage in group:
+        out[stage.role] += stage.agents
+    return out
+
   def prompt(self, stage: Stage, episode: Episode, agent: int) -> str:
     try:
       fields = {"problem": episode.question, **stage.fields(episode, agent)}

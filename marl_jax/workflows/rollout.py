@@ -55,7 +55,8 @@ class Policy(Protocol):
   generate's options: row_ids (each row's key is fold_in(rng, row_ids[i])),
   and with engine='continuous' the engine's (slots, limits, max_prompt_len).
   schedule='episodes' also needs `session(roles, sampling, slots=,
-  max_prompt_len=)` (PolicyStore.session).
+  max_prompt_len=, shares=)` (PolicyStore.session; shares: each role's calls per
+  episode, Workflow.calls_per_role).
   """
 
   def generate(self, prompts: Sequence[Sequence[int]], roles: Sequence[str], rng: jax.Array,
@@ -313,7 +314,8 @@ def _run_episodes(context: _Context, episodes: list[Episode], problems: Sequence
   session = context.policy.session(
       context.workflow.roles,
       dataclasses.replace(context.sampling, max_new_tokens=max(context.new_limit.values())),
-      slots=slots or continuous.DEFAULT_SLOTS, max_prompt_len=max(context.prompt_limit.values()))
+      slots=slots or continuous.DEFAULT_SLOTS, max_prompt_len=max(context.prompt_limit.values()),
+      shares=context.workflow.calls_per_role)
   verifier = Background(context.workflow, context.task, problems)
   members: dict[int, list[Episode]] = {}
   for episode in episodes:

@@ -5,11 +5,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from marl_jax.generate import draw, sampler as sampling
+from marl_jax.generate import continuous, draw, sampler as sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.models.scoring import token_logprobs
-from marl_jax.policies.store import PolicyStore
+from marl_jax.policies.store import PolicyStore, split_slots
 from tests.helpers import use_cpu_kernels
 
 CONFIG = get_preset("tiny_s")
@@ -194,7 +194,9 @@ def test_a_session_routes_rows_by_role_as_generate_does(base):
 
 def test_a_session_over_full_copies_decodes_only_the_copies_with_rows(base):
   """IP full copies: a session of two roles draws generate's tokens for the same keys,
-  and while only one role has rows, only that copy's slots are decoded."""
+  its slots split between the copies' engines by the roles' shares (its KV cache is
+  the session's slots, not one pool a copy), and while only one role has rows, only
+  that copy's slots are decoded."""
   store = PolicyStore.create(CONFIG, base, ROLES, mode="isolated", kind="full")
   noise = jax.tree.map(lambda x: 0.05 * jax.random.normal(jax.random.PRNGKey(5), x.shape),
                        store.trainable["full"])
@@ -204,17 +206,20 @@ def test_a_session_over_full_copies_decodes_only_the_copies_with_rows(base):
   keys = draw.row_keys(jax.random.PRNGKey(2), len(rows))
   want = store.generate(prompts, rows, jax.random.PRNGKey(2), SAMPLED, engine="continuous",
                         slots=2)
-  session = store.session(["generator", "aggregator"], SAMPLED, slots=2, max_prompt_len=32)
-  assert len(session.engines) == 2  # one engine per copy
+  session = store.session(["generator", "aggregator"], SAMPLED, slots=4, max_prompt_len=32,
+                          shares={"generator": 3, "aggregator": 1})
+  generator, aggregator = session.engines  # one engine per copy
+  assert (generator.slots, aggregator.slots) == (3, 1)
+  assert session.stats.cache_bytes == continuous.cache_bytes(CONFIG, 4, generator.length)
   gen = [i for i, r in enumerate(rows) if r == "generator"]
   handles = dict(zip(gen, session.submit([prompts[i] for i in gen], ["generator"] * len(gen),
                                          keys[np.asarray(gen)])))
   got = {}
   while not session.idle:
     got.update({done.row: done.tokens for done in session.step()})
-  # Only the generator's copy ran: its 2 slots a step (and a step a prefilled row).
-  stats = session.stats
-  assert stats.slot_steps == 2 * stats.decode_steps + len(gen) and stats.rows == len(gen)
+  # Only the generator's copy ran.
+  assert generator.stats.decode_steps > 0 and generator.stats.rows == len(gen)
+  assert aggregator.stats.slot_steps == aggregator.stats.rows == 0
   agg = [i for i, r in enumerate(rows) if r == "aggregator"]
   handles.update(zip(agg, session.submit([prompts[i] for i in agg], ["aggregator"] * len(agg),
                                          keys[np.asarray(agg)])))
@@ -223,3 +228,14 @@ def test_a_session_over_full_copies_decodes_only_the_copies_with_rows(base):
   for i, handle in handles.items():
     np.testing.assert_array_equal(got[handle], want.tokens[i, :want.lengths[i]])
   assert len(set(handles.values())) == len(rows)
+
+
+def test_split_slots_gives_each_copy_one_and_the_rest_by_share():
+  assert split_slots(8, [3, 1]) == [6, 2]  # 1 + 4.5 and 1 + 1.5: the tie to the first
+  assert split_slots(8, [1, 3, 1]) == [2, 4, 2]
+  assert split_slots(3, [1, 1, 1]) == [1, 1, 1]
+  assert split_slots(5, [1, 100]) == [1, 4]
+  for slots in range(2, 40):
+    assert sum(split_slots(slots, [1, 2])) == slots
+  with pytest.raises(ValueError, match=r"3 full copies.*slots=2.*rollout.slots >= 3"):
+    split_slots(2, [1, 1, 1])

@@ -221,6 +221,19 @@ def test_user_defined_workflow_runs_parallel_roles_in_one_sampler_call():
   assert all(e.final_answer == "5" and e.reward == 1.0 for e in episodes)
 
 
+def test_calls_per_role_sums_the_agents_of_every_stage_of_the_role():
+  """What a rollout session splits full copies' decode slots by (PolicyStore.session)."""
+  assert workflows.get("voting", n=3).calls_per_role == {"generator": 3, "aggregator": 1}
+  assert workflows.get("orch_workers", m=4).calls_per_role == {
+      "orchestrator": 1, "worker": 4, "synthesizer": 1}
+  # every stage counts, one that runs only in some episodes (its `when`) too
+  assert workflows.get("eval_opt", max_rounds=2).calls_per_role == {
+      "generator": 2, "evaluator": 2}
+  workflows.register("second_opinion", second_opinion)
+  assert workflows.get("second_opinion", n=2).calls_per_role == {
+      "solver": 2, "skeptic": 1, "referee": 1}
+
+
 def test_prompt_overrides_and_user_errors():
   wf = workflows.get("voting", prompts={("voting/aggregator", "math"): "Pick: {candidates}"})
   _, calls = run(wf, script(generator="5", aggregator="1"), problems=PROBLEMS[:1], group_size=1)
