@@ -182,24 +182,26 @@ def _model(name: str) -> tuple[ModelConfig, Any, Any]:
 
 
 @contextlib.contextmanager
-def _engine_defaults(chunk: int | None, shrink: bool | None):
-  """The continuous engine's decode chunk and narrowing for the rollouts inside
-  (None: its defaults)."""
-  default = continuous.DEFAULT_CHUNK, continuous.DEFAULT_SHRINK
+def _engine_defaults(chunk: int | None, shrink: bool | None, share: bool | None):
+  """The continuous engine's decode chunk, narrowing and prompt sharing for the
+  rollouts inside (None: its defaults)."""
+  default = continuous.DEFAULT_CHUNK, continuous.DEFAULT_SHRINK, continuous.DEFAULT_SHARE
   continuous.DEFAULT_CHUNK = chunk or default[0]
   continuous.DEFAULT_SHRINK = default[1] if shrink is None else shrink
+  continuous.DEFAULT_SHARE = default[2] if share is None else share
   try:
     yield
   finally:
-    continuous.DEFAULT_CHUNK, continuous.DEFAULT_SHRINK = default
+    continuous.DEFAULT_CHUNK, continuous.DEFAULT_SHRINK, continuous.DEFAULT_SHARE = default
 
 
 def _runs(name: str, full: bool, arms: dict, chunk: int | None = None,
           policies: dict | None = None, kind: str = "lora",
-          shrink: bool | None = None) -> dict[str, Any]:
+          shrink: bool | None = None, share: bool | None = None) -> dict[str, Any]:
   """{'<workflow>/<engine>/<schedule>': a rollout of it} for each arm, its ForcedLengths
-  in `policies[workflow, prefix]`; `chunk`, `shrink`: the continuous engine's decode
-  steps a call and narrowing; `kind`: the IP policies' LoRA slots or full copies."""
+  in `policies[workflow, prefix]`; `chunk`, `shrink`, `share`: the continuous engine's
+  decode steps a call, narrowing and prompt sharing; `kind`: the IP policies' LoRA
+  slots or full copies."""
   size = SIZES[name][int(full)]
   config, params, tokenizer = _model(name)
   # The drawn lengths alone end rows; positions for the longest prompt and answer.
@@ -217,7 +219,7 @@ def _runs(name: str, full: bool, arms: dict, chunk: int | None = None,
 
       def run(wf=wf, policy=policy, engine=engine, schedule=schedule):
         policy.clear()
-        with _engine_defaults(chunk, shrink):
+        with _engine_defaults(chunk, shrink, share):
           return rollout.run(wf, policy, task, problems, size.group, jax.random.PRNGKey(1),
                              sampler.SamplingParams(temperature=0.7, max_new_tokens=size.cap),
                              tokenizer, max_prompt_len=size.max_prompt_len, engine=engine,
@@ -292,3 +294,12 @@ def shrinking(name: str = "6m", repeats: int = 1, full: bool = False) -> dict[st
   out = _engine_variants(name, full, repeats,
                          {"shrink": {"shrink": True}, "wide": {"shrink": False}})
   return {f"rollout_shrink/{name}/{key}": value for key, value in out.items()}
+
+
+def sharing(name: str = "6m", repeats: int = 1, full: bool = False) -> dict[str, float]:
+  """The continuous engine with and without starting rows from the prompts live rows
+  hold (continuous.DEFAULT_SHARE), by stages and by episodes: seconds (interleaved)
+  and the useful-token fraction."""
+  out = _engine_variants(name, full, repeats, {"share": {"share": True},
+                                               "prefill": {"share": False}})
+  return {f"rollout_share/{name}/{key}": value for key, value in out.items()}

@@ -97,6 +97,13 @@ def rollout_shrink(repeats: int, full: bool = False) -> dict:
   return rollout_long.shrinking("6m", repeats=max(1, repeats // 3), full=full)
 
 
+def rollout_share(repeats: int, full: bool = False) -> dict:
+  """The continuous engine's rows started from prompts live rows hold, or each
+  prefilled (bench/rollout_long.py): the 6M model and SmolLM2-135M."""
+  return {**rollout_long.sharing("6m", repeats=max(1, repeats // 3), full=full),
+          **rollout_long.sharing("smollm2", repeats=max(1, repeats // 3), full=full)}
+
+
 def update_scheme_ip(repeats: int) -> dict:
   """A reference-scheme IP update against a joint one on the same rows (bench/update_scheme.py)."""
   return update_scheme.update_schemes(repeats)
@@ -119,9 +126,10 @@ BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "rollout_long": rollout_long_both,
     "rollout_chunks": rollout_chunks,
     "rollout_shrink": rollout_shrink,
+    "rollout_share": rollout_share,
 }
 # benchmarks with a full size (launch/benchmark.py --full)
-SIZED = ("rollout_long", "rollout_chunks", "rollout_shrink")
+SIZED = ("rollout_long", "rollout_chunks", "rollout_shrink", "rollout_share")
 
 
 def run(only: list[str], repeats: int = 5, full: bool = False) -> dict:

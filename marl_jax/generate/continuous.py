@@ -3,14 +3,17 @@
     out = continuous.generate(config, params, prompts, rng, sampling, slots=16)
 
 The KV cache is allocated once for `slots x (max_prompt_len + max_new_tokens)`
-tokens, whatever the number of prompts. A host loop alternates two jitted,
-static-shaped programs:
+tokens, whatever the number of prompts. A host loop runs jitted, static-shaped
+programs:
 
   prefill   the next prompts of the queue into the slots that are free: their
             keys and values are written at columns [0, P) of those slots' cache
             rows (P a prompt-length bucket: one call per bucket among them),
             their first token is drawn; a call's rows are bucketed to a power
             of two (padding rows write nowhere).
+  fork      a row whose prompt (tokens, LoRA routing, copy) a live row holds
+            starts from it instead: those columns copied, its first token drawn
+            from the prompt's last hidden state (session_rows; share=False: off).
   decode    `chunk` steps (fewer when all have stopped) of the slots' smallest
             prefix that holds every live row, its width a power of two, over
             the fewest cache columns (length / 2^k, k <= 3) that hold their
@@ -34,8 +37,8 @@ top-k and top-p (one SamplingParams per row), per-row LoRA routing
 copies (`copies`: params stacked [F, ...], each copy with its own slots and
 queue, vmapped) are as in sampler.generate / generate_slots. Programs: a decode
 per (width, columns, LoRA slots run) met (widths: powers of two up to the slots),
-a move per width, a prefill per (rows, prompt bucket, LoRA slots run); all
-counted by sampler.compiled_shapes().
+a move per width, a prefill per (rows, prompt bucket, LoRA slots run), a fork
+per (rows, prompt bucket); all counted by sampler.compiled_shapes().
 
 A Session is the engine that takes rows while it runs: `submit` queues rows
 (each with its key, settings, limit, LoRA weights or copy, and a priority),
@@ -47,7 +50,6 @@ generate() is one Session fed every row at once.
 
 from __future__ import annotations
 
-import dataclasses
 import heapq
 from typing import Any, Sequence
 
@@ -57,8 +59,10 @@ import numpy as np
 
 from marl_jax.generate import draw, sampler, slot_programs
 from marl_jax.generate.draw import SamplingParams
+from marl_jax.generate.session_rows import (Finished, HeldPrompts, Row, Stats, cache_bytes,
+                                             check_prompts)
 from marl_jax.models import lora
-from marl_jax.models.config import ModelConfig, as_dtype
+from marl_jax.models.config import ModelConfig
 from marl_jax.parallel import sharding
 
 ENGINES = ("lockstep", "continuous")  # config.rollout.engine
@@ -73,41 +77,8 @@ DEFAULT_CHUNK = 8
 # Decode only the slots and columns that hold live rows (module doc), where no
 # caller says; launch/benchmark.py --only=rollout_shrink measures both.
 DEFAULT_SHRINK = True
-
-
-@dataclasses.dataclass
-class Stats:
-  """What one continuous.generate call (or Session) did.
-
-  slot_steps counts every (slot, step) the decode programs ran (the slots of
-  their width) plus one per prefilled row (its first token); tokens the rows'
-  real tokens; so useful_fraction = tokens / slot_steps. compactions: the times
-  live rows were moved into a narrower prefix. column_steps: the cache columns
-  the decode steps attended to, summed over their slots (each slot's whole
-  cache row without shrink).
-  """
-
-  rows: int = 0
-  slots: int = 0
-  chunks: int = 0
-  prefills: int = 0
-  decode_steps: int = 0
-  slot_steps: int = 0
-  tokens: int = 0
-  cache_bytes: int = 0
-  compactions: int = 0
-  column_steps: int = 0
-
-  @property
-  def useful_fraction(self) -> float:
-    return self.tokens / max(self.slot_steps, 1)
-
-
-def cache_bytes(config: ModelConfig, slots: int, length: int) -> int:
-  """Bytes of the KV cache of `slots` rows of `length` tokens (keys and values, all layers)."""
-  itemsize = np.dtype(as_dtype(config.compute_dtype)).itemsize
-  return (2 * config.num_layers * slots * config.num_kv_heads * length * config.head_dim
-          * itemsize)
+# Start a row whose prompt a live row holds from that row's cache (session_rows).
+DEFAULT_SHARE = True
 
 
 def generate(
@@ -127,6 +98,7 @@ def generate(
     chunk: int | None = None,
     min_prompt_len: int = 16,
     shrink: bool | None = None,
+    share: bool | None = None,
     stats: Stats | None = None,
 ) -> sampler.Generation:
   """Samples one completion per prompt through `slots` decode slots (module doc).
@@ -144,6 +116,8 @@ def generate(
     chunk: decode steps per program call (default DEFAULT_CHUNK, read at the call).
     shrink: decode only the slots and columns live rows use (module doc; default
       DEFAULT_SHRINK, read at the call).
+    share: start a row whose prompt a live row holds from its cache (session_rows;
+      default DEFAULT_SHARE, read at the call).
     stats: if given, filled with what the call did (Stats).
   """
   n = len(prompts)
@@ -158,7 +132,8 @@ def generate(
   session = Session(config, params, samplings, slots=slots, max_prompt_len=prompt_cap,
                     stacked=copies is not None, adapters=adapters,
                     adapter_slots=None if adapters is None else np.shape(adapter_weights)[1],
-                    chunk=chunk, min_prompt_len=min_prompt_len, shrink=shrink, stats=stats)
+                    chunk=chunk, min_prompt_len=min_prompt_len, shrink=shrink, share=share,
+                    stats=stats)
   session.submit(prompts, draw.row_keys(rng, n, row_ids), samplings, limits=limits,
                  copies=copies, adapter_weights=adapter_weights)
   tokens = np.full((n, n_new), config.pad_id, np.int32)
@@ -169,34 +144,6 @@ def generate(
     tokens[i, :length], logprobs[i, :length] = done.tokens, done.logprobs
     lengths[i], truncated[i] = length, done.truncated
   return sampler.Generation(tokens, logprobs, lengths, truncated)
-
-
-@dataclasses.dataclass
-class Finished:
-  """A row the engine finished.
-
-  row: its handle (Session.submit's). tokens, logprobs: what it sampled, the
-  stop token included. truncated: it ran to its limit without a stop token.
-  prefill: which of the session's prefill calls (0, 1, ...) started it.
-  """
-
-  row: int
-  tokens: np.ndarray
-  logprobs: np.ndarray
-  truncated: bool
-  prefill: int
-
-
-@dataclasses.dataclass
-class _Row:
-  prompt: Sequence[int]
-  key: np.ndarray
-  settings: dict[str, Any]
-  limit: int
-  weights: np.ndarray | None
-  prefill: int = -1
-  tokens: list = dataclasses.field(default_factory=list)
-  logprobs: list = dataclasses.field(default_factory=list)
 
 
 class Session:
@@ -218,11 +165,12 @@ class Session:
                max_prompt_len: int, stacked: bool = False, adapters: Any = None,
                adapter_slots: int | None = None, chunk: int | None = None,
                min_prompt_len: int = 16, shrink: bool | None = None,
-               stats: Stats | None = None):
+               share: bool | None = None, stats: Stats | None = None):
     """Opens the engine; `sampling`: every setting its rows will use (the first is
     submit's default); `stacked`: params carry a leading full-copy axis, each copy
     with `slots` slots and its own queue; `adapter_slots`: the LoRA routing width;
-    `shrink`: decode only the slots and columns live rows use (module doc)."""
+    `shrink`: decode only the slots and columns live rows use (module doc);
+    `share`: start rows from the prompts live rows hold (session_rows)."""
     samplings = draw.per_row(sampling, 1 if isinstance(sampling, SamplingParams)
                              else len(sampling), "continuous.Session()")
     chunk = DEFAULT_CHUNK if chunk is None else chunk
@@ -234,6 +182,7 @@ class Session:
                        "adapters, and neither without.")
     self.config, self.slots, self.stacked, self.chunk = config, slots, stacked, chunk
     self.shrink = DEFAULT_SHRINK if shrink is None else shrink
+    self.share = DEFAULT_SHARE if share is None else share
     self.sampling, self.spec = samplings[0], draw.DrawSpec.of(samplings)
     self.n_new = max(s.max_new_tokens for s in samplings)
     self.min_prompt_len, self.prompt_cap = min_prompt_len, max_prompt_len
@@ -261,8 +210,9 @@ class Session:
     self._free = np.ones((self.num_copies, slots), bool)
     self._row_of = np.full((self.num_copies, slots), -1)
     self._column = np.zeros((self.num_copies, slots), np.int64)  # each slot's next cache column
-    self._rows: dict[int, _Row] = {}
+    self._rows: dict[int, Row] = {}
     self._run_slots = slot_programs.SlotSelection(adapter_slots)
+    self._held = HeldPrompts(self.num_copies)
     self._next = self._prefills = 0
 
   @property
@@ -298,16 +248,7 @@ class Session:
     if len(limits) != n or (n and (limits.min() < 1 or limits.max() > self.n_new)):
       raise ValueError(f"limits must give each of the {n} rows a token limit in [1, "
                        f"max_new_tokens={self.n_new}], got {limits.tolist()}.")
-    longest = max(map(len, prompts), default=0)
-    if longest > self.prompt_cap:
-      raise ValueError(f"a prompt of {longest} tokens is longer than max_prompt_len="
-                       f"{self.prompt_cap}; truncate it (rollout does, from the left) or raise "
-                       "max_prompt_len.")
-    if longest + self.n_new > self.config.max_position_embeddings:
-      raise ValueError(
-          f"a prompt of {longest} tokens + max_new_tokens {self.n_new} exceeds the model's "
-          f"max_position_embeddings={self.config.max_position_embeddings}; shorten the prompts "
-          "or lower max_new_tokens.")
+    check_prompts(prompts, self.prompt_cap, self.n_new, self.config.max_position_embeddings)
     copy_of = np.zeros(n, np.int64) if copies is None else np.asarray(copies, np.int64)
     if (copies is not None and not self.stacked) or len(copy_of) != n or (n and (
         copy_of.min() < 0 or copy_of.max() >= self.num_copies)):
@@ -325,8 +266,10 @@ class Session:
     handles = list(range(self._next, self._next + n))
     self._next += n
     for i, handle in enumerate(handles):
-      self._rows[handle] = _Row(prompts[i], keys[i], {k: v[i] for k, v in settings.items()},
-                                int(limits[i]), None if weights is None else weights[i])
+      row_weights = None if weights is None else weights[i]
+      self._rows[handle] = Row(prompts[i], keys[i], {k: v[i] for k, v in settings.items()},
+                               int(limits[i]), row_weights,
+                               HeldPrompts.key(prompts[i], row_weights) if self.share else ())
       rank = handle if priority is None else priority[i]
       heapq.heappush(self._queues[copy_of[i]], (rank, handle))
     self.stats.rows += n
@@ -344,12 +287,8 @@ class Session:
     finished: list[Finished] = []
     taken = [[heapq.heappop(queue)[1] for _ in range(min(int(self._free[c].sum()), len(queue)))]
              for c, queue in enumerate(self._queues)]
-    if any(taken):
-      # One prefill per prompt bucket, not a short prompt padded to a long one's (the
-      # episodes schedule mixes first calls with follow-ups holding earlier answers).
-      bucket = {r: self._prompt_bucket(len(self._rows[r].prompt)) for p in taken for r in p}
-      for size in sorted(set(bucket.values())):
-        self._refill([[r for r in part if bucket[r] == size] for part in taken], finished)
+    while any(taken):
+      taken = self._start(taken, finished)
     if self._free.all():
       return finished
     width = self._width()
@@ -377,8 +316,35 @@ class Session:
       row.logprobs.append(out_logp[c, slot, :new])
       if state["done"][c, slot]:
         self._free[c, slot] = True
+        self._held.release(c, slot)
         finished.append(self._finish(handle, not state["stopped"][c, slot]))
     return finished
+
+  def _start(self, taken: list[list[int]], finished: list[Finished]) -> list[list[int]]:
+    """Starts the rows `taken` per copy in free slots: a row whose prompt a live row
+    holds from it (fork), one row of each other prompt by prefill; returns the rows
+    left, which share a prompt prefilled now (the next round forks from it, or
+    prefills it again where its row already finished)."""
+    prefill, fork, later = [], [], []
+    for c, part in enumerate(taken):
+      prefill.append([]), fork.append([]), later.append([])
+      leaders = set()
+      for r in part:
+        shared = self._rows[r].shared
+        if shared and self._held.holder(c, shared) is not None:
+          fork[c].append(r)
+        elif shared and shared in leaders:
+          later[c].append(r)
+        else:
+          prefill[c].append(r)
+          leaders.add(shared)
+    # One call per prompt bucket, not a short prompt padded to a long one's (the
+    # episodes schedule mixes first calls with follow-ups holding earlier answers).
+    for rows, start in ((prefill, self._refill), (fork, self._fork)):
+      bucket = {r: self._prompt_bucket(len(self._rows[r].prompt)) for p in rows for r in p}
+      for size in sorted(set(bucket.values())):
+        start([[r for r in part if bucket[r] == size] for part in rows], finished)
+    return later
 
   def _width(self) -> int:
     """The decode width: the power of two (at least the mesh's row shards, at most
@@ -415,6 +381,8 @@ class Session:
       src[c, :len(out)], dst[c, :len(out)] = out, into
       self._row_of[c, into] = self._row_of[c, out]
       self._column[c, into] = self._column[c, out]
+      for a, b in zip(out, into):
+        self._held.move(c, a, b)
       self._free[c, into], self._free[c, out] = False, True
     self._note("move", width)
     self.state = slot_programs.move_program(
@@ -443,49 +411,76 @@ class Session:
   def _prompt_bucket(self, length: int) -> int:
     return min(sampler.bucket(length, self.min_prompt_len), self.prompt_cap)
 
-  def _refill(self, taken: list[list[int]], finished: list[Finished]) -> None:
-    """One prefill program call for the rows `taken` per copy, into their free slots."""
-    copies, slots = self.num_copies, self.slots
-    rows = min(sampler.bucket(max(map(len, taken)), 1), slots)
-    prompt_len = self._prompt_bucket(max(len(self._rows[r].prompt)
-                                         for part in taken for r in part))
-    shape = (copies, rows)
-    tokens = np.full((*shape, prompt_len), self.config.pad_id, np.int32)
-    valid = np.zeros((*shape, prompt_len), bool)
-    slot_ids = np.full(shape, slots, np.int32)  # out of range: written nowhere
-    keys = np.zeros((*shape, 2), np.uint32)
-    settings = {k: np.zeros(shape, v.dtype)
-                for k, v in draw.row_settings([self.sampling]).items()}
-    limits = np.ones(shape, np.int32)
-    weights = None if self.adapter_slots is None else np.zeros((*shape, self.adapter_slots),
-                                                               np.float32)
+  def _place(self, taken: list[list[int]]) -> tuple[list, dict[str, Any], int]:
+    """The rows `taken` per copy placed in free slots, in arrays [copies, rows bucket]
+    (slot_ids, keys, settings, limits, weights; a padding row's slot id is out of
+    range: written nowhere), their places (copy, index, handle, slot), the prompt bucket."""
+    shape = (self.num_copies, min(sampler.bucket(max(map(len, taken)), 1), self.slots))
+    arrays = {"slot_ids": np.full(shape, self.slots, np.int32),
+              "keys": np.zeros((*shape, 2), np.uint32),
+              "settings": {k: np.zeros(shape, v.dtype)
+                           for k, v in draw.row_settings([self.sampling]).items()},
+              "limits": np.ones(shape, np.int32),
+              "weights": None if self.adapter_slots is None else np.zeros(
+                  (*shape, self.adapter_slots), np.float32)}
     places = []
     for c, part in enumerate(taken):
-      if not part:
-        continue
-      rows_of = [self._rows[r] for r in part]
-      tokens[c, :len(part)], valid[c, :len(part)] = sampler.left_pad(
-          [r.prompt for r in rows_of], prompt_len, len(part), self.config.pad_id)
-      free = np.flatnonzero(self._free[c])[:len(part)]
-      slot_ids[c, :len(part)] = free
-      for j, (handle, row, slot) in enumerate(zip(part, rows_of, free)):
-        keys[c, j], limits[c, j] = row.key, row.limit
+      for j, (handle, slot) in enumerate(zip(part, np.flatnonzero(self._free[c]))):
+        row = self._rows[handle]
+        arrays["slot_ids"][c, j], arrays["keys"][c, j] = slot, row.key
+        arrays["limits"][c, j] = row.limit
         for k, v in row.settings.items():
-          settings[k][c, j] = v
-        if weights is not None:
-          weights[c, j] = row.weights
+          arrays["settings"][k][c, j] = v
+        if row.weights is not None:
+          arrays["weights"][c, j] = row.weights
         places.append((c, j, handle, slot))
-    args = [tokens, valid, slot_ids, keys, settings, limits, weights]
-    if not self.stacked:
-      args = [None if a is None else jax.tree.map(lambda x: x[0], a) for a in args]
+    prompt_len = self._prompt_bucket(max(len(self._rows[r].prompt) for p in taken for r in p))
+    return places, arrays, prompt_len
+
+  def _args(self, *arrays) -> list[Any]:
+    """Program arguments: a copy axis only in a stacked session."""
+    return [None if a is None else jax.tree.map(
+        lambda x: jnp.asarray(x if self.stacked else x[0]), a) for a in arrays]
+
+  def _refill(self, taken: list[list[int]], finished: list[Finished]) -> None:
+    """One prefill program call for the rows `taken` per copy, into their free slots."""
+    places, a, prompt_len = self._place(taken)
+    shape = a["limits"].shape
+    tokens = np.full((*shape, prompt_len), self.config.pad_id, np.int32)
+    valid = np.zeros((*shape, prompt_len), bool)
+    for c, part in enumerate(taken):
+      if part:
+        tokens[c, :len(part)], valid[c, :len(part)] = sampler.left_pad(
+            [self._rows[r].prompt for r in part], prompt_len, len(part), self.config.pad_id)
     columns = self._lora_columns([r for part in taken for r in part])
-    self._note("prefill", rows, prompt_len, None if columns is None else len(columns))
-    self.state, ids, logp, done = slot_programs.prefill_program(
+    self._note("prefill", shape[1], prompt_len, None if columns is None else len(columns))
+    self.state, *out = slot_programs.prefill_program(
         self.config, self.spec, self.stacked, self.prefill_params,
         *self._run_slots(self.prefill_adapters, columns), self.state,
-        *jax.tree.map(jnp.asarray, args), self.stop_ids)
-    ids, logp, done = (np.asarray(x) if self.stacked else np.asarray(x)[None]
-                       for x in (ids, logp, done))
+        *self._args(tokens, valid, a["slot_ids"], a["keys"], a["settings"], a["limits"],
+                    a["weights"]), self.stop_ids)
+    self.stats.prefills += 1
+    self._started(places, out, prompt_len, finished)
+
+  def _fork(self, taken: list[list[int]], finished: list[Finished]) -> None:
+    """One fork program call: the rows `taken` per copy start from the prompts live
+    rows hold (session_rows), into their free slots."""
+    places, a, prompt_len = self._place(taken)
+    src = np.zeros(a["limits"].shape, np.int32)
+    for c, j, handle, _ in places:
+      src[c, j] = self._held.holder(c, self._rows[handle].shared)
+    self._note("fork", src.shape[1], prompt_len)
+    self.state, *out = slot_programs.fork_program(
+        self.config, self.spec, prompt_len, self.stacked, self.prefill_params, self.state,
+        *self._args(src, a["slot_ids"], a["keys"], a["settings"], a["limits"], a["weights"]),
+        self.stop_ids)
+    self.stats.forks += len(places)
+    self._started(places, out, prompt_len, finished)
+
+  def _started(self, places: list, out: Sequence[Any], prompt_len: int,
+               finished: list[Finished]) -> None:
+    """Records the first tokens (ids, logprobs, done) of the rows a start call placed."""
+    ids, logp, done = (np.asarray(x) if self.stacked else np.asarray(x)[None] for x in out)
     for c, j, handle, slot in places:
       row = self._rows[handle]
       row.tokens, row.logprobs, row.prefill = [ids[c, j:j + 1]], [logp[c, j:j + 1]], self._prefills
@@ -494,6 +489,7 @@ class Session:
       self._free[c, slot] = bool(done[c, j])
       if done[c, j]:
         finished.append(self._finish(handle, not np.isin(ids[c, j], self._stop_ids)))
+      elif row.shared:
+        self._held.hold(c, slot, row.shared)
     self._prefills += 1
-    self.stats.prefills += 1
     self.stats.slot_steps += len(places)

@@ -41,6 +41,7 @@ def init_state(config: ModelConfig, slots: int, length: int, lora_slots: int | N
     cache = tuple(jnp.zeros((config.num_layers, *shape), dtype) for _ in range(2))
   zeros = lambda dtype: jnp.zeros((slots,), dtype)
   state = {"cache": cache, "cache_valid": jnp.zeros((slots, length), bool),
+           "hidden": jnp.zeros((slots, config.hidden_size), dtype),  # its prompt's last
            "column": zeros(jnp.int32), "position": zeros(jnp.int32), "last": zeros(jnp.int32),
            "steps": zeros(jnp.int32), "limit": jnp.ones((slots,), jnp.int32),
            "done": jnp.ones((slots,), bool), "stopped": zeros(bool),
@@ -120,6 +121,7 @@ def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, columns
   ids, logp = draw.sample(keys, jnp.zeros_like(slot_ids), logits, spec, settings)
   prompt_len = tokens.shape[1]
   put = lambda x, new: x.at[slot_ids].set(new, mode="drop")
+  state = {**state, "hidden": put(state["hidden"], hidden[:, -1].astype(dtype))}
   cache = state["cache"]
   if isinstance(cache, list):
     if not isinstance(kv, list):  # the stacked prefill's [L, ...] keys and values, per layer
@@ -139,6 +141,39 @@ def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, columns
          "position": put(state["position"], positions[:, -1] + 1),
          "last": put(state["last"], ids.astype(jnp.int32)),
          "steps": put(state["steps"], jnp.ones_like(slot_ids)),
+         "limit": put(state["limit"], limits), "done": put(state["done"], done),
+         "stopped": put(state["stopped"], stopped), "keys": put(state["keys"], keys),
+         "settings": jax.tree.map(put, state["settings"], settings)}
+  if weights is not None:
+    new["weights"] = put(state["weights"], weights)
+  return _constrained(new), ids, logp, done
+
+
+def _fork(config: ModelConfig, spec: draw.DrawSpec, prompt_len: int, params, state, src, dst,
+          keys, settings, limits, weights, stop_ids):
+  """Starts rows [M] in slots dst from the prompts slots src hold (a prompt of
+  `prompt_len` columns, the same tokens and LoRA routing): copies those columns
+  of the cache and draws each row's first token, with its own key, from the
+  prompt's last hidden state; no forward pass (a dst >= slots: written nowhere)."""
+  logits = decoder.logits_from_hidden(config, params, state["hidden"][src][:, None])[:, 0]
+  ids, logp = draw.sample(keys, jnp.zeros_like(dst), logits, spec, settings)
+  put = lambda x, new: x.at[dst].set(new, mode="drop")
+  cache = state["cache"]
+  if isinstance(cache, list):
+    cache = [tuple(c.at[dst, :, :prompt_len].set(c[src, :, :prompt_len], mode="drop")
+                   for c in layer) for layer in cache]
+  else:
+    cache = tuple(c.at[:, dst, :, :prompt_len].set(c[:, src, :, :prompt_len], mode="drop")
+                  for c in cache)
+  valid = state["cache_valid"][src].at[:, prompt_len:].set(False)
+  stopped = jnp.isin(ids, stop_ids)
+  done = stopped | (limits <= 1)
+  new = {**state, "cache": cache, "cache_valid": put(state["cache_valid"], valid),
+         "hidden": put(state["hidden"], state["hidden"][src]),
+         "column": put(state["column"], jnp.full_like(dst, prompt_len)),
+         "position": put(state["position"], valid.sum(1).astype(jnp.int32)),
+         "last": put(state["last"], ids.astype(jnp.int32)),
+         "steps": put(state["steps"], jnp.ones_like(dst)),
          "limit": put(state["limit"], limits), "done": put(state["done"], done),
          "stopped": put(state["stopped"], stopped), "keys": put(state["keys"], keys),
          "settings": jax.tree.map(put, state["settings"], settings)}
@@ -231,6 +266,14 @@ def prefill_program(config, spec, copies, params, adapters, columns, state, toke
   fn = _vmapped(functools.partial(_prefill, config, spec), copies, shared=(1, 2, 11))
   return fn(params, adapters, columns, state, tokens, valid, slot_ids, keys, settings, limits,
             weights, stop_ids)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "spec", "prompt_len", "copies"),
+                   donate_argnames=("state",))
+def fork_program(config, spec, prompt_len, copies, params, state, src, dst, keys, settings, limits,
+                 weights, stop_ids):
+  fn = _vmapped(functools.partial(_fork, config, spec, prompt_len), copies, shared=(8,))
+  return fn(params, state, src, dst, keys, settings, limits, weights, stop_ids)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "spec", "chunk", "width", "window",
