@@ -58,7 +58,17 @@ two or three roles' slots, and with 4-8 episodes there is little to overlap.
 With kind='full' (IP full copies; same rows, before narrowing): 63.4 / 62.8 /
 84.0 s, fractions 0.27 / 0.51 / 0.39, KV cache 96 / 24 / 72 MiB: each copy is
 its own engine with its own slots, and a decode step reads a copy's weights
-whether one slot or all are live. rollout.schedule stays 'stages' by default.
+whether one slot or all are live. Since the episodes session splits its slots
+among the copies' engines (PolicyStore.session), its cache is the stages' (24
+MiB) and it is 0.73x the stages (repeats=2, an avx2-only EPYC: 18.9 / 11.3 /
+15.5 s, fractions 0.27 / 0.89 / 0.96; stages 1.67x lockstep at a quarter of its
+cache). rollout.schedule stays 'stages' by default.
+
+Rows that share a prompt (Voting's generators, a problem's GRPO samples) start
+from the live row holding it instead of a prefill (continuous.DEFAULT_SHARE);
+rollout_share measures it (repeats=3, the same avx2-only machine): SmolLM2 50.9
+against 54.7 s by stages (1.07x), 54.4 against 57.6 s by episodes (1.06x); 6M
+16.1 / 16.5 s either way (its prefills are a small part of its rollouts).
 """
 
 from __future__ import annotations
@@ -113,12 +123,13 @@ class ForcedLengths:
   """A PolicyStore whose rows stop at drawn lengths (row limits). A row's length is
   drawn from its own key (draw.row_keys: its call's identity, whatever the
   schedule or engine), so every arm decodes the same rows to the same lengths.
-  Keeps what each call or session decoded: (real tokens, slot-steps, cache bytes)."""
+  Keeps what each call or session decoded: (real tokens, slot-steps, cache bytes),
+  and the continuous engine's Stats."""
 
   def __init__(self, store: PolicyStore, size: Size, seed: int = 0):
     self.store, self.size, self.seed = store, size, seed
-    self.calls: list[tuple[Any, ...]] = []
-    self.sessions: list[continuous.Stats] = []
+    self.calls: list[tuple[Any, ...]] = []  # the lockstep sampler's
+    self.stats: list[continuous.Stats] = []  # each continuous call's or session's
 
   def slot_of(self, role: str) -> int:
     return self.store.slot_of(role)
@@ -136,7 +147,7 @@ class ForcedLengths:
       stats = continuous.Stats()
       out = self.store.generate(prompts, roles, rng, sampling, **{**options, "limits": lengths},
                                 stats=stats)
-      self.calls.append((stats.tokens, stats.slot_steps, stats.cache_bytes))
+      self.stats.append(stats)
     else:
       out = self.store.generate(prompts, roles, rng, sampling, **{**options, "limits": lengths})
       rows = sampler.bucket(len(prompts), 8)
@@ -148,7 +159,7 @@ class ForcedLengths:
   def session(self, roles, sampling, **options):
     """rollout.schedule='episodes': the store's session, each row stopped at its length."""
     stats = continuous.Stats()
-    self.sessions.append(stats)
+    self.stats.append(stats)
     sampling = dataclasses.replace(sampling, max_new_tokens=self.size.cap)
     session = self.store.session(roles, sampling, stats=stats, **options)
     submit = session.submit
@@ -157,11 +168,15 @@ class ForcedLengths:
     return session
 
   def decoded(self) -> list[tuple[int, int, int]]:
-    return self.calls + [(s.tokens, s.slot_steps, s.cache_bytes) for s in self.sessions]
+    return self.calls + [(s.tokens, s.slot_steps, s.cache_bytes) for s in self.stats]
+
+  def forked(self) -> tuple[int, int]:
+    """(rows started from a prompt a live row held, rows) of the continuous engine."""
+    return sum(s.forks for s in self.stats), sum(s.rows for s in self.stats)
 
   def clear(self) -> None:
     self.calls.clear()
-    self.sessions.clear()
+    self.stats.clear()
 
 
 # (engine, schedule) of each arm, and its figures' key prefix
@@ -197,12 +212,13 @@ def _engine_defaults(chunk: int | None, shrink: bool | None, share: bool | None)
 
 def _runs(name: str, full: bool, arms: dict, chunk: int | None = None,
           policies: dict | None = None, kind: str = "lora",
-          shrink: bool | None = None, share: bool | None = None) -> dict[str, Any]:
+          shrink: bool | None = None, share: bool | None = None,
+          size: Size | None = None) -> dict[str, Any]:
   """{'<workflow>/<engine>/<schedule>': a rollout of it} for each arm, its ForcedLengths
   in `policies[workflow, prefix]`; `chunk`, `shrink`, `share`: the continuous engine's
   decode steps a call, narrowing and prompt sharing; `kind`: the IP policies' LoRA
-  slots or full copies."""
-  size = SIZES[name][int(full)]
+  slots or full copies; `size`: other than SIZES[name]'s."""
+  size = size or SIZES[name][int(full)]
   config, params, tokenizer = _model(name)
   # The drawn lengths alone end rows; positions for the longest prompt and answer.
   config = config.replace(eos_ids=(), max_position_embeddings=max(
@@ -234,12 +250,13 @@ def _fraction(policies: dict, prefix: str) -> float:
 
 
 def rollout_long(name: str, repeats: int = 3, full: bool = False,
-                 kind: str = "lora") -> dict[str, float]:
+                 kind: str = "lora", size: Size | None = None) -> dict[str, float]:
   """The figures of one model (module doc), over voting and orch_workers; with
-  kind='full' the IP roles are full copies (keys rollout_long/<name>_full/...)."""
+  kind='full' the IP roles are full copies (keys rollout_long/<name>_full/...);
+  `size`: other than SIZES[name]'s (small, or `full`)."""
   policies = {}
   seconds = interleaved_median_seconds(
-      _runs(name, full, ARMS, policies=policies, kind=kind), repeats)
+      _runs(name, full, ARMS, policies=policies, kind=kind, size=size), repeats)
   out = {}
   for (engine, schedule), prefix in ARMS.items():
     calls = [c for (_, p), policy in policies.items() if p == prefix for c in policy.decoded()]
@@ -259,8 +276,9 @@ def rollout_long(name: str, repeats: int = 3, full: bool = False,
 def _engine_variants(name: str, full: bool, repeats: int,
                      variants: dict[str, dict[str, Any]]) -> dict[str, float]:
   """The continuous arms (by stages, by episodes) under each variant of the engine's
-  defaults (`_runs`' chunk / shrink options), interleaved: '<arm>_<variant>_seconds'
-  and '<arm>_<variant>_useful_token_fraction'."""
+  defaults (`_runs`' chunk / shrink / share options), interleaved:
+  '<arm>_<variant>_seconds', '<arm>_<variant>_useful_token_fraction' and
+  '<arm>_<variant>_forked_rows' (the rows started from a prompt a live row held)."""
   arms = {k: v for k, v in ARMS.items() if k[0] == "continuous"}
   runs, policies = {}, {}
   for variant, options in variants.items():
@@ -275,6 +293,8 @@ def _engine_variants(name: str, full: bool, repeats: int,
       out[f"{key}_seconds"] = sum(s for k, s in seconds.items()
                                   if k.startswith(f"{variant}:") and k.endswith(f"/{schedule}"))
       out[f"{key}_useful_token_fraction"] = _fraction(policies[variant], prefix)
+      forked = [p.forked() for (_, p_), p in policies[variant].items() if p_ == prefix]
+      out[f"{key}_forked_rows"] = sum(f for f, _ in forked) / sum(n for _, n in forked)
   return out
 
 

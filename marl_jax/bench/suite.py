@@ -14,6 +14,7 @@ from marl_jax.bench.timing import matmul_peak_gflops, memory_bandwidth_gbs
 from marl_jax.models import cpu_kernels
 from marl_jax.models import get_preset, gguf_checkpoint, init_params, load_pretrained
 from marl_jax.models.cpu_kernels import selection
+from marl_jax.rl import update
 from marl_jax.trainer import hostmem
 
 
@@ -149,6 +150,11 @@ def run(only: list[str], repeats: int = 5, full: bool = False) -> dict:
              "cpu_kernels_mode": selection.mode()}
   for name, bench in BENCHMARKS.items():
     if not only or name in only:
+      # Each XLA:CPU executable holds ~3 memory mappings; past vm.max_map_count (65,530)
+      # the next compile fails ("LLVM compilation error: Cannot allocate memory": met
+      # in one process that ran rollout_share's two models, then rollout_long's full copies).
+      jax.clear_caches()
+      update.clear_programs()
       figures = bench(repeats, full) if name in SIZED else bench(repeats)
       for key, value in figures.items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}", flush=True)

@@ -13,6 +13,8 @@ from marl_jax.workflows import rollout
 
 
 def test_each_call_stops_at_its_own_length_under_every_engine_and_schedule():
+  """Every arm decodes the same calls to the same lengths and tokens; the continuous
+  engine starts some of them from the prompt a live row holds (forks)."""
   config = get_preset("tiny_s").replace(eos_ids=())  # the drawn lengths alone end rows
   size = rollout_long.Size(problems=2, group=2, slots=4, median=6, cap=12, max_prompt_len=192)
   wf, task = workflows.get("voting"), tasks.get("arithmetic")
@@ -31,6 +33,9 @@ def test_each_call_stops_at_its_own_length_under_every_engine_and_schedule():
     decoded = policy.decoded()
     assert sum(t for t, _, _ in decoded) == sum(lengths)  # the Stats count the same tokens
     assert all(steps >= tokens for tokens, steps, _ in decoded)
+    if engine == "continuous":  # the generators' rows of a problem share its prompt
+      forked, rows = policy.forked()
+      assert 0 < forked < rows and rows == len(lengths)
   lengths, tokens = runs["lockstep", "stages"]
   assert len(set(lengths)) > 2 and max(lengths) <= size.cap  # drawn, not all at the cap
   for other_lengths, other_tokens in runs.values():  # same rows, lengths and tokens
