@@ -352,12 +352,14 @@ class PolicyStore:
 
 def split_slots(slots: int, demand: Sequence[float]) -> list[int]:
   """`slots` split among engines: one each, the rest in proportion to `demand`
-  (largest remainders first, ties to the earlier engine); sums to `slots`."""
+  (largest remainders first, ties to the earlier engine; evenly where no engine
+  has any); sums to `slots`."""
   if slots < len(demand):
     raise ValueError(f"a session over {len(demand)} full copies needs a decode slot for each; "
                      f"got slots={slots}: set rollout.slots >= {len(demand)}.")
-  if min(demand, default=1) <= 0:
-    raise ValueError(f"session shares must be positive, got {list(demand)}.")
+  if min(demand, default=0) < 0:
+    raise ValueError(f"session shares must be >= 0, got {list(demand)}.")
+  demand = list(demand) if sum(demand) > 0 else [1] * len(demand)
   spare = slots - len(demand)
   exact = [spare * d / sum(demand) for d in demand]
   out = [1 + math.floor(e) for e in exact]

@@ -235,6 +235,7 @@ def test_split_slots_gives_each_copy_one_and_the_rest_by_share():
   assert split_slots(8, [1, 3, 1]) == [2, 4, 2]
   assert split_slots(3, [1, 1, 1]) == [1, 1, 1]
   assert split_slots(5, [1, 100]) == [1, 4]
+  assert split_slots(5, [0, 2]) == [1, 4] and split_slots(4, [0, 0]) == [2, 2]
   for slots in range(2, 40):
     assert sum(split_slots(slots, [1, 2])) == slots
   with pytest.raises(ValueError, match=r"3 full copies.*slots=2.*rollout.slots >= 3"):
