@@ -9,7 +9,8 @@ from marl_jax.generate import continuous, draw, sampler as sampling
 from marl_jax.models import decoder, get_preset, init_params
 from marl_jax.models.lora import LoraConfig
 from marl_jax.models.scoring import token_logprobs
-from marl_jax.policies.store import PolicyStore, split_slots
+from marl_jax.policies.role_session import split_slots
+from marl_jax.policies.store import PolicyStore
 from tests.helpers import use_cpu_kernels
 
 CONFIG = get_preset("tiny_s")
