@@ -30,17 +30,17 @@ def _rows():
   return [prompts[p] for p, _ in ORDER], np.array([r for _, r in ORDER])
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0], ids=["greedy", "sampled"])
-def test_rows_of_one_prompt_and_role_start_from_a_live_row(params, temperature):
-  """The same tokens as lockstep with and without sharing; with it, rows start from
-  the prompt a live row of their role holds (forks), so fewer rows are prefilled."""
+def test_rows_of_one_prompt_and_role_start_from_a_live_row(params):
+  """The same sampled tokens as lockstep with and without sharing; with it, rows
+  start from the prompt a live row of their role holds (forks), so fewer rows are
+  prefilled."""
   prompts, roles = _rows()
   adapters = lora_lib.init_adapters(CONFIG, lora_lib.LoraConfig(rank=4), [4, 4],
                                     jax.random.PRNGKey(2))
   adapters = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.PRNGKey(7), x.shape),
                           adapters)
   weights = np.eye(2, dtype=np.float32)[roles] * 2.0
-  sampling = SamplingParams(temperature=temperature, max_new_tokens=12)
+  sampling = SamplingParams(temperature=1.0, max_new_tokens=12)
   want = sampler.generate(CONFIG, params, prompts, jax.random.PRNGKey(5), sampling,
                           adapters=adapters, adapter_weights=weights, limits=LIMITS)
   for share in (False, True):
