@@ -112,7 +112,7 @@ def _used(weights, columns):
 def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, columns, state, tokens,
              valid, slot_ids, keys, settings, limits, weights, stop_ids):
   """Prefills rows [R, P] into slots slot_ids [R] (an id >= slots: a padding row,
-  written nowhere) and draws their first tokens; returns (state, ids, done)."""
+  written nowhere) and draws their first tokens; returns (state, ids, logprobs, done)."""
   dtype = as_dtype(config.compute_dtype)
   positions = decoder.left_pad_positions(valid)
   hidden, kv = decoder.forward_hidden(config, params, tokens, positions, valid,
@@ -120,8 +120,6 @@ def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, columns
   logits = decoder.logits_from_hidden(config, params, hidden[:, -1:])[:, 0]
   ids, logp = draw.sample(keys, jnp.zeros_like(slot_ids), logits, spec, settings)
   prompt_len = tokens.shape[1]
-  put = lambda x, new: x.at[slot_ids].set(new, mode="drop")
-  state = {**state, "hidden": put(state["hidden"], hidden[:, -1].astype(dtype))}
   cache = state["cache"]
   if isinstance(cache, list):
     if not isinstance(kv, list):  # the stacked prefill's [L, ...] keys and values, per layer
@@ -132,13 +130,23 @@ def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, columns
     cache = tuple(c.at[:, slot_ids, :, :prompt_len].set(n.astype(dtype), mode="drop")
                   for c, n in zip(cache, kv))
   length = state["cache_valid"].shape[1]
+  rows = {"cache_valid": jnp.pad(valid, ((0, 0), (0, length - prompt_len))),
+          "hidden": hidden[:, -1].astype(dtype), "position": positions[:, -1] + 1}
+  new, done = _start_rows(state, cache, slot_ids, prompt_len, rows, ids, keys, settings,
+                          limits, weights, stop_ids)
+  return new, ids, logp, done
+
+
+def _start_rows(state, cache, slot_ids, prompt_len: int, rows: dict[str, Any], ids, keys,
+                settings, limits, weights, stop_ids):
+  """`state` with rows started in slots slot_ids (>= slots: nowhere) at column
+  `prompt_len`, their first tokens `ids` drawn: the new `cache`, and per row
+  `rows` (cache_valid, hidden, position) and the rest; returns (state, done)."""
+  put = lambda x, new: x.at[slot_ids].set(new, mode="drop")
   stopped = jnp.isin(ids, stop_ids)
   done = stopped | (limits <= 1)
-  new = {**state, "cache": cache,
-         "cache_valid": put(state["cache_valid"],
-                            jnp.pad(valid, ((0, 0), (0, length - prompt_len)))),
+  new = {**state, "cache": cache, **{k: put(state[k], v) for k, v in rows.items()},
          "column": put(state["column"], jnp.full_like(slot_ids, prompt_len)),
-         "position": put(state["position"], positions[:, -1] + 1),
          "last": put(state["last"], ids.astype(jnp.int32)),
          "steps": put(state["steps"], jnp.ones_like(slot_ids)),
          "limit": put(state["limit"], limits), "done": put(state["done"], done),
@@ -146,7 +154,7 @@ def _prefill(config: ModelConfig, spec: draw.DrawSpec, params, adapters, columns
          "settings": jax.tree.map(put, state["settings"], settings)}
   if weights is not None:
     new["weights"] = put(state["weights"], weights)
-  return _constrained(new), ids, logp, done
+  return _constrained(new), done
 
 
 def _fork(config: ModelConfig, spec: draw.DrawSpec, prompt_len: int, params, state, src, dst,
@@ -157,7 +165,6 @@ def _fork(config: ModelConfig, spec: draw.DrawSpec, prompt_len: int, params, sta
   prompt's last hidden state; no forward pass (a dst >= slots: written nowhere)."""
   logits = decoder.logits_from_hidden(config, params, state["hidden"][src][:, None])[:, 0]
   ids, logp = draw.sample(keys, jnp.zeros_like(dst), logits, spec, settings)
-  put = lambda x, new: x.at[dst].set(new, mode="drop")
   cache = state["cache"]
   if isinstance(cache, list):
     cache = [tuple(c.at[dst, :, :prompt_len].set(c[src, :, :prompt_len], mode="drop")
@@ -166,20 +173,11 @@ def _fork(config: ModelConfig, spec: draw.DrawSpec, prompt_len: int, params, sta
     cache = tuple(c.at[:, dst, :, :prompt_len].set(c[:, src, :, :prompt_len], mode="drop")
                   for c in cache)
   valid = state["cache_valid"][src].at[:, prompt_len:].set(False)
-  stopped = jnp.isin(ids, stop_ids)
-  done = stopped | (limits <= 1)
-  new = {**state, "cache": cache, "cache_valid": put(state["cache_valid"], valid),
-         "hidden": put(state["hidden"], state["hidden"][src]),
-         "column": put(state["column"], jnp.full_like(dst, prompt_len)),
-         "position": put(state["position"], valid.sum(1).astype(jnp.int32)),
-         "last": put(state["last"], ids.astype(jnp.int32)),
-         "steps": put(state["steps"], jnp.ones_like(dst)),
-         "limit": put(state["limit"], limits), "done": put(state["done"], done),
-         "stopped": put(state["stopped"], stopped), "keys": put(state["keys"], keys),
-         "settings": jax.tree.map(put, state["settings"], settings)}
-  if weights is not None:
-    new["weights"] = put(state["weights"], weights)
-  return _constrained(new), ids, logp, done
+  rows = {"cache_valid": valid, "hidden": state["hidden"][src],
+          "position": valid.sum(1).astype(jnp.int32)}
+  new, done = _start_rows(state, cache, dst, prompt_len, rows, ids, keys, settings, limits,
+                          weights, stop_ids)
+  return new, ids, logp, done
 
 
 def _decode(config: ModelConfig, spec: draw.DrawSpec, chunk: int, params, adapters, columns,
