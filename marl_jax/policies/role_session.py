@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from marl_jax.generate import continuous
 from marl_jax.generate import sampler as sampling_lib
-
-if TYPE_CHECKING:
-  from marl_jax.policies.store import PolicyStore
-
 
 def split_slots(slots: int, demand: Sequence[float]) -> list[int]:
   """`slots` split among engines: one each, the rest in proportion to `demand`
@@ -46,9 +42,11 @@ class RoleSession:
   engine over the stacked copies would decode every copy's slots at every
   step); the slots are split among them in proportion to `shares` (role ->
   its calls per episode; default one each), at least one each (split_slots).
+  `store` is the PolicyStore that opens the session (typed Any: naming the class
+  here would import store.py, which imports this module).
   """
 
-  def __init__(self, store: PolicyStore, roles: Sequence[str],
+  def __init__(self, store: Any, roles: Sequence[str],
                sampling: sampling_lib.SamplingParams | Sequence[sampling_lib.SamplingParams],
                *, slots: int, shares: Mapping[str, float] | None = None, **options):
     self.roles = tuple(dict.fromkeys(roles))
