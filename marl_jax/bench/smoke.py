@@ -46,7 +46,8 @@ PEAK_HBM_GBPS = {"NVIDIA H100 PCIe": 2000.0, "NVIDIA H100": 3350.0, "NVIDIA H200
                  "TPU v5 lite": 819.0, "TPU v5e": 819.0, "TPU v5p": 2765.0, "TPU v6": 1640.0}
 
 
-def _lookup(table: dict[str, float], kind: str) -> float | None:
+def by_device_kind(table: dict[str, float], kind: str) -> float | None:
+  """The entry of `table` whose key is the longest prefix of a jax device_kind, or None."""
   for prefix in sorted(table, key=len, reverse=True):
     if kind.startswith(prefix):
       return table[prefix]
@@ -104,7 +105,7 @@ def run(preset: str = "qwen3_0_6b", *, batch: int = 64, prompt_len: int = 512,
                          "mesh": dict(mesh.shape) if mesh else None, "batch": batch,
                          "prompt_len": prompt_len, "new_tokens": new_tokens, "mode": mode,
                          "kind": kind}
-  peak = _lookup(PEAK_TFLOPS, kind_name)
+  peak = by_device_kind(PEAK_TFLOPS, kind_name)
   out["peak_tflops_table"] = peak
   out["peak_tflops_measured"] = measured_peak_tflops(4096 if kind_name != "cpu" else 512)
   peak = peak or out["peak_tflops_measured"]
@@ -127,7 +128,7 @@ def run(preset: str = "qwen3_0_6b", *, batch: int = 64, prompt_len: int = 512,
   out.update(rollout_s=seconds, rollout_tokens_per_s=generated / seconds,
              rollout_mfu=flops / seconds / (peak * 1e12 * devices),
              decode_read_gbps=read / seconds / 1e9 / devices,
-             peak_hbm_gbps=_lookup(PEAK_HBM_GBPS, kind_name))
+             peak_hbm_gbps=by_device_kind(PEAK_HBM_GBPS, kind_name))
   out.update(_train(store, par, batch, prompt_len + new_tokens, new_tokens, steps, peak))
   stats = jax.local_devices()[0].memory_stats() or {}
   out["peak_memory_gib"] = stats.get("peak_bytes_in_use", 0) / 1024 ** 3 or None

@@ -88,6 +88,12 @@ def rollout_long_both(repeats: int, full: bool = False) -> dict:
           **rollout_long.rollout_long("smollm2", repeats, full)}
 
 
+def rollout_long_qwen3(repeats: int, full: bool = False) -> dict:
+  """rollout_long on the Qwen3-0.6B shapes (random bf16 weights): an accelerator's
+  benchmark, which a run of every benchmark skips on a CPU (ACCELERATOR_ONLY)."""
+  return rollout_long.rollout_long("qwen3_0_6b", repeats, full)
+
+
 def rollout_chunks(repeats: int, full: bool = False) -> dict:
   """The continuous engine's decode chunk, 1-32 steps a call (bench/rollout_long.py)."""
   return rollout_long.chunk_sizes("6m", repeats=max(1, repeats // 3), full=full)
@@ -125,12 +131,16 @@ BENCHMARKS: dict[str, Callable[[int], dict]] = {
     "rl_step": rl_step_demo,
     "update_scheme": update_scheme_ip,
     "rollout_long": rollout_long_both,
+    "rollout_long_qwen3": rollout_long_qwen3,
     "rollout_chunks": rollout_chunks,
     "rollout_shrink": rollout_shrink,
     "rollout_share": rollout_share,
 }
 # benchmarks with a full size (launch/benchmark.py --full)
-SIZED = ("rollout_long", "rollout_chunks", "rollout_shrink", "rollout_share")
+SIZED = ("rollout_long", "rollout_long_qwen3", "rollout_chunks", "rollout_shrink",
+         "rollout_share")
+# run on a CPU only where named (--only): hours there
+ACCELERATOR_ONLY = ("rollout_long_qwen3",)
 
 
 def run(only: list[str], repeats: int = 5, full: bool = False) -> dict:
@@ -149,7 +159,9 @@ def run(only: list[str], repeats: int = 5, full: bool = False) -> dict:
              "cpu": selection.machine()["cpu"], "cpu_flags": selection.machine()["flags"],
              "cpu_kernels_mode": selection.mode()}
   for name, bench in BENCHMARKS.items():
-    if not only or name in only:
+    if not only and name in ACCELERATOR_ONLY and jax.default_backend() == "cpu":
+      print(f"{name}: skipped on a CPU (an accelerator's benchmark; --only={name} runs it)")
+    elif not only or name in only:
       # Each XLA:CPU executable holds ~3 memory mappings; past vm.max_map_count (65,530)
       # the next compile fails ("LLVM compilation error: Cannot allocate memory": met
       # in one process that ran rollout_share's two models, then rollout_long's full copies).

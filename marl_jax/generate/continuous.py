@@ -305,6 +305,7 @@ class Session:
       state = {k: v[None] for k, v in state.items()}
     self.stats.chunks += 1
     self.stats.decode_steps += int(steps)
+    self.stats.copy_steps += int(steps) * self.num_copies
     self.stats.slot_steps += int(steps) * width * self.num_copies
     self.stats.column_steps += int(steps) * width * window * self.num_copies
     self._column = state["column"].copy()

@@ -29,7 +29,9 @@ class Stats:
   calls; forks: rows started from a prompt another row holds (HeldPrompts), no
   prefill. compactions: the times live rows were moved into a narrower prefix.
   column_steps: the cache columns the decode steps attended to, summed over
-  their slots (each slot's whole cache row without shrink).
+  their slots (each slot's whole cache row without shrink). copy_steps: the
+  decode steps times the weight copies each ran (an engine over stacked full
+  copies runs every copy at each step): the weights decode read, in copies.
   """
 
   rows: int = 0
@@ -43,6 +45,7 @@ class Stats:
   cache_bytes: int = 0
   compactions: int = 0
   column_steps: int = 0
+  copy_steps: int = 0
 
   @property
   def useful_fraction(self) -> float:
