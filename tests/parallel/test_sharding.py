@@ -29,8 +29,8 @@ ROOT = REPO
 
 
 def _env(devices: int) -> dict:
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  flags = [os.environ.get("XLA_FLAGS"), f"--xla_force_host_platform_device_count={devices}"]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(filter(None, flags)))
   env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
   return env
 
