@@ -3,17 +3,29 @@
 Both expose `encode`, `decode`, `apply_chat_template` (token ids of a chat
 prompt), and the special ids `eos_ids`, `pad_id`, `bos_id`, `vocab_size`.
 `load_tokenizer('char' | directory | file.gguf)` picks one.
+
+A GGUF file's tokenizer is converted by transformers (about 20 s for
+SmolLM2's) once per file: the result is kept in a cache directory
+($MARL_JAX_TOKENIZER_CACHE, else ~/.cache/marl_jax/tokenizers), one entry per
+file path, size, modification time and transformers version, written to a
+temporary sibling and renamed into place; a later load reads it in a fraction
+of a second. A cache that cannot be written costs only the conversion.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import shutil
+import tempfile
 from typing import Any, Protocol, Sequence
 
-Message = dict[str, str]
+Message = dict[str, str]  # {'role': 'system' | 'user' | 'assistant', 'content': str}
 # Any one of these makes a directory a Hugging Face tokenizer.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")  # {'role': 'system' | 'user' | 'assistant', 'content': str}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+CACHE_ENV = "MARL_JAX_TOKENIZER_CACHE"
 
 
 class Tokenizer(Protocol):
@@ -114,8 +126,7 @@ class HFTokenizer:
     if path.endswith(".gguf"):
       if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file {path} does not exist.")
-      directory, name = os.path.split(os.path.abspath(path))
-      return cls(AutoTokenizer.from_pretrained(directory, gguf_file=name))
+      return cls(_from_gguf(path))
     if not os.path.isdir(path):
       raise FileNotFoundError(f"Tokenizer directory {path} does not exist.")
     if not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
@@ -146,6 +157,50 @@ class HFTokenizer:
         list(messages), tokenize=False, add_generation_prompt=add_generation_prompt,
         enable_thinking=enable_thinking)
     return self.encode(text)
+
+
+def cache_dir() -> str:
+  """Where GGUF tokenizers are kept once converted: $MARL_JAX_TOKENIZER_CACHE, else
+  ~/.cache/marl_jax/tokenizers."""
+  default = os.path.join("~", ".cache", "marl_jax", "tokenizers")
+  return os.path.abspath(os.path.expanduser(os.environ.get(CACHE_ENV) or default))
+
+
+def _from_gguf(path: str) -> Any:
+  """transformers' tokenizer of a GGUF file, from the cache, else converted and cached."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  path, stat = os.path.abspath(path), os.stat(path)
+  key = hashlib.sha256("\0".join((path, str(stat.st_size), str(stat.st_mtime_ns),
+                                   transformers.__version__)).encode()).hexdigest()[:24]
+  entry = os.path.join(cache_dir(), key)
+
+  def convert():
+    return transformers.AutoTokenizer.from_pretrained(os.path.dirname(path),
+                                                      gguf_file=os.path.basename(path))
+
+  if os.path.isdir(entry):
+    try:
+      return transformers.AutoTokenizer.from_pretrained(entry, local_files_only=True)
+    except (OSError, ValueError) as err:
+      logging.warning("The cached tokenizer %s is unreadable (%s); converting %s again. "
+                      "Delete that directory to rebuild it.", entry, err, path)
+      return convert()
+  tokenizer = convert()
+  tmp = None
+  try:
+    os.makedirs(cache_dir(), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=cache_dir())
+    tokenizer.save_pretrained(tmp)
+    os.rename(tmp, entry)  # where another process renamed its entry first, that one stays
+  except OSError as err:
+    if not os.path.isdir(entry):
+      logging.warning("Could not keep the tokenizer converted from %s in %s (%s); the next "
+                      "load converts it again (set $%s to a writable directory).",
+                      path, cache_dir(), err, CACHE_ENV)
+  finally:
+    if tmp and os.path.isdir(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+  return tokenizer
 
 
 def _generation_eos_ids(directory: str) -> list[int]:

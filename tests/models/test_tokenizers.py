@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 
 import pytest
 
+from marl_jax.models import tokenizers
 from marl_jax.models.tokenizers import CharTokenizer, HFTokenizer, load_tokenizer
 
 CHAT = [{"role": "system", "content": "Be brief."},
@@ -71,6 +74,43 @@ def test_gguf_tokenizer_matches_transformers(smollm2):
   # SmolLM2's template has no thinking switch; the flag reaches it and changes nothing.
   assert tok.apply_chat_template(CHAT, enable_thinking=True) == ids
 
+
+def test_a_gguf_tokenizer_is_converted_once_then_read_from_the_cache(smollm2_gguf_path, tmp_path,
+                                                                      monkeypatch):
+  transformers = pytest.importorskip("transformers")
+  monkeypatch.setenv(tokenizers.CACHE_ENV, str(tmp_path / "cache"))
+  real, sources = transformers.AutoTokenizer.from_pretrained, []
+
+  def recording(source, *args, **kwargs):
+    sources.append(kwargs.get("gguf_file") or os.path.basename(source))
+    return real(source, *args, **kwargs)
+
+  monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", recording)
+  converted, cached = load_tokenizer(smollm2_gguf_path), load_tokenizer(smollm2_gguf_path)
+  entries = os.listdir(tmp_path / "cache")
+  assert len(entries) == 1 and ".tmp-" not in entries[0]  # one entry, nothing half-written
+  assert sources == [os.path.basename(smollm2_gguf_path), entries[0]]  # converted once
+  for tok in (converted, cached):
+    assert (tok.eos_ids, tok.bos_id, tok.pad_id, tok.vocab_size) == ((2,), 1, 2, 49152)
+  assert cached.apply_chat_template(CHAT) == converted.apply_chat_template(CHAT)
+  texts = ("Résumé: 3 × 4 = 12\n", "<|im_start|>user\nhi<|im_end|>", "  def f(x):\n\treturn x")
+  for text in texts:
+    ids = converted.encode(text)
+    assert cached.encode(text) == ids
+    assert cached.decode(ids, skip_special=False) == converted.decode(ids, skip_special=False)
+
+
+def test_a_cache_that_cannot_be_written_costs_only_the_conversion(smollm2_gguf_path, tmp_path,
+                                                                  monkeypatch, caplog):
+  transformers = pytest.importorskip("transformers")
+  (tmp_path / "a_file").write_text("")
+  monkeypatch.setenv(tokenizers.CACHE_ENV, str(tmp_path / "a_file"))
+  fake = object()
+  monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: fake)
+  with caplog.at_level(logging.WARNING):
+    assert tokenizers._from_gguf(smollm2_gguf_path) is fake  # pylint: disable=protected-access
+  assert "Could not keep the tokenizer" in caplog.text and tokenizers.CACHE_ENV in caplog.text
+  assert (tmp_path / "a_file").read_text() == ""
 
 QWEN3_STYLE_TEMPLATE = (
     "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content"
