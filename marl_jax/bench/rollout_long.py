@@ -126,9 +126,10 @@ class Size:
 SIZES = {  # (small default, --full)
     "6m": (Size(4, 2, 8, 100, 512), Size(16, 4, 32, 100, 512)),
     "smollm2": (Size(2, 2, 8, 25, 128), Size(8, 4, 16, 100, 512)),
-    # An accelerator's: the study's group of 8; lockstep's largest call (Voting's
-    # generators, 192 / 384 rows of 768 tokens) holds 16 / 33 GiB of bf16 KV cache.
-    "qwen3_0_6b": (Size(8, 8, 64, 100, 512), Size(16, 8, 128, 100, 512)),
+    # An accelerator's, at the study's group of 8. Lockstep's largest call, Voting's
+    # generators (96 / 240 rows), pads to 128 / 256 rows of 768 tokens: 10.5 / 21 GiB
+    # of bf16 KV cache (the engine's 32 / 128 slots: 2.6 / 10.5 GiB).
+    "qwen3_0_6b": (Size(4, 8, 32, 100, 512), Size(10, 8, 128, 100, 512)),
 }
 
 
