@@ -20,10 +20,11 @@ if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
   atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 # The suite is compile-bound: most tests run a few steps of programs they compile.
-# LLVM's optimisation of XLA:CPU's generated loops is a fifth to a quarter of that
-# (a compile-bound test: 159 -> 120 s), while the matmuls run the same library
-# code; the numbers a test compares come from one setting throughout, the
-# processes it starts included (they inherit XLA_FLAGS). Benchmarks keep the default.
+# LLVM's optimisation of XLA:CPU's generated loops is about a sixth of that (a
+# compile-bound test file, alternating: 97 -> 80 s), while the matmuls run the
+# same library code; the numbers a test compares come from one setting throughout,
+# the processes it starts included (they inherit XLA_FLAGS). Benchmarks keep the
+# default.
 _FAST_COMPILE = "--xla_backend_optimization_level=0"
 if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), _FAST_COMPILE]))

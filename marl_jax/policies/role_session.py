@@ -12,6 +12,7 @@ import numpy as np
 from marl_jax.generate import continuous
 from marl_jax.generate import sampler as sampling_lib
 
+
 def split_slots(slots: int, demand: Sequence[float]) -> list[int]:
   """`slots` split among engines: one each, the rest in proportion to `demand`
   (largest remainders first, ties to the earlier engine; evenly where no engine
