@@ -166,13 +166,19 @@ def cache_dir() -> str:
   return os.path.abspath(os.path.expanduser(os.environ.get(CACHE_ENV) or default))
 
 
+def cache_entry(path: str) -> str:
+  """The cache directory of a GGUF file's converted tokenizer (it may not exist yet)."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  path, stat = os.path.abspath(path), os.stat(path)
+  return os.path.join(cache_dir(), hashlib.sha256("\0".join((
+      path, str(stat.st_size), str(stat.st_mtime_ns), transformers.__version__)).encode()
+  ).hexdigest()[:24])
+
+
 def _from_gguf(path: str) -> Any:
   """transformers' tokenizer of a GGUF file, from the cache, else converted and cached."""
   import transformers  # pylint: disable=g-import-not-at-top
-  path, stat = os.path.abspath(path), os.stat(path)
-  key = hashlib.sha256("\0".join((path, str(stat.st_size), str(stat.st_mtime_ns),
-                                   transformers.__version__)).encode()).hexdigest()[:24]
-  entry = os.path.join(cache_dir(), key)
+  path, entry = os.path.abspath(path), cache_entry(path)
 
   def convert():
     return transformers.AutoTokenizer.from_pretrained(os.path.dirname(path),
@@ -189,7 +195,7 @@ def _from_gguf(path: str) -> Any:
   tmp = None
   try:
     os.makedirs(cache_dir(), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=cache_dir())
+    tmp = tempfile.mkdtemp(prefix=f"{os.path.basename(entry)}.tmp-", dir=cache_dir())
     tokenizer.save_pretrained(tmp)
     os.rename(tmp, entry)  # where another process renamed its entry first, that one stays
   except OSError as err:

@@ -112,6 +112,20 @@ def test_a_cache_that_cannot_be_written_costs_only_the_conversion(smollm2_gguf_p
   assert "Could not keep the tokenizer" in caplog.text and tokenizers.CACHE_ENV in caplog.text
   assert (tmp_path / "a_file").read_text() == ""
 
+def test_an_unreadable_cache_entry_is_converted_again_with_a_warning(tmp_path, monkeypatch,
+                                                                      caplog):
+  transformers = pytest.importorskip("transformers")
+  gguf = tmp_path / "model.gguf"
+  gguf.write_bytes(b"GGUF")
+  monkeypatch.setenv(tokenizers.CACHE_ENV, str(tmp_path / "cache"))
+  os.makedirs(tokenizers.cache_entry(str(gguf)))  # an entry without its files
+  real, fake = transformers.AutoTokenizer.from_pretrained, object()
+  monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                      lambda source, **kw: fake if "gguf_file" in kw else real(source, **kw))
+  with caplog.at_level(logging.WARNING):
+    assert tokenizers._from_gguf(str(gguf)) is fake  # pylint: disable=protected-access
+  assert "is unreadable" in caplog.text and "converting" in caplog.text
+
 QWEN3_STYLE_TEMPLATE = (
     "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content"
     " + '<|im_end|>\\n' }}{%- endfor %}{%- if add_generation_prompt %}"
