@@ -150,12 +150,6 @@ class WideCharTokenizer(CharTokenizer):
     return super()._piece(token, skip_special)
 
 
-def weight_bytes(config: ModelConfig) -> int:
-  """The bytes one decode step reads of one copy's matmul weights (LM head included;
-  norms and LoRA adapters are a rounding error), stored as config.param_dtype."""
-  return smoke.matmul_weights(config) * np.dtype(config.param_dtype).itemsize
-
-
 class ForcedLengths:
   """A PolicyStore whose rows stop at drawn lengths (row limits). A row's length is
   drawn from its own key (draw.row_keys: its call's identity, whatever the
@@ -196,7 +190,7 @@ class ForcedLengths:
       copies = len(set(roles)) if self.store.kind == "full" else 1
       steps = int(out.lengths.max()) - 1
       self.calls.append((int(out.lengths.sum()), rows * int(out.lengths.max()), cache,
-                         steps * copies * weight_bytes(self.store.config), steps * cache))
+                         steps * copies * smoke.weight_bytes(self.store.config), steps * cache))
     return out
 
   def session(self, roles, sampling, **options):
@@ -211,10 +205,10 @@ class ForcedLengths:
     return session
 
   def decoded(self) -> list[tuple[int, int, int, int, int]]:
-    column = continuous.cache_bytes(self.store.config, 1, 1)
-    return self.calls + [(s.tokens, s.slot_steps, s.cache_bytes,
-                          s.copy_steps * weight_bytes(self.store.config), s.column_steps * column)
-                         for s in self.stats]
+    weights, column = (smoke.weight_bytes(self.store.config),
+                       continuous.cache_bytes(self.store.config, 1, 1))
+    return self.calls + [(s.tokens, s.slot_steps, s.cache_bytes, s.copy_steps * weights,
+                          s.column_steps * column) for s in self.stats]
 
   def forked(self) -> tuple[int, int]:
     """(rows started from a prompt a live row held, rows) of the continuous engine."""

@@ -29,8 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from marl_jax.bench.timing import interleaved_median_seconds, median_seconds
+from marl_jax.generate import continuous
 from marl_jax.generate.sampler import SamplingParams
 from marl_jax.models import decoder, get_preset
+from marl_jax.models.config import as_dtype
 from marl_jax.models.lora import LoraConfig
 from marl_jax.parallel import sharding
 from marl_jax.policies.store import PolicyStore
@@ -64,6 +66,12 @@ def measured_peak_tflops(n: int = 4096) -> float:
 def matmul_weights(config) -> int:
   per_layer = sum(i * o for i, o in decoder.linear_shapes(config).values())
   return config.num_layers * per_layer + config.vocab_size * config.hidden_size
+
+
+def weight_bytes(config) -> int:
+  """The bytes one decode step reads of one copy's matmul weights (LM head included;
+  norms and LoRA adapters are a rounding error), stored as config.param_dtype."""
+  return matmul_weights(config) * np.dtype(as_dtype(config.param_dtype)).itemsize
 
 
 def forward_flops(config, tokens: int, context: float,
@@ -122,9 +130,8 @@ def run(preset: str = "qwen3_0_6b", *, batch: int = 64, prompt_len: int = 512,
   # The prefill runs the LM head at each row's last position only.
   flops = (forward_flops(config, batch * prompt_len, prompt_len / 2, lm_head_tokens=batch)
            + forward_flops(config, generated - batch, prompt_len + new_tokens / 2))
-  c = 2  # bf16 bytes
-  kv = 2 * config.num_layers * config.num_kv_heads * config.head_dim * c
-  read = new_tokens * (matmul_weights(config) * c + batch * kv * (prompt_len + new_tokens / 2))
+  kv = continuous.cache_bytes(config, 1, 1)  # a token's keys and values, all layers
+  read = new_tokens * (weight_bytes(config) + batch * kv * (prompt_len + new_tokens / 2))
   out.update(rollout_s=seconds, rollout_tokens_per_s=generated / seconds,
              rollout_mfu=flops / seconds / (peak * 1e12 * devices),
              decode_read_gbps=read / seconds / 1e9 / devices,

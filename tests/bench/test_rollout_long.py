@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from marl_jax import tasks, workflows
-from marl_jax.bench import rollout_long
+from marl_jax.bench import rollout_long, smoke
 from marl_jax.generate import continuous, sampler
 from marl_jax.models import get_preset, init_params
 from marl_jax.models.tokenizers import CharTokenizer
@@ -33,7 +33,7 @@ def test_each_call_stops_at_its_own_length_under_every_engine_and_schedule():
     lengths = [len(c.completion_tokens) for e in episodes for c in e.calls]
     # The least any decode reads: the weights at each step of the longest call, and for
     # each token after a row's first its prompt's and earlier tokens' KV columns.
-    need[engine, schedule] = (rollout_long.weight_bytes(config) * (max(lengths) - 1), column * sum(
+    need[engine, schedule] = (smoke.weight_bytes(config) * (max(lengths) - 1), column * sum(
         len(c.prompt_tokens) + j for e in episodes for c in e.calls
         for j in range(1, len(c.completion_tokens))))
     runs[engine, schedule] = (lengths, [c.completion_tokens for e in episodes for c in e.calls])
