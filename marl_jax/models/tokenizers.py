@@ -18,9 +18,9 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from typing import Any, Protocol, Sequence
+
+from marl_jax.models import entries
 
 Message = dict[str, str]  # {'role': 'system' | 'user' | 'assistant', 'content': str}
 # Any one of these makes a directory a Hugging Face tokenizer.
@@ -192,20 +192,13 @@ def _from_gguf(path: str) -> Any:
                       "Delete that directory to rebuild it.", entry, err, path)
       return convert()
   tokenizer = convert()
-  tmp = None
   try:
-    os.makedirs(cache_dir(), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f"{os.path.basename(entry)}.tmp-", dir=cache_dir())
-    tokenizer.save_pretrained(tmp)
-    os.rename(tmp, entry)  # where another process renamed its entry first, that one stays
+    entries.write_entry(cache_dir(), os.path.basename(entry),
+                        lambda tmp: tokenizer.save_pretrained(tmp))
   except OSError as err:
-    if not os.path.isdir(entry):
-      logging.warning("Could not keep the tokenizer converted from %s in %s (%s); the next "
-                      "load converts it again (set $%s to a writable directory).",
-                      path, cache_dir(), err, CACHE_ENV)
-  finally:
-    if tmp and os.path.isdir(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
+    logging.warning("Could not keep the tokenizer converted from %s in %s (%s); the next "
+                    "load converts it again (set $%s to a writable directory).",
+                    path, cache_dir(), err, CACHE_ENV)
   return tokenizer
 
 

@@ -16,11 +16,12 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from typing import Any
 
 import jax
 import numpy as np
+
+from marl_jax.models import entries
 
 DEFAULT_DIR = os.path.join("~", ".cache", "marl_jax", "tiny")
 # Entries built from configs/default.py for tiny_s / tiny_m / tiny_l, shipped
@@ -97,20 +98,11 @@ def ship(directory: str, key: str) -> str:
 
 def save(directory: str, key: str, params: Any, record: dict) -> str:
   """Writes entry `key` atomically; returns its path. An existing entry is kept."""
-  os.makedirs(directory, exist_ok=True)
-  entry = os.path.join(directory, key)
-  tmp = tempfile.mkdtemp(prefix=f"{key}.tmp-", dir=directory)
-  try:
+
+  def write(tmp: str) -> None:
     np.savez(os.path.join(tmp, _PARAMS),
              **{n: np.asarray(v) for n, v in _named_leaves(params).items()})
     with open(os.path.join(tmp, _RECORD), "w") as f:
       json.dump(record, f, indent=1, sort_keys=True, default=str)
-    try:
-      os.rename(tmp, entry)
-    except OSError:
-      if not os.path.isdir(entry):  # not a concurrent build of the same key
-        raise
-  finally:
-    if os.path.isdir(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
-  return entry
+
+  return entries.write_entry(directory, key, write)
